@@ -1,0 +1,19 @@
+// ConnectRPC: what the task tier tells a connect instance. One batched method; events in a
+// batch are applied in order, so per-conversation order survives the hop.
+import { serviceDefinition } from "../src/shared/rpc.ts";
+import type { Message, PresenceEvent } from "../src/shared/protocol.ts";
+
+export type PushEvent =
+  /** A message for a room's subscribers (room) or for all connections of some users (users). */
+  | { t: "m"; msg: Message; room?: string; users?: number[] }
+  | { t: "p"; p: PresenceEvent }
+  /** Close the connections of session sid (logout) with 4401. */
+  | { t: "k"; userId: number; sid: string };
+
+export interface ConnectApi {
+  [method: string]: (req: any) => Promise<any>;
+  push(req: { events: PushEvent[] }): Promise<null>;
+}
+
+export const ConnectService = serviceDefinition("bunchat.Connect", ["push"]);
+export const CONNECT_SERVICE = "connect";

@@ -1,0 +1,105 @@
+// LogicRPC: the contract between api/connect and logic. The single source of truth for its
+// methods and payload types (msgpack-encoded; see src/shared/rpc.ts).
+// Hot-path methods (authenticate, send, presence) take arrays: callers batch them.
+import { serviceDefinition } from "../src/shared/rpc.ts";
+import type { Result } from "../src/shared/batcher.ts";
+import type { Message, UserRef } from "../src/shared/protocol.ts";
+
+export interface Credentials {
+  userName: string;
+  password: string;
+}
+
+export interface SessionGrant extends UserRef {
+  token: string;
+}
+
+/** What a valid token stands for. sid is the session id (a hash of the token), exp its expiry in ms. */
+export interface Session extends UserRef {
+  sid: string;
+  exp: number;
+}
+
+export interface SendReq {
+  from: UserRef;
+  room?: string;
+  toUserId?: number;
+  body: string;
+  clientMsgId?: string;
+  /** Set by connect/api: makes a transport-level retry of the same send safe (short TTL). */
+  retryKey?: string;
+}
+
+export interface SendAck {
+  id: string;
+  conv: string;
+  seq: number;
+  ts: number;
+}
+
+export type PresenceOp =
+  | { k: "connect"; inst: string; user: UserRef }
+  | { k: "disconnect"; inst: string; user: UserRef }
+  | { k: "join"; inst: string; user: UserRef; room: string }
+  | { k: "leave"; inst: string; user: UserRef; room: string };
+
+export interface JoinInfo {
+  conv: string;
+  onlineCount: number;
+  lastSeq: number;
+}
+
+export interface RoomInfo {
+  roomId: string;
+  onlineCount: number;
+  members: UserRef[];
+}
+
+export interface HistoryReq {
+  userId: number;
+  conv: string;
+  afterSeq?: number;
+  beforeSeq?: number;
+  limit?: number;
+  /** Upper bound for limit (history 200, sync 500). */
+  maxLimit: number;
+}
+
+export interface HistoryRes {
+  messages: Message[];
+  hasMore: boolean;
+}
+
+export interface ConversationSummary {
+  conv: string;
+  lastSeq: number;
+  lastTs: number | null;
+}
+
+export interface LogicApi {
+  [method: string]: (req: any) => Promise<any>;
+  register(req: Credentials): Promise<SessionGrant>;
+  login(req: Credentials): Promise<SessionGrant>;
+  logout(req: { token: string }): Promise<null>;
+  authenticate(req: { tokens: string[] }): Promise<Result<Session>[]>;
+  send(req: { items: SendReq[] }): Promise<Result<SendAck>[]>;
+  presence(req: { ops: PresenceOp[] }): Promise<Result<JoinInfo | null>[]>;
+  roomInfo(req: { room: string }): Promise<RoomInfo>;
+  history(req: HistoryReq): Promise<HistoryRes>;
+  conversations(req: { userId: number }): Promise<{ conversations: ConversationSummary[] }>;
+}
+
+export const LOGIC_METHODS = [
+  "register",
+  "login",
+  "logout",
+  "authenticate",
+  "send",
+  "presence",
+  "roomInfo",
+  "history",
+  "conversations",
+] as const;
+
+export const LogicService = serviceDefinition("bunchat.Logic", LOGIC_METHODS);
+export const LOGIC_SERVICE = "logic";

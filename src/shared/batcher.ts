@@ -1,0 +1,64 @@
+// Adaptive batching for hot-path RPCs: calls made while a batch is in flight (or within the same
+// event-loop turn) go out together in the next batch. No fixed timer: an idle batcher sends on the
+// next turn, a busy one grows its batches. With concurrency 1, batches (and so items) are delivered
+// strictly in call order, which the send path relies on for per-connection seq order.
+import { AppError, fromWire, type WireError } from "./errors.ts";
+
+export type Result<T> = { ok: T; err?: undefined } | { ok?: undefined; err: WireError };
+
+interface Pending<I, O> {
+  item: I;
+  resolve: (o: O) => void;
+  reject: (e: unknown) => void;
+}
+
+export class Batcher<I, O> {
+  private queue: Pending<I, O>[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly flush: (items: I[]) => Promise<Result<O>[]>,
+    private readonly opts: { maxBatch?: number; concurrency?: number } = {},
+  ) {}
+
+  call(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  private schedule() {
+    if (this.scheduled || this.inFlight >= (this.opts.concurrency ?? 1)) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.run();
+    });
+  }
+
+  private async run() {
+    if (!this.queue.length || this.inFlight >= (this.opts.concurrency ?? 1)) return;
+    const batch = this.queue.splice(0, this.opts.maxBatch ?? 512);
+    this.inFlight++;
+    try {
+      const results = await this.flush(batch.map((p) => p.item));
+      batch.forEach((p, i) => {
+        const r = results[i];
+        if (!r) p.reject(new AppError("INTERNAL", "missing batch result"));
+        else if (r.err) p.reject(fromWire(r.err));
+        else p.resolve(r.ok as O);
+      });
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+    } finally {
+      this.inFlight--;
+      if (this.queue.length) this.schedule();
+    }
+  }
+}

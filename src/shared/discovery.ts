@@ -1,0 +1,124 @@
+// Service discovery on etcd: instances register <prefix>/services/<service>/<id> under a lease kept
+// alive; watchers keep a live map of instances. A dead instance disappears within the lease TTL.
+import { Etcd3, type Lease, type Watcher } from "etcd3";
+import type { Logger } from "./log.ts";
+
+export interface InstanceInfo {
+  id: string;
+  /** host:port of its gRPC server (connect: ConnectRPC; logic: LogicRPC); empty for roles without one. */
+  addr: string;
+  /** Role-specific extras, e.g. connect's public wsUrl and connection count. */
+  meta?: Record<string, unknown>;
+}
+
+export interface Registration {
+  update(info: InstanceInfo): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type Instances = ReadonlyMap<string, InstanceInfo>;
+
+export interface ServiceWatch {
+  instances(): Instances;
+  close(): Promise<void>;
+}
+
+export class Discovery {
+  readonly etcd: Etcd3;
+  private closed = false;
+
+  constructor(
+    private readonly opts: { endpoints: string[]; prefix: string; leaseTtlSec: number; log: Logger },
+  ) {
+    this.etcd = new Etcd3({ hosts: opts.endpoints, dialTimeout: 3000 });
+  }
+
+  get prefix(): string {
+    return this.opts.prefix;
+  }
+
+  get leaseTtlSec(): number {
+    return this.opts.leaseTtlSec;
+  }
+
+  serviceKey(service: string, id = ""): string {
+    return `${this.opts.prefix}/services/${service}/${id}`;
+  }
+
+  /** A lease that re-grants itself if lost (e.g. etcd restarted), calling onRenew to re-put keys. */
+  keptLease(onRenew: (lease: Lease) => Promise<void>): { current: () => Lease; close: () => Promise<void> } {
+    let lease = this.etcd.lease(this.opts.leaseTtlSec, { autoKeepAlive: true });
+    let stopped = false;
+    const arm = (l: Lease) => {
+      l.on("lost", async (err) => {
+        if (stopped || this.closed) return;
+        this.opts.log.warn("etcd lease lost, re-registering", { err: err.message });
+        for (let delay = 200; !stopped && !this.closed; delay = Math.min(delay * 2, 2000)) {
+          try {
+            lease = this.etcd.lease(this.opts.leaseTtlSec, { autoKeepAlive: true });
+            arm(lease);
+            await onRenew(lease);
+            return;
+          } catch (e) {
+            this.opts.log.warn("etcd re-register failed", { err: e });
+            await Bun.sleep(delay);
+          }
+        }
+      });
+    };
+    arm(lease);
+    return {
+      current: () => lease,
+      close: async () => {
+        stopped = true;
+        await lease.revoke().catch(() => undefined);
+      },
+    };
+  }
+
+  async register(service: string, info: InstanceInfo): Promise<Registration> {
+    const key = this.serviceKey(service, info.id);
+    let current = info;
+    const lease = this.keptLease((l) => l.put(key).value(JSON.stringify(current)).exec().then(() => undefined));
+    await lease.current().put(key).value(JSON.stringify(info)).exec();
+    return {
+      update: async (next) => {
+        current = next;
+        await lease.current().put(key).value(JSON.stringify(next)).exec();
+      },
+      close: () => lease.close(),
+    };
+  }
+
+  /** Keeps a live map of a service's instances; onChange runs after every change (and once at start). */
+  async watch(service: string, onChange?: (instances: Instances) => void): Promise<ServiceWatch> {
+    const prefix = this.serviceKey(service);
+    const map = new Map<string, InstanceInfo>();
+    const parse = (k: string, v: string) => {
+      try {
+        map.set(k.slice(prefix.length), JSON.parse(v) as InstanceInfo);
+      } catch {
+        this.opts.log.warn("ignoring malformed registration", { key: k });
+      }
+    };
+    const watcher: Watcher = await this.etcd.watch().prefix(prefix).create();
+    watcher.on("put", (kv) => {
+      parse(kv.key.toString(), kv.value.toString());
+      onChange?.(map);
+    });
+    watcher.on("delete", (kv) => {
+      map.delete(kv.key.toString().slice(prefix.length));
+      onChange?.(map);
+    });
+    watcher.on("error", (err) => this.opts.log.warn("etcd watch error", { service, err: err.message }));
+    const all = await this.etcd.getAll().prefix(prefix).strings();
+    for (const [k, v] of Object.entries(all)) parse(k, v);
+    onChange?.(map);
+    return { instances: () => map, close: () => watcher.cancel() };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.etcd.close();
+  }
+}

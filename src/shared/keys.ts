@@ -1,0 +1,46 @@
+// Every Redis key name in one place. The prefix lets several test clusters share one Redis.
+
+export type Keys = ReturnType<typeof redisKeys>;
+
+export function redisKeys(p: string) {
+  return {
+    /** hash {uid, name, exp}: a session, by sha256(token); TTL = session TTL. */
+    session: (sid: string) => `${p}sess:${sid}`,
+    /** hash userId → userName, for member lists and direct-message targets. */
+    userNames: `${p}unames`,
+    /** counter of failed logins for a lower-cased user name; TTL = lock window. */
+    loginFailures: (nameLower: string) => `${p}lf:${nameLower}`,
+    /** hash {t, v}: send token bucket of a user. */
+    rate: (uid: number) => `${p}rl:${uid}`,
+    /** "id|seq|ts" of the first acceptance of a clientMsgId (or an internal retry key). */
+    idem: (uid: number, conv: string, key: string) => `${p}idem:${uid}:${conv}:${key}`,
+    /** hash {seq, ts}: last seq and its time in a conversation. */
+    conv: (conv: string) => `${p}conv:${conv}`,
+    /** zset seq → packed message: accepted but not yet in MySQL (history reads it first). */
+    pending: (conv: string) => `${p}pend:${conv}`,
+    /** set of convs a user has joined, posted to or received a direct message in. */
+    userConvs: (uid: number) => `${p}uc:${uid}`,
+    /** Redis stream of partition n: messages, presence and kick events. */
+    stream: (part: number) => `${p}s:${part}`,
+    /** hash userId → open joined connections in a room (all instances). */
+    roomMembers: (room: string) => `${p}rm:${room}`,
+    /** hash instanceId → joined connections in a room on that connect instance. */
+    roomInstances: (room: string) => `${p}ri:${room}`,
+    /** hash instanceId → open connections of a user on that connect instance. */
+    userInstances: (uid: number) => `${p}ui:${uid}`,
+    /** hash "r|room|uid" or "u|uid" → count: what one connect instance holds, for cleanup when it dies. */
+    instanceHoldings: (inst: string) => `${p}ih:${inst}`,
+    /** set of connect instance ids that hold presence state. */
+    instances: `${p}instances`,
+  };
+}
+
+/** Stream partition of a conversation (FNV-1a 32-bit of the conv id). Every event of one conv goes to one partition. */
+export function partitionOf(conv: string, partitions: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < conv.length; i++) {
+    h ^= conv.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % partitions;
+}

@@ -1,0 +1,78 @@
+// Names for the public protocol's numbers and strings (CONTRACT.md, WebSocket section).
+
+export const CLIENT_OPS = ["join", "leave", "send", "sync", "ping"] as const;
+export type ClientOp = (typeof CLIENT_OPS)[number];
+
+export const CLOSE = {
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  RESTARTING: 1012,
+  MALFORMED: 4400,
+  TOKEN_REVOKED: 4401,
+  HEARTBEAT_TIMEOUT: 4408,
+  FRAME_TOO_LARGE: 4413,
+  ABUSE: 4429,
+} as const;
+
+export const LIMITS = {
+  /** Largest WebSocket frame a client may send, in bytes (inclusive). */
+  maxFrameBytes: 16 * 1024,
+  /** HTTP request body limit in bytes. */
+  maxHttpBody: 64 * 1024,
+  /** Malformed frames tolerated per window before closing with 4400. */
+  malformedPerWindow: 20,
+  malformedWindowMs: 10_000,
+  /** RATE_LIMITED replies tolerated per window before closing with 4429. */
+  rateLimitedPerWindow: 200,
+  maxBodyCodePoints: 4000,
+  syncDefaultLimit: 100,
+  syncMaxLimit: 500,
+  historyDefaultLimit: 50,
+  historyMaxLimit: 200,
+  /** clientMsgId deduplication window. */
+  idempotencySec: 24 * 3600,
+} as const;
+
+export const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+export const USER_NAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
+
+export interface UserRef {
+  userId: number;
+  userName: string;
+}
+
+/** The Message object of the contract. */
+export interface Message {
+  id: string;
+  conv: string;
+  seq: number;
+  from: UserRef;
+  body: string;
+  ts: number;
+  clientMsgId?: string;
+}
+
+export interface PresenceEvent {
+  room: string;
+  onlineCount: number;
+  event: "join" | "leave";
+  user: UserRef;
+}
+
+export const roomConv = (room: string) => `room:${room}`;
+export const dmConv = (a: number, b: number) => (a <= b ? `dm:${a}:${b}` : `dm:${b}:${a}`);
+
+export type ParsedConv = { kind: "room"; room: string } | { kind: "dm"; a: number; b: number };
+
+/** Parses a conversation id; null if it is not of the contract's form. */
+export function parseConv(conv: string): ParsedConv | null {
+  if (conv.startsWith("room:")) {
+    const room = conv.slice(5);
+    return ROOM_ID_RE.test(room) ? { kind: "room", room } : null;
+  }
+  const m = /^dm:([1-9]\d{0,15}):([1-9]\d{0,15})$/.exec(conv);
+  if (!m) return null;
+  const a = Number(m[1]);
+  const b = Number(m[2]);
+  return a <= b ? { kind: "dm", a, b } : null;
+}
