@@ -53,6 +53,8 @@ export interface RoomInfo {
   roomId: string;
   onlineCount: number;
   members: UserRef[];
+  /** Last seq in the room (extra to the contract's room info; connect uses it for a repeated join). */
+  lastSeq: number;
 }
 
 export interface HistoryReq {

@@ -11,7 +11,7 @@ type Reply<T> = { ok: T; err?: undefined } | { ok?: undefined; err: WireError };
 export type Api = Record<string, (req: any) => Promise<any>>;
 
 export function serviceDefinition(name: string, methods: readonly string[]): grpc.ServiceDefinition {
-  const def: grpc.ServiceDefinition = {};
+  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const m of methods) {
     def[m] = {
       path: `/${name}/${m}`,
@@ -24,7 +24,7 @@ export function serviceDefinition(name: string, methods: readonly string[]): grp
       originalName: m,
     };
   }
-  return def;
+  return def as grpc.ServiceDefinition;
 }
 
 /** Turns a thrown error into a reply; unknown errors are logged once and answered INTERNAL. */
@@ -107,7 +107,7 @@ export function makeClient<T extends Api>(def: grpc.ServiceDefinition, target: s
       for (let attempt = 0; ; attempt++) {
         try {
           const reply = await new Promise<Reply<unknown>>((res, rej) =>
-            raw[m](req, new grpc.Metadata(), { deadline: Date.now() + (opts.deadlineMs ?? defaultDeadlineMs), waitForReady: attempt > 0 }, (e, r) =>
+            raw[m](req, new grpc.Metadata(), { deadline: Date.now() + (opts.deadlineMs ?? defaultDeadlineMs) }, (e, r) =>
               e ? rej(e) : res(r as Reply<unknown>),
             ),
           );

@@ -1,0 +1,43 @@
+// Shared process wiring for every role: config (problems are fatal, unknown IM_* warned about),
+// JSON logger, and graceful shutdown on SIGTERM/SIGINT.
+import { ConfigError, loadConfig, type Config } from "../shared/config.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+
+export async function runRole(role: string, start: (ctx: { config: Readonly<Config>; log: Logger }) => Promise<() => Promise<void>>) {
+  let loaded;
+  try {
+    loaded = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${role}: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const { config, warnings } = loaded;
+  const log = createLogger({ level: config.logLevel, base: { role } });
+  for (const w of warnings) log.warn(w);
+  let stop: (() => Promise<void>) | undefined;
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal });
+    const force = setTimeout(() => process.exit(1), 15_000);
+    try {
+      await stop?.();
+    } catch (e) {
+      log.error("shutdown failed", { err: e });
+    }
+    clearTimeout(force);
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  try {
+    stop = await start({ config, log });
+  } catch (e) {
+    log.error("start failed", { err: e });
+    process.exit(1);
+  }
+}

@@ -1,0 +1,115 @@
+// Who is online where: room members, room → connect instances and user → connect instances,
+// kept in Redis by the ops connect instances send, and cleaned up when a connect instance dies
+// (its etcd lease expires): every holding it recorded is debited and presence leave events emitted.
+import type Redis from "ioredis";
+import type { Keys } from "../shared/keys.ts";
+import { partitionOf } from "../shared/keys.ts";
+import { badRequest } from "../shared/errors.ts";
+import { ROOM_ID_RE, roomConv, type UserRef } from "../shared/protocol.ts";
+import { encodeEvent } from "../shared/stream.ts";
+import type { Config } from "../shared/config.ts";
+import type { Logger } from "../shared/log.ts";
+import type { Result } from "../shared/batcher.ts";
+import type { Scripts } from "./scripts.ts";
+import type { Accounts } from "./accounts.ts";
+import type { JoinInfo, PresenceOp, RoomInfo } from "../../proto/logic.ts";
+
+const roomField = (room: string, uid: number) => `r|${room}|${uid}`;
+const userField = (uid: number) => `u|${uid}`;
+
+export class Presence {
+  constructor(
+    private readonly deps: { redis: Redis & Scripts; keys: Keys; config: Readonly<Config>; accounts: Accounts; log: Logger },
+  ) {}
+
+  private streamOf(room: string) {
+    return this.deps.keys.stream(partitionOf(roomConv(room), this.deps.config.streamPartitions));
+  }
+
+  private leave(holdings: string, inst: string, user: UserRef, room: string, count: number): Promise<number> {
+    const { redis, keys } = this.deps;
+    return redis.imLeave(
+      [keys.roomMembers(room), keys.roomInstances(room), holdings, this.streamOf(room)],
+      [inst, user.userId, roomField(room, user.userId), encodeEvent({ t: "p", room, event: "leave", user }), count],
+    );
+  }
+
+  private disconnect(holdings: string, inst: string, uid: number, count: number): Promise<number> {
+    return this.deps.redis.imDisconnect([this.deps.keys.userInstances(uid), holdings], [inst, userField(uid), count]);
+  }
+
+  /** Applies ops in order (issued without awaiting in between, so Redis runs them in order). */
+  async apply(ops: PresenceOp[]): Promise<Result<JoinInfo | null>[]> {
+    const { redis, keys } = this.deps;
+    const calls = ops.map(async (op): Promise<Result<JoinInfo | null>> => {
+      if (!op || typeof op.inst !== "string" || !op.user || !Number.isSafeInteger(op.user.userId)) throw badRequest("malformed presence op");
+      const holdings = keys.instanceHoldings(op.inst);
+      const uid = op.user.userId;
+      switch (op.k) {
+        case "connect":
+          await redis.imConnect([keys.userInstances(uid), holdings, keys.instances], [op.inst, userField(uid)]);
+          return { ok: null };
+        case "disconnect":
+          await this.disconnect(holdings, op.inst, uid, 1);
+          return { ok: null };
+        case "join": {
+          if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");
+          const conv = roomConv(op.room);
+          const [onlineCount, lastSeq] = await redis.imJoin(
+            [keys.roomMembers(op.room), keys.roomInstances(op.room), holdings, this.streamOf(op.room), keys.conv(conv), keys.userConvs(uid), keys.instances],
+            [op.inst, uid, roomField(op.room, uid), encodeEvent({ t: "p", room: op.room, event: "join", user: op.user }), conv],
+          );
+          return { ok: { conv, onlineCount, lastSeq } };
+        }
+        case "leave":
+          if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");
+          await this.leave(holdings, op.inst, op.user, op.room, 1);
+          return { ok: null };
+        default:
+          throw badRequest("unknown presence op");
+      }
+    });
+    return Promise.all(calls.map((c) => c.catch((e) => ({ err: { code: e.code ?? "INTERNAL", message: e.message } }) as Result<null>)));
+  }
+
+  async roomInfo(room: string): Promise<RoomInfo> {
+    if (typeof room !== "string" || !ROOM_ID_RE.test(room)) throw badRequest("roomId must be 1-64 characters of A-Z a-z 0-9 _ -");
+    const { redis, keys } = this.deps;
+    const [uids, seq] = await Promise.all([redis.hkeys(keys.roomMembers(room)), redis.hget(keys.conv(roomConv(room)), "seq")]);
+    const ids = uids.map(Number).sort((a, b) => a - b);
+    const names = await this.deps.accounts.names(ids);
+    const members = ids.map((userId) => ({ userId, userName: names.get(userId) ?? "" }));
+    return { roomId: room, onlineCount: members.length, members, lastSeq: Number(seq) || 0 };
+  }
+
+  /**
+   * Debits everything a dead connect instance held. The holdings hash is renamed first so that one
+   * cleaner owns it; the scripts never debit more than it records, so a racing cleaner is harmless.
+   */
+  async cleanupInstance(inst: string): Promise<void> {
+    const { redis, keys, log } = this.deps;
+    const live = keys.instanceHoldings(inst);
+    const dead = `${live}:dead`;
+    await redis.rename(live, dead).catch(() => undefined); // no key: nothing held, or another cleaner has it
+    const held = await redis.hgetall(dead);
+    const fields = Object.entries(held);
+    const userIds = [...new Set(fields.map(([f]) => Number(f.split("|").pop())))];
+    const names = await this.deps.accounts.names(userIds);
+    await Promise.all(
+      fields.map(([field, count]) => {
+        const parts = field.split("|");
+        const uid = Number(parts[parts.length - 1]);
+        if (parts[0] === "u") return this.disconnect(dead, inst, uid, Number(count));
+        return this.leave(dead, inst, { userId: uid, userName: names.get(uid) ?? "" }, parts[1], Number(count));
+      }),
+    );
+    await redis.multi().del(dead).srem(keys.instances, inst).exec();
+    if (fields.length) log.info("cleaned up dead connect instance", { inst, holdings: fields.length });
+  }
+
+  /** Cleans up every instance that holds state in Redis but is not alive in discovery. */
+  async reconcile(alive: ReadonlySet<string>): Promise<void> {
+    const known = await this.deps.redis.smembers(this.deps.keys.instances);
+    for (const inst of known) if (!alive.has(inst)) await this.cleanupInstance(inst);
+  }
+}
