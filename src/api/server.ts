@@ -46,7 +46,9 @@ export class ApiServer {
       gateway: () => this.gateway(),
       ready: () => this.ready,
     });
-    app.listen({ port: config.apiPort, hostname: "0.0.0.0", maxRequestBodySize: LIMITS.maxHttpBody + 1024 });
+    // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (content-length);
+    // Bun's own cap, set higher, only stops chunked uploads that never say their length.
+    app.listen({ port: config.apiPort, hostname: "0.0.0.0", maxRequestBodySize: 16 * LIMITS.maxHttpBody });
     this.server = app.server ?? undefined;
     this.port = this.server?.port ?? 0;
     this.ready = true;

@@ -57,8 +57,15 @@ export class LogicServer {
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
   }
 
+  private impl?: LogicApi;
+
   /** The LogicApi implementation served over gRPC (also callable in-process). */
   api(): LogicApi {
+    this.impl ??= this.buildApi();
+    return this.impl;
+  }
+
+  private buildApi(): LogicApi {
     const { config } = this.deps;
     const keys = redisKeys(config.redisPrefix);
     const calls = new Counter({ name: "logic_rpc_calls_total", help: "LogicRPC calls by method", labelNames: ["method"], registers: [this.registry] });

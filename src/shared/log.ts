@@ -14,9 +14,19 @@ export interface Logger {
   child(fields: Fields): Logger;
 }
 
+/** Query parameters may hold password hashes or message bodies: never let them reach a log. */
+const redact = (s: string | undefined) => s?.replace(/\nparams: [\s\S]*?(\n    at |$)/, "\nparams: [redacted]$1");
+
 function errorFields(v: unknown): unknown {
-  if (v instanceof Error) return { name: v.name, message: v.message, code: (v as { code?: unknown }).code, stack: v.stack };
-  return v;
+  if (!(v instanceof Error)) return v;
+  const cause = (v as { cause?: { code?: unknown; message?: string } }).cause;
+  return {
+    name: v.name,
+    message: redact(v.message),
+    code: (v as { code?: unknown }).code ?? cause?.code,
+    cause: cause?.message,
+    stack: redact(v.stack),
+  };
 }
 
 export function createLogger(opts: { level?: Level; base?: Fields; write?: (line: string) => void } = {}): Logger {

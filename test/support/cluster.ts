@@ -1,0 +1,100 @@
+// Builds a bunchat cluster inside the test process on port 0: several instances of each tier
+// against the shared real infrastructure, isolated by a unique Redis and etcd prefix.
+import { loadConfig, type Config } from "../../src/shared/config.ts";
+import { createLogger, type Logger } from "../../src/shared/log.ts";
+import { Discovery } from "../../src/shared/discovery.ts";
+import { openDb, type DbHandle } from "../../src/shared/db/index.ts";
+import { newInstanceId } from "../../src/shared/instance.ts";
+import { LogicServer } from "../../src/logic/server.ts";
+import { ApiServer } from "../../src/api/server.ts";
+import { getInfra } from "./infra.ts";
+
+export interface Stoppable {
+  stop(): Promise<void>;
+}
+
+export interface TestCluster {
+  config: Readonly<Config>;
+  log: Logger;
+  db: DbHandle;
+  logic: LogicServer[];
+  api: ApiServer[];
+  apiUrl: (i?: number) => string;
+  discovery: () => Discovery;
+  /** Stops one member and removes it from the cleanup list. */
+  stopMember: (m: Stoppable) => Promise<void>;
+  track: (m: Stoppable) => void;
+  stop(): Promise<void>;
+}
+
+let clusterNo = 0;
+
+export async function testConfig(overrides: Partial<Config> = {}): Promise<Readonly<Config>> {
+  const infra = await getInfra();
+  const id = `t${process.pid}x${++clusterNo}x${Math.random().toString(36).slice(2, 7)}`;
+  const { config } = loadConfig(
+    {
+      IM_REDIS_URL: infra.redisUrl,
+      IM_MYSQL_URL: infra.mysqlUrl,
+      IM_ETCD_ENDPOINTS: infra.etcdEndpoints.join(","),
+      IM_ETCD_PREFIX: `/${id}`,
+      IM_REDIS_PREFIX: `${id}:`,
+      IM_API_PORT: "0",
+      IM_LOGIC_PORT: "0",
+      IM_CONNECT_PORT: "0",
+      IM_CONNECT_RPC_PORT: "0",
+      IM_METRICS_PORT: "0",
+      IM_LEASE_TTL: "2",
+      IM_LOG_LEVEL: (process.env.TEST_LOG_LEVEL as string) ?? "error",
+    },
+    overrides,
+  );
+  return config;
+}
+
+export async function startCluster(opts: { logic?: number; api?: number; config?: Partial<Config> } = {}): Promise<TestCluster> {
+  const config = await testConfig(opts.config);
+  const log = createLogger({ level: config.logLevel });
+  const db = openDb(config.mysqlUrl);
+  const members: Stoppable[] = [];
+  const discoveries: Discovery[] = [];
+  const discovery = () => {
+    const d = new Discovery({ endpoints: config.etcdEndpoints, prefix: config.etcdPrefix, leaseTtlSec: config.leaseTtlSec, log });
+    discoveries.push(d);
+    return d;
+  };
+  const logic: LogicServer[] = [];
+  const api: ApiServer[] = [];
+  for (let i = 0; i < (opts.logic ?? 1); i++) {
+    const s = new LogicServer({ config, log: log.child({ role: "logic", i }), db, discovery: discovery(), instanceId: newInstanceId("logic") });
+    await s.start();
+    logic.push(s);
+    members.push(s);
+  }
+  for (let i = 0; i < (opts.api ?? 1); i++) {
+    const s = new ApiServer({ config, log: log.child({ role: "api", i }), discovery: discovery(), instanceId: newInstanceId("api") });
+    await s.start();
+    api.push(s);
+    members.push(s);
+  }
+  return {
+    config,
+    log,
+    db,
+    logic,
+    api,
+    apiUrl: (i = 0) => `http://127.0.0.1:${api[i].port}`,
+    discovery,
+    track: (m) => members.push(m),
+    stopMember: async (m) => {
+      const i = members.indexOf(m);
+      if (i >= 0) members.splice(i, 1);
+      await m.stop();
+    },
+    stop: async () => {
+      for (const m of members.reverse()) await m.stop().catch(() => undefined);
+      for (const d of discoveries) await d.close();
+      await db.close();
+    },
+  };
+}
