@@ -21,6 +21,9 @@ export interface ApiDeps {
   ready: () => boolean;
 }
 
+/** A small browser client of the public contract, so `npm start` has something to point a browser at. */
+const WEB_PAGE = new URL("./web/index.html", import.meta.url).pathname;
+
 const json = (status: number, body: unknown) =>
   new Response(body === null ? null : JSON.stringify(body), { status, headers: body === null ? {} : { "content-type": "application/json" } });
 
@@ -85,6 +88,7 @@ export function createApiApp(deps: ApiDeps) {
       log.error("unhandled api error", { path, code, err: error });
       return errorResponse("INTERNAL", "internal error");
     })
+    .get("/", () => new Response(Bun.file(WEB_PAGE), { headers: { "content-type": "text/html; charset=utf-8" } }))
     .get("/healthz", ({ request }) => opsResponse(request, registry, deps.ready))
     .get("/metrics", ({ request }) => opsResponse(request, registry, deps.ready))
     .post("/api/users", async ({ body }) => json(201, await timed(latency, "register", () => logic.register(body))), { body: Credentials })
