@@ -1,0 +1,57 @@
+// Login and me endpoints under autocannon, against `bun run cluster` (1 api, 1 logic) and, in
+// the same run, a bare Bun.serve baseline process answering a token lookup from memory.
+// Usage: bun bench/http-auth.ts [--seconds 10] [--connections 50]
+import autocannon from "autocannon";
+import { parseArgs } from "node:util";
+import { freeBasePort, report, startCluster } from "./lib.ts";
+
+const { values } = parseArgs({ options: { seconds: { type: "string", default: "10" }, connections: { type: "string", default: "50" } } });
+const duration = Number(values.seconds);
+const connections = Number(values.connections);
+
+async function run(name: string, opts: autocannon.Options) {
+  await autocannon({ ...opts, duration: 2, connections }); // warm-up
+  const r = await autocannon({ ...opts, duration, connections });
+  report({
+    step: name,
+    rps: Math.round(r.requests.average),
+    non2xx: r.non2xx,
+    errors: r.errors,
+    latencyMs: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, p999: r.latency.p99_9, max: r.latency.max },
+  });
+  return r;
+}
+
+const baselineSrc = `
+const tokens = new Map([["t0k3n", { userId: 1, userName: "bench" }]]);
+const s = Bun.serve({ port: 0, fetch(req) {
+  const t = (req.headers.get("authorization") ?? "").slice(7);
+  const u = tokens.get(t);
+  return u ? Response.json(u) : Response.json({ error: { code: "UNAUTHENTICATED", message: "no" } }, { status: 401 });
+} });
+console.log(s.port);`;
+const baseline = Bun.spawn(["bun", "-e", baselineSrc], { stdout: "pipe" });
+const { value } = await baseline.stdout.getReader().read();
+const port = Number(new TextDecoder().decode(value).trim());
+
+const cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"]);
+try {
+  const api = cluster.api[0];
+  const reg = await fetch(`${api}/api/users`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userName: `bench${Date.now().toString(36)}`, password: "bench-password" }),
+  }).then((r) => r.json() as Promise<{ token: string; userName: string }>);
+  const base = await run("baseline bare Bun.serve GET /me", { url: `http://127.0.0.1:${port}/me`, headers: { authorization: "Bearer t0k3n" } });
+  const me = await run("bunchat GET /api/me", { url: `${api}/api/me`, headers: { authorization: `Bearer ${reg.token}` } });
+  report({ step: "ratio me/baseline", ratio: Math.round((me.requests.average / base.requests.average) * 100) / 100 });
+  await run("bunchat POST /api/sessions (argon2id verify)", {
+    url: `${api}/api/sessions`,
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ userName: reg.userName, password: "bench-password" }),
+  });
+} finally {
+  await cluster.stop();
+  baseline.kill();
+}
