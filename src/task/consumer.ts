@@ -1,0 +1,175 @@
+// Stream mechanics, apart from what is done with the entries (Centrifugo style). One consumer reads
+// one partition stream for one group. It runs only while this worker owns the partition exclusively,
+// so on start it claims every pending entry of other consumers (dead or former owners) and replays
+// its own pending list before reading new entries. Entries are acked only after the handler
+// succeeded; a failing batch stays pending and is retried with backoff, in stream order.
+import type { ChainableCommander, Redis } from "ioredis";
+import type { Logger } from "../shared/log.ts";
+import { entryFields } from "../shared/stream.ts";
+
+export interface StreamEntry {
+  id: string;
+  /** Field d: the packed StreamEvent. */
+  d: Buffer;
+  /** Field n: seq for messages, onlineCount for presence events. */
+  n: number;
+}
+
+/** Extra Redis commands to run in the same MULTI as the XACK. */
+export type AckHook = (tx: ChainableCommander) => void;
+
+/** Handles a batch in stream order; throws to leave the whole batch pending for a retry. */
+export type BatchHandler = (entries: StreamEntry[], signal: AbortSignal) => Promise<AckHook | void>;
+
+export interface ConsumerOptions {
+  /** Ordinary connection for group setup, claims and acks (may be shared). */
+  redis: Redis;
+  /** Dedicated connection for the blocking reads; owned by the caller. */
+  blocking: Redis;
+  stream: string;
+  group: string;
+  consumer: string;
+  handler: BatchHandler;
+  log: Logger;
+  /** Entries per read (default 500). */
+  count?: number;
+  /** XREADGROUP BLOCK in ms (default 1000): stop() returns within about this long plus the batch in flight. */
+  blockMs?: number;
+  /** Retry backoff in ms after a failure, doubling from min to max (default 200 → 5000). */
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+}
+
+type ReadReply = [key: Buffer, items: [id: Buffer, fields: Buffer[] | null][]][] | null;
+
+export class StreamConsumer {
+  private readonly abort = new AbortController();
+  private loop?: Promise<void>;
+  private readonly log: Logger;
+
+  constructor(private readonly o: ConsumerOptions) {
+    this.log = o.log.child({ stream: o.stream, group: o.group });
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Stops reading and waits for the batch in flight; entries read but not acked stay pending. */
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.loop;
+  }
+
+  private get stopped(): boolean {
+    return this.abort.signal.aborted;
+  }
+
+  private async run(): Promise<void> {
+    const min = this.o.backoffMinMs ?? 200;
+    const max = this.o.backoffMaxMs ?? 5000;
+    let delay = min;
+    let ready = false;
+    // "0": replaying our own pending list from the start; an id: paging through it; ">": new entries.
+    let cursor = "0";
+    while (!this.stopped) {
+      try {
+        if (!ready) {
+          await this.setup();
+          ready = true;
+          cursor = "0";
+        }
+        const entries = await this.read(cursor);
+        if (this.stopped) break;
+        if (!entries) {
+          if (cursor !== ">") cursor = ">";
+          continue;
+        }
+        await this.process(entries);
+        if (cursor !== ">") cursor = entries.ids[entries.ids.length - 1];
+        delay = min;
+      } catch (err) {
+        if (this.stopped) break;
+        if (String((err as Error)?.message).includes("NOGROUP")) ready = false;
+        this.log.warn("stream batch failed, retrying", { err, retryMs: delay });
+        cursor = "0";
+        await this.sleep(delay);
+        delay = Math.min(delay * 2, max);
+      }
+    }
+  }
+
+  /** Creates the group if missing and takes over every pending entry of other consumers. */
+  private async setup(): Promise<void> {
+    const { redis, stream, group, consumer } = this.o;
+    try {
+      await redis.xgroup("CREATE", stream, group, "0", "MKSTREAM");
+    } catch (err) {
+      if (!String((err as Error)?.message).includes("BUSYGROUP")) throw err;
+    }
+    // Safe with min-idle 0 only because this worker owns the partition exclusively.
+    let start = "0-0";
+    let claimed = 0;
+    do {
+      const reply = (await redis.xautoclaim(stream, group, consumer, 0, start, "COUNT", 1000, "JUSTID")) as [string, string[]];
+      start = reply[0];
+      claimed += reply[1].length;
+    } while (start !== "0-0" && !this.stopped);
+    if (claimed) this.log.info("claimed pending entries", { claimed });
+  }
+
+  private async read(cursor: string): Promise<{ ids: string[]; entries: StreamEntry[] } | null> {
+    const { blocking, stream, group, consumer } = this.o;
+    const count = this.o.count ?? 500;
+    const reply = (
+      cursor === ">"
+        ? await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "BLOCK", this.o.blockMs ?? 1000, "STREAMS", stream, ">")
+        : await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "STREAMS", stream, cursor)
+    ) as ReadReply;
+    const items = reply?.[0]?.[1];
+    if (!items?.length) return null;
+    const ids: string[] = [];
+    const entries: StreamEntry[] = [];
+    for (const [rawId, fields] of items) {
+      const id = rawId.toString();
+      ids.push(id);
+      // Null fields: the entry was trimmed while pending. Nothing to do but ack it.
+      if (!fields) continue;
+      const { d, n } = entryFields(fields);
+      if (d) entries.push({ id, d, n });
+      else this.log.warn("dropping stream entry without field d", { id });
+    }
+    return { ids, entries };
+  }
+
+  private async process(batch: { ids: string[]; entries: StreamEntry[] }): Promise<void> {
+    const hook = batch.entries.length ? await this.o.handler(batch.entries, this.abort.signal) : undefined;
+    const tx = this.o.redis.multi();
+    if (hook) hook(tx);
+    tx.xack(this.o.stream, this.o.group, ...batch.ids);
+    const res = await tx.exec();
+    const failed = res?.find(([e]) => e);
+    if (!res || failed) throw failed?.[0] ?? new Error("ack transaction aborted");
+    this.log.debug("batch acked", { entries: batch.ids.length, first: batch.ids[0] });
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((res) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        res();
+      }
+      this.abort.signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}
+
+/** Orders stream ids ("ms-seq"): negative, zero or positive like a comparator. */
+export function compareIds(a: string, b: string): number {
+  const [am, as] = a.split("-");
+  const [bm, bs] = b.split("-");
+  const d = BigInt(am) - BigInt(bm) || BigInt(as ?? 0) - BigInt(bs ?? 0);
+  return d < 0n ? -1 : d > 0n ? 1 : 0;
+}

@@ -1,0 +1,144 @@
+// The push group: routes each batch of stream events to the connect instances that hold their
+// recipients and delivers them through ConnectRPC. The batch is acked only after every delivery
+// resolved. Instances missing from discovery are dead and skipped; a live instance that fails is
+// retried a few times, then the batch stays pending and the consumer retries it with backoff. An
+// instance that keeps failing for giveUpMs (registered but broken) is given up on for that batch,
+// so one bad instance cannot stall a partition forever.
+import type { Redis } from "ioredis";
+import type { PushEvent } from "../../proto/connect.ts";
+import type { Keys } from "../shared/keys.ts";
+import type { Logger } from "../shared/log.ts";
+import { decodeEvent } from "../shared/stream.ts";
+import { compareIds, type StreamEntry } from "./consumer.ts";
+import type { TaskMetrics } from "./metrics.ts";
+import { routeOf, type Route } from "./route.ts";
+import type { ConnectSenders } from "./senders.ts";
+
+export interface PushOptions {
+  redis: Redis;
+  keys: Keys;
+  senders: ConnectSenders;
+  metrics: TaskMetrics;
+  log: Logger;
+  /** Delivery attempts per instance within one handling of a batch (default 3). */
+  attempts?: number;
+  /** How long a batch may keep failing at one live instance before it is dropped for it (default 30 s). */
+  giveUpMs?: number;
+}
+
+interface Outgoing {
+  events: PushEvent[];
+  /** Stream id of the last entry in events. */
+  lastId: string;
+}
+
+/** One per partition: it remembers what a failed batch already delivered, so the retry skips it. */
+export class PushHandler {
+  /** instance → last entry id it received from a batch that then failed elsewhere. */
+  private readonly delivered = new Map<string, string>();
+  private failing?: { firstId: string; since: number };
+
+  constructor(private readonly o: PushOptions) {}
+
+  readonly handle = async (entries: StreamEntry[], signal: AbortSignal): Promise<void> => {
+    const { metrics } = this.o;
+    metrics.pushBatch.observe(entries.length);
+    const routed = this.decode(entries);
+    const targets = await this.lookup(routed);
+    const out = new Map<string, Outgoing>();
+    for (const { id, route } of routed) {
+      const instances = new Set(route.lookups.flatMap((k) => targets.get(k) ?? []));
+      for (const inst of instances) {
+        const done = this.delivered.get(inst);
+        if (done && compareIds(id, done) <= 0) continue;
+        const o = out.get(inst) ?? { events: [], lastId: id };
+        o.events.push(route.event);
+        o.lastId = id;
+        out.set(inst, o);
+      }
+    }
+    await this.deliver(out, entries[0].id, signal);
+    this.delivered.clear();
+    this.failing = undefined;
+    const now = Date.now();
+    for (const { route } of routed) {
+      metrics.eventsPushed.inc({ type: route.event.t });
+      if (route.event.t === "m") metrics.lag.observe(Math.max(0, now - route.event.msg.ts) / 1000);
+    }
+    this.o.log.debug("push batch delivered", { entries: entries.length, instances: out.size });
+  };
+
+  private decode(entries: StreamEntry[]): { id: string; route: Route }[] {
+    const routed: { id: string; route: Route }[] = [];
+    for (const e of entries) {
+      let route: Route | null = null;
+      try {
+        route = routeOf(decodeEvent(e.d, e.n), this.o.keys);
+      } catch (err) {
+        this.o.log.warn("dropping undecodable stream entry", { id: e.id, err });
+        continue;
+      }
+      if (route) routed.push({ id: e.id, route });
+      else this.o.log.warn("dropping stream entry with a malformed conversation", { id: e.id });
+    }
+    return routed;
+  }
+
+  /** HKEYS of every routing hash the batch needs, in one round trip. */
+  private async lookup(routed: { route: Route }[]): Promise<Map<string, string[]>> {
+    const keys = [...new Set(routed.flatMap((r) => r.route.lookups))];
+    const targets = new Map<string, string[]>();
+    if (!keys.length) return targets;
+    const pipe = this.o.redis.pipeline();
+    for (const k of keys) pipe.hkeys(k);
+    const res = await pipe.exec();
+    if (!res) throw new Error("routing lookup pipeline aborted");
+    keys.forEach((k, i) => {
+      const [err, val] = res[i];
+      if (err) throw err;
+      targets.set(k, val as string[]);
+    });
+    return targets;
+  }
+
+  private async deliver(out: Map<string, Outgoing>, firstId: string, signal: AbortSignal): Promise<void> {
+    const { senders, metrics, log } = this.o;
+    const attempts = this.o.attempts ?? 3;
+    let pending = [...out.keys()];
+    let lastErr: unknown;
+    for (let attempt = 1; ; attempt++) {
+      const retry = await Promise.all(
+        pending.map(async (inst) => {
+          const o = out.get(inst)!;
+          if (!senders.isLive(inst)) {
+            metrics.deliveries.inc({ result: "skipped" }, o.events.length);
+            log.debug("skipping connect instance not in discovery", { instance: inst, events: o.events.length });
+            return false;
+          }
+          try {
+            await senders.send(inst, o.events);
+            metrics.deliveries.inc({ result: "ok" }, o.events.length);
+            this.delivered.set(inst, o.lastId);
+            return false;
+          } catch (err) {
+            lastErr = err;
+            return true;
+          }
+        }),
+      );
+      pending = pending.filter((_, i) => retry[i]);
+      if (!pending.length) return;
+      if (attempt >= attempts || signal.aborted) break;
+      await Bun.sleep(100 * attempt);
+    }
+    if (this.failing?.firstId !== firstId) this.failing = { firstId, since: Date.now() };
+    if (Date.now() - this.failing.since < (this.o.giveUpMs ?? 30_000)) {
+      throw new Error(`push to ${pending.length} connect instance(s) failed: ${(lastErr as Error)?.message}`, { cause: lastErr });
+    }
+    for (const inst of pending) {
+      const n = out.get(inst)!.events.length;
+      metrics.deliveries.inc({ result: "failed" }, n);
+      log.error("giving up pushing a batch to a failing connect instance", { instance: inst, events: n, err: lastErr });
+    }
+  }
+}

@@ -1,0 +1,178 @@
+// A task worker: owns a share of the stream partitions (see ownership.ts) and runs, per owned
+// partition, a "push" consumer (deliver to connect instances) and a "persist" consumer (write to
+// MySQL), and trims the stream below what both groups have acked. Everything is passed in, so
+// several workers can run in one process.
+import { Redis, type RedisOptions } from "ioredis";
+import type { Registry } from "prom-client";
+import type { Config } from "../shared/config.ts";
+import type { Db } from "../shared/db/index.ts";
+import type { Discovery } from "../shared/discovery.ts";
+import type { Logger } from "../shared/log.ts";
+import { redisKeys, type Keys } from "../shared/keys.ts";
+import { newRegistry } from "../shared/ops.ts";
+import { StreamConsumer, type BatchHandler } from "./consumer.ts";
+import { taskMetrics, type TaskMetrics } from "./metrics.ts";
+import { PartitionOwnership } from "./ownership.ts";
+import { PersistHandler } from "./persist.ts";
+import { PushHandler } from "./push.ts";
+import { ConnectSenders } from "./senders.ts";
+import { trimStream } from "./trim.ts";
+
+export const PUSH_GROUP = "push";
+export const PERSIST_GROUP = "persist";
+const GROUPS = [PUSH_GROUP, PERSIST_GROUP] as const;
+
+export interface TaskWorkerOptions {
+  config: Readonly<Config>;
+  log: Logger;
+  /** A Redis URL, or a factory of new connections (the worker closes what it gets). */
+  redis: string | (() => Redis);
+  db: Db;
+  discovery: Discovery;
+  instanceId: string;
+  /** Defaults to a new registry labelled role=task. */
+  registry?: Registry;
+  /** How often owned streams are trimmed, in ms (default 5000). */
+  trimIntervalMs?: number;
+  /** XREADGROUP BLOCK in ms (default 1000). */
+  blockMs?: number;
+}
+
+interface Running {
+  consumers: StreamConsumer[];
+  conns: Redis[];
+}
+
+export class TaskWorker {
+  readonly registry: Registry;
+  readonly metrics: TaskMetrics;
+  private readonly log: Logger;
+  private readonly keys: Keys;
+  private readonly connect: () => Redis;
+  private redis?: Redis;
+  private senders?: ConnectSenders;
+  private ownership?: PartitionOwnership;
+  private readonly running = new Map<number, Running>();
+  private trimTimer?: ReturnType<typeof setInterval>;
+  private started = false;
+  private stopping?: Promise<void>;
+
+  constructor(private readonly o: TaskWorkerOptions) {
+    this.log = o.log.child({ component: "task", instance: o.instanceId });
+    this.keys = redisKeys(o.config.redisPrefix);
+    this.registry = o.registry ?? newRegistry("task", o.instanceId);
+    this.metrics = taskMetrics(this.registry);
+    const url = o.redis;
+    const opts: RedisOptions = { maxRetriesPerRequest: 2, enableAutoPipelining: false };
+    this.connect =
+      typeof url === "string"
+        ? () => {
+            // Failing commands are logged (and retried) where they are made; this only keeps
+            // ioredis from reporting every reconnect attempt as an unhandled error.
+            const r = new Redis(url, opts);
+            r.on("error", (err) => this.log.debug("redis connection error", { err: err.message }));
+            return r;
+          }
+        : url;
+  }
+
+  /** True once registered and serving; false again while stopping. */
+  get ready(): boolean {
+    return this.started && !this.stopping;
+  }
+
+  ownedPartitions(): number[] {
+    return this.ownership?.ownedPartitions() ?? [];
+  }
+
+  async start(): Promise<void> {
+    const { discovery, instanceId, config } = this.o;
+    this.redis = this.connect();
+    this.senders = new ConnectSenders({
+      discovery,
+      log: this.log.child({ component: "senders" }),
+      onCall: (ok) => this.metrics.pushCalls.inc({ result: ok ? "ok" : "error" }),
+    });
+    await this.senders.start();
+    this.ownership = new PartitionOwnership({
+      discovery,
+      id: instanceId,
+      partitions: config.streamPartitions,
+      log: this.log,
+      onAcquire: async (p) => this.startPartition(p),
+      onRelease: (p) => this.stopPartition(p),
+    });
+    await this.ownership.start();
+    this.trimTimer = setInterval(() => void this.trim(), this.o.trimIntervalMs ?? 5000);
+    this.started = true;
+    this.log.info("task worker started", { partitions: config.streamPartitions, owned: this.ownedPartitions() });
+  }
+
+  /** Releases every partition after its in-flight batches, deregisters, and closes connections. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      clearInterval(this.trimTimer);
+      await this.ownership?.stop();
+      await this.senders?.close();
+      await this.redis?.quit().catch(() => this.redis?.disconnect());
+      this.log.info("task worker stopped");
+    })();
+    return this.stopping;
+  }
+
+  private startPartition(p: number): void {
+    const stream = this.keys.stream(p);
+    const redis = this.redis!;
+    const conns: Redis[] = [];
+    const consumer = (group: string, handler: BatchHandler) => {
+      const blocking = this.connect();
+      conns.push(blocking);
+      const wrapped: BatchHandler = async (entries, signal) => {
+        try {
+          return await handler(entries, signal);
+        } catch (err) {
+          this.metrics.batchFailures.inc({ group });
+          throw err;
+        }
+      };
+      return new StreamConsumer({
+        redis,
+        blocking,
+        stream,
+        group,
+        consumer: this.o.instanceId,
+        handler: wrapped,
+        log: this.log.child({ partition: p }),
+        blockMs: this.o.blockMs,
+      });
+    };
+    const common = { keys: this.keys, metrics: this.metrics };
+    const push = new PushHandler({ ...common, redis, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
+    const persist = new PersistHandler({ ...common, db: this.o.db, log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
+    const consumers = [consumer(PUSH_GROUP, push.handle), consumer(PERSIST_GROUP, persist.handle)];
+    for (const c of consumers) c.start();
+    this.running.set(p, { consumers, conns });
+    this.metrics.ownedPartitions.set(this.running.size);
+  }
+
+  private async stopPartition(p: number): Promise<void> {
+    const r = this.running.get(p);
+    if (!r) return;
+    this.running.delete(p);
+    this.metrics.ownedPartitions.set(this.running.size);
+    await Promise.all(r.consumers.map((c) => c.stop()));
+    for (const c of r.conns) c.disconnect();
+  }
+
+  private async trim(): Promise<void> {
+    for (const p of this.running.keys()) {
+      const stream = this.keys.stream(p);
+      try {
+        const removed = await trimStream(this.redis!, stream, GROUPS);
+        if (removed) this.log.debug("stream trimmed", { stream, removed });
+      } catch (err) {
+        this.log.debug("stream trim skipped", { stream, err });
+      }
+    }
+  }
+}
