@@ -1,6 +1,7 @@
 // One OS child process, spawned with Bun.spawn. Its stdout and stderr are read line by line
 // (so it never blocks on a full pipe) and the last lines are kept for error messages.
 import type { Subprocess } from "bun";
+import type { OrphanGuard } from "./guard.ts";
 
 export interface ChildOptions {
   cmd: string[];
@@ -10,6 +11,8 @@ export interface ChildOptions {
   onLine?: (line: string) => void;
   /** Lines kept for tail(); default 40. */
   tailLines?: number;
+  /** Kills the process should this one die without stopping it. */
+  guard?: OrphanGuard;
 }
 
 /** A line longer than this is cut into pieces, so a child that never prints "\n" cannot grow memory. */
@@ -33,6 +36,7 @@ export class Child {
       throw new Error(`cannot start ${opts.cmd[0]}: ${(err as Error).message}`);
     }
     this.pid = this.proc.pid;
+    opts.guard?.add(this.pid);
     const onLine = (line: string) => {
       this.lines.push(line);
       if (this.lines.length > this.tailLines) this.lines.shift();
@@ -41,6 +45,7 @@ export class Child {
     this.pumps = Promise.all([pump(this.proc.stdout, onLine), pump(this.proc.stderr, onLine)]).then(() => undefined);
     this.exited = this.proc.exited.then(async (code) => {
       this.done = true;
+      opts.guard?.remove(this.pid);
       // Output written just before exit may still be in the pipe; a grandchild holding the
       // pipe open must not delay us for long.
       await Promise.race([this.pumps, Bun.sleep(500)]);

@@ -28,7 +28,7 @@ export function etcdSpec(opts: { port: number; peerPort: number; dir: string }):
     ready: async () => {
       try {
         const res = await fetch(`${client}/health`, { signal: AbortSignal.timeout(1000) });
-        return res.ok && (await res.json()).health === "true";
+        return res.ok && ((await res.json()) as { health?: string }).health === "true";
       } catch {
         return false; // not listening yet
       }

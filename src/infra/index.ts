@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import { migrate } from "../shared/db/migrate.ts";
 import type { Logger } from "../shared/log.ts";
 import { etcdSpec } from "./etcd.ts";
+import { OrphanGuard } from "./guard.ts";
 import { mysqlSpec } from "./mysql.ts";
 import { freePort } from "./ports.ts";
 import { redisSpec } from "./redis.ts";
@@ -22,7 +23,7 @@ export interface InfraPorts {
 }
 
 export interface InfraOptions {
-  /** Holds redis/, mysql/, etcd/ and one <service>.log each; created if missing. */
+  /** Holds redis/, mysql/, etcd/, one <service>.log each and the orphan guard's pids file; created if missing. */
   dataDir: string;
   /** Free ports are picked when absent. */
   ports?: InfraPorts;
@@ -56,9 +57,10 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
   const ports = opts.ports ?? { redis: await freePort(), mysql: await freePort(), etcd: await freePort(), etcdPeer: await freePort() };
   const log = opts.log.child({ component: "infra" });
   await mkdir(dataDir, { recursive: true });
+  const guard = new OrphanGuard(join(dataDir, "pids"));
 
   const make = (spec: ServiceSpec) =>
-    createService(spec, { log, logFile: join(dataDir, `${spec.name}.log`), signal: opts.signal });
+    createService(spec, { log, logFile: join(dataDir, `${spec.name}.log`), signal: opts.signal, guard });
   const redis = make(redisSpec({ port: ports.redis, dir: join(dataDir, "redis") }));
   const mysql = make(mysqlSpec({ port: ports.mysql, dir: join(dataDir, "mysql"), socket: join(dataDir, "mysql.sock") }));
   const etcd = make(etcdSpec({ port: ports.etcd, peerPort: ports.etcdPeer, dir: join(dataDir, "etcd") }));
@@ -68,6 +70,7 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
   const stop = () =>
     (stopped ??= (async () => {
       await Promise.all(all.map((s) => s.stop()));
+      guard.close();
       if (opts.keepData === false) await rm(dataDir, { recursive: true, force: true });
     })());
 

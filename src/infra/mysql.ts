@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Child } from "./child.ts";
 import { findBinary, isRoot } from "./binaries.ts";
+import type { OrphanGuard } from "./guard.ts";
 import type { ServiceSpec } from "./service.ts";
 
 /** Written once the data folder is fully initialised; a folder without it is redone. */
@@ -25,7 +26,7 @@ export function mysqlSpec(opts: { port: number; dir: string; socket: string }): 
     port: opts.port,
     readyTimeoutMs: 60_000,
     stopTimeoutMs: 30_000,
-    prepare: () => initDataDir(opts.dir, user),
+    prepare: ({ guard }) => initDataDir(opts.dir, user, guard),
     command: () => [
       findBinary(["mariadbd", "mysqld"], "mariadb-server"),
       "--no-defaults", // must come first: ignore /etc/mysql and ~/.my.cnf
@@ -47,13 +48,14 @@ export function mysqlSpec(opts: { port: number; dir: string; socket: string }): 
   };
 }
 
-async function initDataDir(dir: string, user: string[]): Promise<void> {
+async function initDataDir(dir: string, user: string[], guard?: OrphanGuard): Promise<void> {
   if (existsSync(join(dir, MARKER))) return;
   await rm(dir, { recursive: true, force: true }); // a half-initialised folder from a crash
   await mkdir(dir, { recursive: true });
   const install = findBinary(["mariadb-install-db", "mysql_install_db"], "mariadb-server");
   const child = new Child({
     cmd: [install, "--no-defaults", ...user, `--datadir=${dir}`, "--auth-root-authentication-method=normal", "--skip-test-db", ...SERVER_OPTS],
+    guard,
   });
   const code = await child.exited;
   if (code !== 0) throw new Error(`mysql: ${install} failed with exit code ${code}; last output:\n${child.tail()}`);

@@ -3,6 +3,7 @@
 import { createWriteStream } from "node:fs";
 import type { Logger } from "../shared/log.ts";
 import { Child } from "./child.ts";
+import type { OrphanGuard } from "./guard.ts";
 import { isPortFree } from "./ports.ts";
 import { waitUntil } from "./wait.ts";
 
@@ -26,7 +27,7 @@ export interface ServiceSpec {
   ready(): Promise<boolean>;
   readyTimeoutMs: number;
   /** Runs before every start (e.g. create the data folder, initialise it on first use). */
-  prepare?(signal?: AbortSignal): Promise<void>;
+  prepare?(ctx: { signal?: AbortSignal; guard?: OrphanGuard }): Promise<void>;
   /** Runs after every successful start (e.g. fix up access rights). */
   afterReady?(): Promise<void>;
   /** Grace period after SIGTERM before SIGKILL; default 15 s (a database may flush). */
@@ -38,6 +39,7 @@ export interface ServiceContext {
   /** Every output line of the process is appended here. */
   logFile: string;
   signal?: AbortSignal;
+  guard?: OrphanGuard;
 }
 
 export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
@@ -47,12 +49,12 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
 
   async function start(): Promise<void> {
     if (child?.running) return;
-    await spec.prepare?.(ctx.signal);
+    await spec.prepare?.({ signal: ctx.signal, guard: ctx.guard });
     if (!(await isPortFree(spec.port))) {
       throw new Error(`${spec.name}: port ${spec.port} on 127.0.0.1 is already in use (left over from an earlier run? stop that process or choose other ports)`);
     }
     const out = createWriteStream(ctx.logFile, { flags: "a" });
-    const c = new Child({ cmd: spec.command(), onLine: (line) => out.write(line + "\n"), tailLines: 30 });
+    const c = new Child({ cmd: spec.command(), onLine: (line) => out.write(line + "\n"), tailLines: 30, guard: ctx.guard });
     child = c;
     stopping = false;
     log.info("service started", { pid: c.pid, port: spec.port });

@@ -1,0 +1,48 @@
+// Last line of defence against orphans. If this process dies without stopping its children
+// (kill -9, a crash, a test runner that exits without running exit handlers), a small shell
+// reaps them: it polls our PID once a second and, once we are gone, SIGKILLs the PIDs still
+// listed in its file. The file only ever lists live children (removed as soon as they exit),
+// so no unrelated process can be hit.
+import { writeFileSync } from "node:fs";
+
+const SCRIPT = `
+trap '' INT HUP
+while kill -0 "$1" 2>/dev/null; do sleep 1; done
+[ -s "$2" ] && kill -9 $(cat "$2") 2>/dev/null
+exit 0
+`;
+
+export class OrphanGuard {
+  private readonly pids = new Set<number>();
+  private closed = false;
+  private readonly watcher: ReturnType<typeof Bun.spawn>;
+
+  /** file: where the live PIDs are kept for the watcher; any writable path of ours. */
+  constructor(private readonly file: string) {
+    this.write();
+    this.watcher = Bun.spawn({
+      cmd: ["sh", "-c", SCRIPT, "bunchat-orphan-guard", String(process.pid), file],
+      stdio: ["ignore", "ignore", "ignore"],
+    });
+    this.watcher.unref(); // must not keep this process alive
+  }
+
+  add(pid: number): void {
+    this.pids.add(pid);
+    this.write();
+  }
+
+  remove(pid: number): void {
+    if (this.pids.delete(pid)) this.write();
+  }
+
+  /** Ends the watcher: call after every child has been stopped. */
+  close(): void {
+    this.closed = true;
+    this.watcher.kill("SIGKILL");
+  }
+
+  private write(): void {
+    if (!this.closed) writeFileSync(this.file, [...this.pids].join(" ") + "\n");
+  }
+}
