@@ -1,6 +1,7 @@
 // One shared local infrastructure (redis-server, mariadbd, etcd) per `bun test` process: started
 // on first use in a fresh temporary folder on free ports, stopped and deleted by the preload's
-// global afterAll (test/support/preload.ts), with a kill -9 safety net if the process exits early.
+// global afterAll (test/support/preload.ts). On SIGINT/SIGTERM the children are killed at once;
+// if the runner dies outright, startInfra's orphan guard kills them.
 // A missing binary rejects getInfra(), so tests that need it fail rather than skip.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,7 +38,6 @@ async function start(): Promise<Infra> {
 
 /** Stops the shared infrastructure and deletes its folder; called once, after the last test file. */
 export async function stopSharedInfra(): Promise<void> {
-  console.error("STOPSHARED", !!shared.promise);
   const { promise, dataDir } = shared;
   shared.promise = undefined;
   shared.infra = undefined;
@@ -47,9 +47,8 @@ export async function stopSharedInfra(): Promise<void> {
   shared.dataDir = undefined;
 }
 
-/** Synchronous last resort when the process ends without afterAll (crash, Ctrl-C, kill). */
+/** Synchronous last resort when the run ends without afterAll (Ctrl-C, kill). */
 function killNow(): void {
-  require("fs").writeSync(2, "KILLNOW " + shared.infra?.redis.pid + "\n");
   const infra = shared.infra;
   if (infra) {
     for (const s of [infra.redis, infra.mysql, infra.etcd]) {
@@ -62,7 +61,7 @@ function killNow(): void {
 function hookEmergencyExit(): void {
   if (shared.hooked) return;
   shared.hooked = true;
-  process.on("exit", killNow);
+  process.on("exit", killNow); // bun test does not emit "exit" today; plain bun scripts do
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     process.once(sig, () => {
       killNow();
