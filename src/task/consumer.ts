@@ -24,7 +24,7 @@ export type BatchHandler = (entries: StreamEntry[], signal: AbortSignal) => Prom
 export interface ConsumerOptions {
   /** Ordinary connection for group setup, claims and acks (may be shared). */
   redis: Redis;
-  /** Dedicated connection for the blocking reads; owned by the caller. */
+  /** Dedicated connection for the blocking reads; the consumer disconnects it on stop. */
   blocking: Redis;
   stream: string;
   group: string;
@@ -45,6 +45,7 @@ type ReadReply = [key: Buffer, items: [id: Buffer, fields: Buffer[] | null][]][]
 export class StreamConsumer {
   private readonly abort = new AbortController();
   private loop?: Promise<void>;
+  private blockingRead = false;
   private readonly log: Logger;
 
   constructor(private readonly o: ConsumerOptions) {
@@ -55,10 +56,15 @@ export class StreamConsumer {
     this.loop ??= this.run();
   }
 
-  /** Stops reading and waits for the batch in flight; entries read but not acked stay pending. */
+  /**
+   * Stops reading and waits for the batch in flight. A blocking read in progress is cut by closing
+   * its connection: whatever it had delivered stays pending, for the next owner to claim.
+   */
   async stop(): Promise<void> {
     this.abort.abort();
+    if (this.blockingRead) this.o.blocking.disconnect();
     await this.loop;
+    this.o.blocking.disconnect();
   }
 
   private get stopped(): boolean {
@@ -69,6 +75,7 @@ export class StreamConsumer {
     const min = this.o.backoffMinMs ?? 200;
     const max = this.o.backoffMaxMs ?? 5000;
     let delay = min;
+    let failures = 0;
     let ready = false;
     // "0": replaying our own pending list from the start; an id: paging through it; ">": new entries.
     let cursor = "0";
@@ -87,11 +94,15 @@ export class StreamConsumer {
         }
         await this.process(entries);
         if (cursor !== ">") cursor = entries.ids[entries.ids.length - 1];
+        if (failures) this.log.info("stream consumer recovered", { failures });
+        failures = 0;
         delay = min;
       } catch (err) {
         if (this.stopped) break;
         if (String((err as Error)?.message).includes("NOGROUP")) ready = false;
-        this.log.warn("stream batch failed, retrying", { err, retryMs: delay });
+        // The first failure of a streak at warn, the retries at debug: an outage logs once, not every 5 s.
+        if (failures++ === 0) this.log.warn("stream batch failed, retrying with backoff", { err, retryMs: delay });
+        else this.log.debug("stream batch failed again", { err: (err as Error)?.message, failures, retryMs: delay });
         cursor = "0";
         await this.sleep(delay);
         delay = Math.min(delay * 2, max);
@@ -121,11 +132,17 @@ export class StreamConsumer {
   private async read(cursor: string): Promise<{ ids: string[]; entries: StreamEntry[] } | null> {
     const { blocking, stream, group, consumer } = this.o;
     const count = this.o.count ?? 500;
-    const reply = (
-      cursor === ">"
-        ? await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "BLOCK", this.o.blockMs ?? 1000, "STREAMS", stream, ">")
-        : await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "STREAMS", stream, cursor)
-    ) as ReadReply;
+    let reply: ReadReply;
+    if (cursor === ">") {
+      this.blockingRead = true;
+      try {
+        reply = (await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "BLOCK", this.o.blockMs ?? 1000, "STREAMS", stream, ">")) as ReadReply;
+      } finally {
+        this.blockingRead = false;
+      }
+    } else {
+      reply = (await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "STREAMS", stream, cursor)) as ReadReply;
+    }
     const items = reply?.[0]?.[1];
     if (!items?.length) return null;
     const ids: string[] = [];

@@ -40,7 +40,6 @@ export interface TaskWorkerOptions {
 
 interface Running {
   consumers: StreamConsumer[];
-  conns: Redis[];
 }
 
 export class TaskWorker {
@@ -123,10 +122,8 @@ export class TaskWorker {
   private startPartition(p: number): void {
     const stream = this.keys.stream(p);
     const redis = this.redis!;
-    const conns: Redis[] = [];
     const consumer = (group: string, handler: BatchHandler) => {
       const blocking = this.connect();
-      conns.push(blocking);
       const wrapped: BatchHandler = async (entries, signal) => {
         try {
           return await handler(entries, signal);
@@ -151,7 +148,7 @@ export class TaskWorker {
     const persist = new PersistHandler({ ...common, db: this.o.db, log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
     const consumers = [consumer(PUSH_GROUP, push.handle), consumer(PERSIST_GROUP, persist.handle)];
     for (const c of consumers) c.start();
-    this.running.set(p, { consumers, conns });
+    this.running.set(p, { consumers });
     this.metrics.ownedPartitions.set(this.running.size);
   }
 
@@ -161,7 +158,6 @@ export class TaskWorker {
     this.running.delete(p);
     this.metrics.ownedPartitions.set(this.running.size);
     await Promise.all(r.consumers.map((c) => c.stop()));
-    for (const c of r.conns) c.disconnect();
   }
 
   private async trim(): Promise<void> {
