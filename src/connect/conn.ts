@@ -1,0 +1,62 @@
+// Per-connection state, kept in ws.data. One object per socket; the hot path only touches
+// counters and timestamps on it.
+import type { ServerWebSocket } from "bun";
+import type { UserRef } from "../shared/protocol.ts";
+import type { Format } from "./frames.ts";
+
+/** Counts events in a sliding window: hit() is true once more than `limit` fall within `windowMs`. */
+export class SlidingWindow {
+  private readonly ts: Float64Array;
+  private next = 0;
+  private filled = 0;
+
+  constructor(
+    limit: number,
+    private readonly windowMs: number,
+  ) {
+    this.ts = new Float64Array(limit + 1);
+  }
+
+  hit(now: number): boolean {
+    const n = this.ts.length;
+    this.ts[this.next] = now;
+    this.next = (this.next + 1) % n;
+    if (this.filled < n) this.filled++;
+    // Full ring: ts[next] is the oldest of the last limit+1 hits.
+    return this.filled === n && now - this.ts[this.next] < this.windowMs;
+  }
+}
+
+export class Conn {
+  /** Rooms joined or being joined; the room limit counts both. */
+  readonly rooms = new Set<string>();
+  /** Last frame, ping or pong from the client (ms): the heartbeat sweep closes silent sockets. */
+  lastSeen: number;
+  /** Last server ping (ms). */
+  lastPing: number;
+  /** Sends so far: with the instance id and conn number it makes each send's retryKey. */
+  sendNo = 0;
+  closed = false;
+  /** join/leave run one after another per connection, so replies and presence ops keep the client's order. */
+  ctl: Promise<void> = Promise.resolve();
+  // Allocated on first use: most connections never send a malformed frame or hit the rate limit.
+  malformed?: SlidingWindow;
+  rateLimited?: SlidingWindow;
+
+  constructor(
+    /** Unique per server instance; picks the send lane. */
+    readonly no: number,
+    readonly user: UserRef,
+    /** Session id, for logout kicks. */
+    readonly sid: string,
+    /** Token expiry (ms). */
+    readonly exp: number,
+    readonly format: Format,
+    now: number,
+  ) {
+    this.lastSeen = now;
+    this.lastPing = now;
+  }
+}
+
+export type Socket = ServerWebSocket<Conn>;
