@@ -1,0 +1,216 @@
+// What happens on a socket: open and close (presence ops), and every client frame (join, leave,
+// send, sync, ping). Frames are decoded and dispatched synchronously, so sends enter their lane
+// in the order they arrived; join and leave are chained per connection.
+import { unpack } from "../shared/codec.ts";
+import { AppError, badRequest } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
+import { CLOSE, LIMITS, roomConv } from "../shared/protocol.ts";
+import type { JoinInfo, PresenceOp, SendReq } from "../../proto/logic.ts";
+import { SlidingWindow, type Conn, type Socket } from "./conn.ts";
+import {
+  ackFrame,
+  joinedFrame,
+  leftFrame,
+  msgFrame,
+  parseClientFrame,
+  pongFrame,
+  refOf,
+  syncLimit,
+  syncedFrame,
+  textBytes,
+  type ClientFrame,
+} from "./frames.ts";
+import type { Hub } from "./hub.ts";
+import type { ConnectMetrics } from "./metrics.ts";
+import type { Outbox } from "./outbox.ts";
+import type { Upstream } from "./upstream.ts";
+
+type SendFrame = Extract<ClientFrame, { op: "send" }>;
+type SyncFrame = Extract<ClientFrame, { op: "sync" }>;
+
+export interface HandlerDeps {
+  upstream: Upstream;
+  hub: Hub;
+  out: Outbox;
+  metrics: ConnectMetrics;
+  log: Logger;
+  instanceId: string;
+  maxRoomsPerConn: number;
+}
+
+export class FrameHandler {
+  /** Presence cleanups of closed sockets still in flight; stop() waits for them (bounded). */
+  readonly pending = new Set<Promise<unknown>>();
+  private readonly up: Upstream;
+  private readonly out: Outbox;
+  private readonly inst: string;
+
+  constructor(private readonly d: HandlerDeps) {
+    this.up = d.upstream;
+    this.out = d.out;
+    this.inst = d.instanceId;
+  }
+
+  open(ws: Socket): void {
+    this.d.hub.add(ws);
+    this.track(this.presence({ k: "connect", inst: this.inst, user: ws.data.user }));
+  }
+
+  close(ws: Socket, code: number): void {
+    const c = ws.data;
+    if (c.closed) return;
+    c.closed = true;
+    this.d.metrics.closes.inc({ code: String(code) });
+    this.d.hub.remove(ws);
+    // After any join/leave still running, so logic sees each join before its leave.
+    const done = c.ctl.then(() => {
+      const ops = [...c.rooms].map((room) => this.presence({ k: "leave", inst: this.inst, user: c.user, room }));
+      c.rooms.clear();
+      ops.push(this.presence({ k: "disconnect", inst: this.inst, user: c.user }));
+      return Promise.all(ops);
+    });
+    this.track(done);
+  }
+
+  message(ws: Socket, raw: string | Buffer): void {
+    const c = ws.data;
+    const now = Date.now();
+    c.lastSeen = now;
+    this.d.metrics.framesIn.inc();
+    const size = typeof raw === "string" ? textBytes(raw) : raw.byteLength;
+    if (size > LIMITS.maxFrameBytes) return this.out.close(ws, CLOSE.FRAME_TOO_LARGE, "frame too large");
+    let v: unknown;
+    try {
+      v = typeof raw === "string" ? JSON.parse(raw) : unpack(raw);
+    } catch {
+      return this.malformed(ws, undefined, "frame is neither JSON text nor MessagePack binary", now);
+    }
+    const ref = refOf(v);
+    const f = parseClientFrame(v);
+    if (typeof f === "string") return this.malformed(ws, ref, f, now);
+    switch (f.op) {
+      case "ping":
+        return this.out.send(ws, pongFrame(ref, now));
+      case "send":
+        return void this.send(ws, f, ref);
+      case "sync":
+        return void this.sync(ws, f, ref);
+      case "join":
+        c.ctl = c.ctl.then(() => this.join(ws, f.room, ref));
+        return;
+      case "leave":
+        c.ctl = c.ctl.then(() => this.leave(ws, f.room, ref));
+        return;
+    }
+  }
+
+  private malformed(ws: Socket, ref: unknown, why: string, now: number): void {
+    const c = ws.data;
+    c.malformed ??= new SlidingWindow(LIMITS.malformedPerWindow, LIMITS.malformedWindowMs);
+    if (c.malformed.hit(now)) return this.out.close(ws, CLOSE.MALFORMED, "too many malformed frames");
+    this.out.error(ws, ref, badRequest(why));
+  }
+
+  private async send(ws: Socket, f: SendFrame, ref: unknown): Promise<void> {
+    const c = ws.data;
+    const item: SendReq = { from: c.user, body: f.body, retryKey: `${this.inst}:${c.no}:${++c.sendNo}` };
+    if (typeof f.room === "string") item.room = f.room;
+    else item.toUserId = f.toUserId!; // validated: a room or a positive integer
+    if (typeof f.clientMsgId === "string") item.clientMsgId = f.clientMsgId;
+    try {
+      this.out.send(ws, ackFrame(ref, await this.up.send(c.no, item)));
+    } catch (e) {
+      const err = this.appError(e, "send");
+      if (err.code === "RATE_LIMITED" && this.abusive(c)) return this.out.close(ws, CLOSE.ABUSE, "rate limit abuse");
+      this.out.error(ws, ref, err);
+    }
+  }
+
+  /** Counts a RATE_LIMITED reply; true once there were too many in the window. */
+  private abusive(c: Conn): boolean {
+    // LIMITS has one window length, shared by both per-connection abuse counters.
+    c.rateLimited ??= new SlidingWindow(LIMITS.rateLimitedPerWindow, LIMITS.malformedWindowMs);
+    return c.rateLimited.hit(Date.now());
+  }
+
+  private async sync(ws: Socket, f: SyncFrame, ref: unknown): Promise<void> {
+    const c = ws.data;
+    try {
+      const res = await this.up.logic.history(
+        { userId: c.user.userId, conv: f.conv, afterSeq: f.afterSeq, limit: syncLimit(f.limit), maxLimit: LIMITS.syncMaxLimit },
+        { retries: 1 },
+      );
+      let last = f.afterSeq;
+      ws.cork(() => {
+        for (const m of res.messages) {
+          this.out.send(ws, msgFrame(m));
+          last = m.seq;
+        }
+        this.out.send(ws, syncedFrame(ref, f.conv, last, res.hasMore));
+      });
+    } catch (e) {
+      this.out.error(ws, ref, this.appError(e, "sync"));
+    }
+  }
+
+  private async join(ws: Socket, room: string, ref: unknown): Promise<void> {
+    const c = ws.data;
+    if (c.closed) return;
+    try {
+      if (c.rooms.has(room)) return this.out.send(ws, await this.rejoined(room, ref));
+      if (c.rooms.size >= this.d.maxRoomsPerConn)
+        throw new AppError("FORBIDDEN", `a connection may join at most ${this.d.maxRoomsPerConn} rooms`);
+      // Subscribe before logic counts the join, so no message published after it is missed.
+      c.rooms.add(room);
+      this.d.hub.join(ws, room);
+      let info: JoinInfo;
+      try {
+        info = (await this.up.presence.call({ k: "join", inst: this.inst, user: c.user, room })) as JoinInfo;
+      } catch (e) {
+        c.rooms.delete(room);
+        this.d.hub.leave(ws, room);
+        throw e;
+      }
+      this.out.send(ws, joinedFrame(ref, room, info.conv, info.onlineCount, info.lastSeq));
+    } catch (e) {
+      this.out.error(ws, ref, this.appError(e, "join"));
+    }
+  }
+
+  /** A second join of a room: the current state, without counting the connection twice. */
+  private async rejoined(room: string, ref: unknown): Promise<object> {
+    const info = await this.up.logic.roomInfo({ room }, { retries: 1 });
+    return joinedFrame(ref, room, roomConv(room), info.onlineCount, info.lastSeq);
+  }
+
+  private async leave(ws: Socket, room: string, ref: unknown): Promise<void> {
+    const c = ws.data;
+    if (c.closed) return;
+    if (c.rooms.delete(room)) {
+      this.d.hub.leave(ws, room);
+      await this.presence({ k: "leave", inst: this.inst, user: c.user, room });
+    }
+    this.out.send(ws, leftFrame(ref, room));
+  }
+
+  /** A presence op that never rejects: a failure is logged (logic's count is then off until this instance's cleanup). */
+  private async presence(op: PresenceOp): Promise<void> {
+    try {
+      await this.up.presence.call(op);
+    } catch (e) {
+      this.d.log.warn("presence op failed", { k: op.k, userId: op.user.userId, err: e });
+    }
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.pending.add(p);
+    void p.finally(() => this.pending.delete(p));
+  }
+
+  /** AppErrors pass through; anything else is logged once and answered as INTERNAL. */
+  private appError(e: unknown, op: string): AppError {
+    if (e instanceof AppError) return e;
+    this.d.log.error("unexpected error", { op, err: e });
+    return new AppError("INTERNAL", "internal error");
+  }
+}

@@ -1,0 +1,140 @@
+// The local indexes of one connect instance (all sockets, user → sockets, room → sockets) and the
+// application of ConnectRPC push events to them. Room messages go out through Bun's native
+// pub/sub, one topic per room and format, encoded at most once per format and only for a format
+// that has local subscribers.
+import type { Logger } from "../shared/log.ts";
+import { CLOSE, type Message, type PresenceEvent } from "../shared/protocol.ts";
+import type { PushEvent } from "../../proto/connect.ts";
+import type { Socket } from "./conn.ts";
+import { encode, msgFrame, presenceFrame, type Format, type Wire } from "./frames.ts";
+import type { ConnectMetrics } from "./metrics.ts";
+import type { Outbox } from "./outbox.ts";
+
+interface LocalRoom {
+  readonly socks: Set<Socket>;
+  readonly topics: Record<Format, string>;
+  /** Joined sockets per format: tells whether a format's frame needs encoding at all. */
+  readonly count: Record<Format, number>;
+}
+
+/** Publishes to a Bun topic (Bun's Server.publish); returns the send status. */
+export type Publish = (topic: string, data: Wire) => number;
+
+/** Encodes one frame lazily, at most once per format. */
+class Lazy {
+  private json?: Wire;
+  private msgpack?: Wire;
+  constructor(private readonly frame: object) {}
+  get(format: Format): Wire {
+    if (format === "json") return (this.json ??= encode("json", this.frame));
+    return (this.msgpack ??= encode("msgpack", this.frame));
+  }
+}
+
+export class Hub {
+  readonly all = new Set<Socket>();
+  private readonly users = new Map<number, Set<Socket>>();
+  private readonly rooms = new Map<string, LocalRoom>();
+
+  constructor(
+    private readonly publish: Publish,
+    private readonly out: Outbox,
+    private readonly metrics: ConnectMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  get roomCount(): number {
+    return this.rooms.size;
+  }
+
+  add(ws: Socket): void {
+    this.all.add(ws);
+    const uid = ws.data.user.userId;
+    let set = this.users.get(uid);
+    if (!set) this.users.set(uid, (set = new Set()));
+    set.add(ws);
+  }
+
+  /** Drops a closed socket from every index (Bun drops its topic subscriptions itself). */
+  remove(ws: Socket): void {
+    this.all.delete(ws);
+    const uid = ws.data.user.userId;
+    const set = this.users.get(uid);
+    if (set?.delete(ws) && !set.size) this.users.delete(uid);
+    for (const room of ws.data.rooms) this.leave(ws, room);
+  }
+
+  join(ws: Socket, room: string): void {
+    let r = this.rooms.get(room);
+    if (!r) {
+      r = { socks: new Set(), topics: { json: `r:${room}:j`, msgpack: `r:${room}:m` }, count: { json: 0, msgpack: 0 } };
+      this.rooms.set(room, r);
+    }
+    if (r.socks.has(ws)) return;
+    r.socks.add(ws);
+    r.count[ws.data.format]++;
+    ws.subscribe(r.topics[ws.data.format]);
+  }
+
+  leave(ws: Socket, room: string): void {
+    const r = this.rooms.get(room);
+    if (!r?.socks.delete(ws)) return;
+    r.count[ws.data.format]--;
+    if (!ws.data.closed) ws.unsubscribe(r.topics[ws.data.format]);
+    if (!r.socks.size) this.rooms.delete(room);
+  }
+
+  /** Applies pushed events in order; one bad event is logged and skipped, the rest still apply. */
+  apply(events: readonly PushEvent[]): void {
+    for (const e of events) {
+      this.metrics.pushEvents.inc({ t: e.t });
+      try {
+        if (e.t === "m") {
+          if (e.room !== undefined) this.toRoom(e.room, e.msg);
+          if (e.users) this.toUsers(e.users, e.msg);
+        } else if (e.t === "p") this.presence(e.p);
+        else if (e.t === "k") this.kick(e.userId, e.sid);
+        else this.log.warn("unknown push event ignored", { t: (e as { t?: unknown }).t });
+      } catch (err) {
+        this.log.error("push event failed", { t: e.t, err });
+      }
+    }
+  }
+
+  private toRoom(room: string, msg: Message): void {
+    const r = this.rooms.get(room);
+    if (!r) return;
+    const frame = new Lazy(msgFrame(msg));
+    for (const format of ["json", "msgpack"] as const) {
+      const n = r.count[format];
+      if (!n) continue;
+      this.publish(r.topics[format], frame.get(format));
+      this.metrics.framesOut.inc(n);
+    }
+  }
+
+  private toUsers(users: readonly number[], msg: Message): void {
+    const frame = new Lazy(msgFrame(msg));
+    for (let i = 0; i < users.length; i++) {
+      // A message to oneself may list the user twice: deliver once.
+      if (users.indexOf(users[i]) !== i) continue;
+      const set = this.users.get(users[i]);
+      if (set) for (const ws of set) this.out.wire(ws, frame.get(ws.data.format));
+    }
+  }
+
+  /** To the room's local sockets, except the sockets of the user the event is about. */
+  private presence(p: PresenceEvent): void {
+    const r = this.rooms.get(p.room);
+    if (!r) return;
+    const frame = new Lazy(presenceFrame(p));
+    for (const ws of r.socks) if (ws.data.user.userId !== p.user.userId) this.out.wire(ws, frame.get(ws.data.format));
+  }
+
+  private kick(userId: number, sid: string): void {
+    const set = this.users.get(userId);
+    if (!set) return;
+    // Closing removes the socket from the set: iterate over a copy.
+    for (const ws of [...set]) if (ws.data.sid === sid) this.out.close(ws, CLOSE.TOKEN_REVOKED, "session ended");
+  }
+}

@@ -1,0 +1,253 @@
+// The connect tier: WebSocket long connections on Bun.serve (with /healthz and /metrics on the same
+// port), a ConnectRPC server that task pushes events to, and an etcd registration advertising the
+// public wsUrl and the connection count (api's /api/gateway picks the least-loaded instance).
+import type { Server as GrpcServer } from "@grpc/grpc-js";
+import type { Server } from "bun";
+import type { Registry } from "prom-client";
+import type { Config } from "../shared/config.ts";
+import type { InstanceInfo, Registration } from "../shared/discovery.ts";
+import { AppError, ERROR_CODES } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
+import { newRegistry, opsResponse } from "../shared/ops.ts";
+import { CLOSE } from "../shared/protocol.ts";
+import { addService, startServer, stopServer } from "../shared/rpc.ts";
+import { CONNECT_SERVICE, ConnectService, type ConnectApi } from "../../proto/connect.ts";
+import type { Session } from "../../proto/logic.ts";
+import { Conn, type Socket } from "./conn.ts";
+import type { Format } from "./frames.ts";
+import { FrameHandler } from "./handler.ts";
+import { Hub } from "./hub.ts";
+import { connectMetrics, type ConnectMetrics } from "./metrics.ts";
+import { Outbox } from "./outbox.ts";
+import { Upstream, type LogicPort } from "./upstream.ts";
+
+/** Bun drops frames above this before we see them (close 1009); we close at LIMITS.maxFrameBytes with 4413. */
+const MAX_PAYLOAD = 1 << 20;
+/** How often the connection count in etcd is refreshed (only when it changed). */
+const REGISTRATION_REFRESH_MS = 2000;
+/** Bounds on stop(): etcd deregistration, then the presence cleanup of the closed sockets. */
+const DEREGISTER_TIMEOUT_MS = 1000;
+const CLEANUP_TIMEOUT_MS = 2000;
+const GRPC_GRACE_MS = 1000;
+
+export interface ConnectServerOptions {
+  config: Readonly<Config>;
+  log: Logger;
+  /** LogicRPC: makeClient(LogicService, etcdTarget(discovery, "logic").target), or a fake. */
+  logic: LogicPort;
+  /** Where this instance registers itself: a Discovery, or a stub with register(). */
+  discovery: { register(service: string, info: InstanceInfo): Promise<Registration> };
+  instanceId: string;
+}
+
+export class ConnectServer {
+  readonly registry: Registry;
+  private readonly log: Logger;
+  private readonly cfg: Readonly<Config>;
+  private readonly metrics: ConnectMetrics;
+  private readonly upstream: Upstream;
+  private readonly out: Outbox;
+  private readonly hub: Hub;
+  private readonly handler: FrameHandler;
+  private http?: Server<Conn>;
+  private grpc?: GrpcServer;
+  private rpcPort = 0;
+  private registration?: Registration;
+  private reportedConns = -1;
+  private updating = false;
+  private timers: ReturnType<typeof setInterval>[] = [];
+  private connSeq = 0;
+  private ready = false;
+  private stopping = false;
+
+  constructor(private readonly opts: ConnectServerOptions) {
+    this.cfg = opts.config;
+    this.log = opts.log.child({ component: "connect", instance: opts.instanceId });
+    this.registry = newRegistry("connect", opts.instanceId);
+    this.metrics = connectMetrics(this.registry, { connections: () => this.hub.all.size, rooms: () => this.hub.roomCount });
+    this.upstream = new Upstream(opts.logic);
+    this.out = new Outbox(this.cfg.wsMaxBuffered, this.metrics);
+    this.hub = new Hub((topic, data) => this.http?.publish(topic, data, false) ?? 0, this.out, this.metrics, this.log);
+    this.handler = new FrameHandler({
+      upstream: this.upstream,
+      hub: this.hub,
+      out: this.out,
+      metrics: this.metrics,
+      log: this.log,
+      instanceId: opts.instanceId,
+      maxRoomsPerConn: this.cfg.maxRoomsPerConn,
+    });
+  }
+
+  /** The bound WebSocket/HTTP port (config.connectPort may be 0). */
+  get port(): number {
+    return this.http?.port ?? 0;
+  }
+
+  get rpcAddr(): string {
+    return `${this.cfg.host}:${this.rpcPort}`;
+  }
+
+  get wsUrl(): string {
+    return `ws://${this.cfg.host}:${this.port}/ws`;
+  }
+
+  get connections(): number {
+    return this.hub.all.size;
+  }
+
+  async start(): Promise<void> {
+    try {
+      this.http = this.serve();
+      const impl: ConnectApi = {
+        push: async (req) => {
+          this.hub.apply(req.events);
+          return null;
+        },
+      };
+      const rpc = await startServer((s) => addService(s, ConnectService, impl, this.log), "0.0.0.0", this.cfg.connectRpcPort);
+      this.grpc = rpc.server;
+      this.rpcPort = rpc.port;
+      this.timers.push(setInterval(() => this.sweep(), this.sweepEveryMs()));
+      this.ready = true;
+      const conns = this.connections;
+      this.registration = await this.opts.discovery.register(CONNECT_SERVICE, this.info(conns));
+      this.reportedConns = conns;
+      this.timers.push(setInterval(() => void this.refreshRegistration(), REGISTRATION_REFRESH_MS));
+      this.log.info("connect started", { wsUrl: this.wsUrl, rpcAddr: this.rpcAddr });
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+  }
+
+  /**
+   * Deregisters first (no new clients are sent here), closes every socket with 1012, sends their
+   * presence leave/disconnect ops (bounded wait), then stops the gRPC and HTTP servers.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.ready = false;
+    for (const t of this.timers) clearInterval(t);
+    if (this.registration) {
+      const closing = this.registration.close().catch((e) => this.log.warn("deregistration failed", { err: e }));
+      await within(closing, DEREGISTER_TIMEOUT_MS);
+    }
+    const open = this.hub.all.size;
+    for (const ws of [...this.hub.all]) this.out.close(ws, CLOSE.RESTARTING, "server restarting");
+    await within(Promise.all(this.handler.pending), CLEANUP_TIMEOUT_MS);
+    if (this.grpc) await stopServer(this.grpc, GRPC_GRACE_MS);
+    this.http?.stop(true);
+    this.log.info("connect stopped", { closed: open });
+  }
+
+  private serve(): Server<Conn> {
+    const handler = this.handler;
+    return Bun.serve<Conn>({
+      port: this.cfg.connectPort,
+      hostname: "0.0.0.0",
+      fetch: (req, server) => this.fetch(req, server),
+      websocket: {
+        // Our own sweep does heartbeats and idle timeouts, so the contract's close codes are used.
+        idleTimeout: 0,
+        sendPings: false,
+        maxPayloadLength: MAX_PAYLOAD,
+        // The hard stop for slow readers; the sweep and Outbox close at wsMaxBuffered with 4429 first.
+        backpressureLimit: this.cfg.wsMaxBuffered * 2,
+        closeOnBackpressureLimit: true,
+        perMessageDeflate: false,
+        open: (ws) => handler.open(ws),
+        message: (ws, raw) => handler.message(ws, raw),
+        close: (ws, code) => handler.close(ws, code),
+        ping: (ws) => {
+          ws.data.lastSeen = Date.now();
+        },
+        pong: (ws) => {
+          ws.data.lastSeen = Date.now();
+        },
+      },
+    });
+  }
+
+  private async fetch(req: Request, server: Server<Conn>): Promise<Response | undefined> {
+    const url = new URL(req.url);
+    if (url.pathname === "/ws") return this.upgrade(req, url, server);
+    return (await opsResponse(req, this.registry, () => this.ready)) ?? errorResponse(new AppError("NOT_FOUND", "no such endpoint"));
+  }
+
+  /** Authenticates ?token= (401 if missing, invalid, expired or revoked; 503 if logic is unreachable), then upgrades. */
+  private async upgrade(req: Request, url: URL, server: Server<Conn>): Promise<Response | undefined> {
+    const token = url.searchParams.get("token");
+    if (!token) return errorResponse(new AppError("UNAUTHENTICATED", "token required"));
+    const fmt = url.searchParams.get("format") ?? "json";
+    if (fmt !== "json" && fmt !== "msgpack") return errorResponse(new AppError("BAD_REQUEST", "format must be json or msgpack"));
+    let s: Session;
+    try {
+      s = await this.upstream.auth.call(token);
+    } catch (e) {
+      if (e instanceof AppError) return errorResponse(e);
+      this.log.error("authenticate failed", { err: e });
+      return errorResponse(new AppError("INTERNAL", "internal error"));
+    }
+    const now = Date.now();
+    if (s.exp <= now) return errorResponse(new AppError("UNAUTHENTICATED", "token expired"));
+    if (this.stopping) return errorResponse(new AppError("UNAVAILABLE", "server is shutting down"));
+    const conn = new Conn(++this.connSeq, { userId: s.userId, userName: s.userName }, s.sid, s.exp, fmt as Format, now);
+    if (server.upgrade(req, { data: conn })) return undefined;
+    return errorResponse(new AppError("BAD_REQUEST", "expected a WebSocket upgrade"));
+  }
+
+  /** Often enough for heartbeat precision, rarely enough to stay cheap with many sockets. */
+  private sweepEveryMs(): number {
+    return Math.max(20, Math.min(1000, this.cfg.pingIntervalMs / 2, this.cfg.idleTimeoutMs / 4));
+  }
+
+  /** One pass over all sockets: idle timeout (4408), token expiry (4401), slow readers (4429), pings. */
+  private sweep(): void {
+    const now = Date.now();
+    const { idleTimeoutMs, pingIntervalMs } = this.cfg;
+    for (const ws of this.hub.all) {
+      const c = ws.data;
+      if (now - c.lastSeen > idleTimeoutMs) this.out.close(ws, CLOSE.HEARTBEAT_TIMEOUT, "heartbeat timeout");
+      else if (c.exp <= now) this.out.close(ws, CLOSE.TOKEN_REVOKED, "token expired");
+      else if (!this.out.checkBuffered(ws) && now - c.lastPing >= pingIntervalMs) {
+        c.lastPing = now;
+        ws.ping();
+      }
+    }
+  }
+
+  private info(conns: number): InstanceInfo {
+    return { id: this.opts.instanceId, addr: this.rpcAddr, meta: { wsUrl: this.wsUrl, conns } };
+  }
+
+  private async refreshRegistration(): Promise<void> {
+    if (this.updating || !this.registration || this.connections === this.reportedConns) return;
+    this.updating = true;
+    const conns = this.connections;
+    try {
+      await this.registration.update(this.info(conns));
+      this.reportedConns = conns;
+    } catch (e) {
+      this.log.warn("registration refresh failed", { err: e });
+    } finally {
+      this.updating = false;
+    }
+  }
+}
+
+function errorResponse(e: AppError): Response {
+  return Response.json({ error: { code: e.code, message: e.message } }, { status: ERROR_CODES[e.code].http });
+}
+
+/** Waits for p (which must not reject), at most ms; p keeps running after a timeout. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<void>((res) => (timer = setTimeout(res, ms)));
+  try {
+    await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,34 @@
+// The connect tier's calls to logic. Hot-path calls are batched (src/shared/batcher.ts):
+// - authenticate: concurrency 4, retried once (a read);
+// - presence: concurrency 1, so ops reach logic in the order they happened (join before leave,
+//   connect before disconnect); not retried, as a repeated join would count twice;
+// - send: SEND_LANES batchers of concurrency 1; a connection always uses the same lane, so its
+//   sends reach logic, which assigns seqs in batch order, in the order they were sent. Items carry
+//   a retryKey, which makes the transport-level retries safe.
+import { Batcher } from "../shared/batcher.ts";
+import type { Client } from "../shared/rpc.ts";
+import type { JoinInfo, LogicApi, PresenceOp, SendAck, SendReq, Session } from "../../proto/logic.ts";
+
+/** The LogicRPC methods connect uses: a real Client<LogicApi>, or any object with them (tests). */
+export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "send" | "roomInfo" | "history">;
+
+export const SEND_LANES = 4;
+const AUTH_CONCURRENCY = 4;
+const SEND_RETRIES = 2;
+
+export class Upstream {
+  readonly auth: Batcher<string, Session>;
+  readonly presence: Batcher<PresenceOp, JoinInfo | null>;
+  private readonly lanes: Batcher<SendReq, SendAck>[] = [];
+
+  constructor(readonly logic: LogicPort) {
+    this.auth = new Batcher((tokens) => logic.authenticate({ tokens }, { retries: 1 }), { concurrency: AUTH_CONCURRENCY });
+    this.presence = new Batcher((ops) => logic.presence({ ops }), { concurrency: 1 });
+    for (let i = 0; i < SEND_LANES; i++)
+      this.lanes.push(new Batcher((items) => logic.send({ items }, { retries: SEND_RETRIES }), { concurrency: 1 }));
+  }
+
+  send(connNo: number, item: SendReq): Promise<SendAck> {
+    return this.lanes[connNo % SEND_LANES].call(item);
+  }
+}
