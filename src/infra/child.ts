@@ -1,5 +1,8 @@
 // One OS child process, spawned with Bun.spawn. Its stdout and stderr are read line by line
 // (so it never blocks on a full pipe) and the last lines are kept for error messages.
+// It runs in a session of its own: a terminal's Ctrl-C (sent to the whole foreground process
+// group) reaches only us, and we stop children in order (roles before the databases they use).
+// Should we die without stopping it, the OrphanGuard kills it.
 import type { Subprocess } from "bun";
 import type { OrphanGuard } from "./guard.ts";
 
@@ -31,7 +34,7 @@ export class Child {
   constructor(opts: ChildOptions) {
     this.tailLines = opts.tailLines ?? 40;
     try {
-      this.proc = Bun.spawn({ cmd: opts.cmd, env: opts.env, cwd: opts.cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      this.proc = Bun.spawn({ cmd: opts.cmd, env: opts.env, cwd: opts.cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe", detached: true });
     } catch (err) {
       throw new Error(`cannot start ${opts.cmd[0]}: ${(err as Error).message}`);
     }

@@ -23,6 +23,7 @@ export class OrphanGuard {
     this.watcher = Bun.spawn({
       cmd: ["sh", "-c", SCRIPT, "bunchat-orphan-guard", String(process.pid), file],
       stdio: ["ignore", "ignore", "ignore"],
+      detached: true, // survives a signal to our process group, like the children it guards
     });
     this.watcher.unref(); // must not keep this process alive
   }

@@ -1,0 +1,96 @@
+// The local cluster: infrastructure first, then every role instance as its own OS process
+// (`bun src/bin/<role>.ts`), supervised, until stop(): roles first, then infrastructure.
+import { join, resolve } from "node:path";
+import { OrphanGuard } from "../infra/guard.ts";
+import { isPortFree, startInfra, type Infra } from "../infra/index.ts";
+import type { Logger } from "../shared/log.ts";
+import type { ClusterArgs, Role } from "./args.ts";
+import { waitAllHealthy } from "./health.ts";
+import { allPorts, infraPorts, planInstances, type Instance } from "./plan.ts";
+import { Supervised } from "./supervisor.ts";
+
+const REPO_ROOT = resolve(import.meta.dir, "../..");
+const READY_TIMEOUT_MS = 60_000;
+const ROLE_STOP_TIMEOUT_MS = 10_000;
+
+export interface ClusterOptions extends ClusterArgs {
+  log: Logger;
+  /** The environment roles inherit (PATH, IM_* not set by the cluster, ...). */
+  env: Record<string, string | undefined>;
+  /** Where role output lines go; default: stderr, prefixed with the instance name. */
+  onLine?: (instance: Instance, line: string) => void;
+  /** Command line of a role process; default `bun src/bin/<role>.ts`. */
+  roleCommand?: (role: Role) => string[];
+  /** Aborting stops a start in progress; startCluster then rejects after cleaning up. */
+  signal?: AbortSignal;
+}
+
+export interface Cluster {
+  infra: Infra;
+  instances: Instance[];
+  /** Roles first (SIGTERM, SIGKILL after 10 s), then the infrastructure. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+const defaultCommand = (role: Role) => [process.execPath, join(REPO_ROOT, "src/bin", `${role}.ts`)];
+const toStderr = (instance: Instance, line: string) => process.stderr.write(`${instance.name} | ${line}\n`);
+
+export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
+  const log = opts.log;
+  const dataDir = resolve(opts.dataDir);
+  const instances = planInstances(opts.counts, opts.basePort);
+  await checkPortsFree(allPorts(instances, infraPorts(opts.basePort)));
+
+  const infra = await startInfra({ dataDir, ports: infraPorts(opts.basePort), log, signal: opts.signal });
+  const guard = new OrphanGuard(join(dataDir, "role-pids"));
+  const shared = {
+    IM_REDIS_URL: infra.redisUrl,
+    IM_MYSQL_URL: infra.mysqlUrl,
+    IM_ETCD_ENDPOINTS: infra.etcdEndpoints.join(","),
+    IM_HOST: "127.0.0.1",
+    IM_BASE_PORT: String(opts.basePort),
+  };
+  const onLine = opts.onLine ?? toStderr;
+  const command = opts.roleCommand ?? defaultCommand;
+  const members = instances.map((instance) => ({
+    instance,
+    proc: new Supervised({
+      cmd: command(instance.role),
+      env: { ...opts.env, ...shared, ...instance.env },
+      cwd: REPO_ROOT,
+      log: log.child({ role: instance.role, index: instance.index }),
+      onLine: (line) => onLine(instance, line),
+      guard,
+    }),
+  }));
+
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      log.info("stopping roles");
+      await Promise.all(members.map((m) => m.proc.stop(ROLE_STOP_TIMEOUT_MS)));
+      guard.close();
+      log.info("stopping infrastructure");
+      await infra.stop();
+    })());
+
+  for (const m of members) m.proc.start();
+  try {
+    await waitAllHealthy(members, { timeoutMs: READY_TIMEOUT_MS, signal: opts.signal });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { infra, instances, stop };
+}
+
+/** A port already taken would make a health check answer for someone else: refuse to start. */
+async function checkPortsFree(ports: Map<number, string>): Promise<void> {
+  const busy: string[] = [];
+  for (const [port, owner] of ports) if (!(await isPortFree(port))) busy.push(`${port} (${owner})`);
+  if (busy.length) {
+    throw new Error(
+      `ports already in use on 127.0.0.1: ${busy.join(", ")}. Is another cluster running? Stop it, or pass --base-port.`,
+    );
+  }
+}

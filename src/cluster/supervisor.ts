@@ -1,0 +1,96 @@
+// Keeps one role process running, like a process supervisor: a process that dies is logged
+// and started again after a backoff that doubles from initialMs up to maxMs, and goes back to
+// initialMs once a process has stayed up for resetAfterMs.
+import { Child } from "../infra/child.ts";
+import type { OrphanGuard } from "../infra/guard.ts";
+import type { Logger } from "../shared/log.ts";
+
+export interface Backoff {
+  initialMs: number;
+  maxMs: number;
+  resetAfterMs: number;
+}
+export const DEFAULT_BACKOFF: Backoff = { initialMs: 200, maxMs: 5_000, resetAfterMs: 30_000 };
+
+export interface SupervisedOptions {
+  cmd: string[];
+  env: Record<string, string | undefined>;
+  cwd?: string;
+  /** Carries role and index: every record names the instance. */
+  log: Logger;
+  onLine?: (line: string) => void;
+  backoff?: Backoff;
+  guard?: OrphanGuard;
+}
+
+export class Supervised {
+  /** Times a process exited on its own (not stopped by us). */
+  exits = 0;
+  private child?: Child;
+  private stopping = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private readonly backoff: Backoff;
+
+  constructor(private readonly opts: SupervisedOptions) {
+    this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.running ? this.child.pid : undefined;
+  }
+
+  /** Last output lines of the current (or last) process. */
+  tail(): string {
+    return this.child?.tail() ?? "";
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** SIGTERM, SIGKILL after timeoutMs; no restart afterwards. */
+  async stop(timeoutMs = 10_000): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    const child = this.child;
+    if (child?.running) {
+      const code = await child.stop(timeoutMs);
+      this.opts.log.info("role stopped", { pid: child.pid, code });
+    }
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    let delayMs = this.backoff.initialMs;
+    const { log } = this.opts;
+    while (!this.stopping) {
+      const startedAt = Date.now();
+      try {
+        this.child = new Child({ cmd: this.opts.cmd, env: this.opts.env, cwd: this.opts.cwd, onLine: this.opts.onLine, guard: this.opts.guard });
+        log.info("role started", { pid: this.child.pid });
+        const code = await this.child.exited;
+        if (this.stopping) break;
+        log.warn("role exited", { pid: this.child.pid, code });
+      } catch (err) {
+        log.error("role could not be started", { err });
+      }
+      this.exits++;
+      if (Date.now() - startedAt >= this.backoff.resetAfterMs) delayMs = this.backoff.initialMs;
+      log.info("role restarting", { inMs: delayMs });
+      await this.sleep(delayMs);
+      delayMs = Math.min(delayMs * 2, this.backoff.maxMs);
+    }
+  }
+
+  /** A pause that stop() cuts short. */
+  private async sleep(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+      timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.wake = undefined;
+  }
+}
