@@ -52,14 +52,17 @@ export class FrameHandler {
   }
 
   open(ws: Socket): void {
+    const c = ws.data;
+    this.d.log.debug("connection opened", { conn: c.no, userId: c.user.userId, format: c.format });
     this.d.hub.add(ws);
-    this.track(this.presence({ k: "connect", inst: this.inst, user: ws.data.user }));
+    this.track(this.presence({ k: "connect", inst: this.inst, user: c.user }));
   }
 
   close(ws: Socket, code: number): void {
     const c = ws.data;
     if (c.closed) return;
     c.closed = true;
+    this.d.log.debug("connection closed", { conn: c.no, userId: c.user.userId, code, rooms: c.rooms.size });
     this.d.metrics.closes.inc({ code: String(code) });
     this.d.hub.remove(ws);
     // After any join/leave still running, so logic sees each join before its leave.

@@ -157,7 +157,11 @@ export class ConnectServer {
         backpressureLimit: this.cfg.wsMaxBuffered * 2,
         closeOnBackpressureLimit: true,
         perMessageDeflate: false,
-        open: (ws) => handler.open(ws),
+        open: (ws) => {
+          handler.open(ws);
+          // Upgraded after stop() closed the others: close this one the same way.
+          if (this.stopping) this.out.close(ws, CLOSE.RESTARTING, "server restarting");
+        },
         message: (ws, raw) => handler.message(ws, raw),
         close: (ws, code) => handler.close(ws, code),
         ping: (ws) => {

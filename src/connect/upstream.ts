@@ -12,7 +12,7 @@ import type { JoinInfo, LogicApi, PresenceOp, SendAck, SendReq, Session } from "
 /** The LogicRPC methods connect uses: a real Client<LogicApi>, or any object with them (tests). */
 export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "send" | "roomInfo" | "history">;
 
-export const SEND_LANES = 4;
+const SEND_LANES = 4;
 const AUTH_CONCURRENCY = 4;
 const SEND_RETRIES = 2;
 
