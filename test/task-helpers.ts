@@ -28,6 +28,8 @@ export interface FakeConnect {
   id: string;
   addr: string;
   received: PushEvent[];
+  /** ms from msg.ts to arrival, per message event. */
+  lags: number[];
   calls: number;
   /** While set, push answers UNAVAILABLE-like failures (the call throws). */
   failing: boolean;
@@ -91,12 +93,14 @@ export class Scope {
   }
 
   async connect(id = `connect-${crypto.randomUUID().slice(0, 8)}`): Promise<FakeConnect> {
-    const fake: FakeConnect = { id, addr: "", received: [], calls: 0, failing: false, stop: async () => {} };
+    const fake: FakeConnect = { id, addr: "", received: [], lags: [], calls: 0, failing: false, stop: async () => {} };
     const impl: ConnectApi = {
       push: async ({ events }: { events: PushEvent[] }) => {
         if (fake.failing) throw new Error("fake connect failing");
         fake.calls++;
         fake.received.push(...events);
+        const now = Date.now();
+        for (const e of events) if (e.t === "m") fake.lags.push(now - e.msg.ts);
         return null;
       },
     };
@@ -121,6 +125,19 @@ export class Scope {
     const ev: StreamEvent = { t: "m", id: String(nextMsgId++), conv, from, body, ts: Date.now() };
     await this.append(conv, ev, seq, pack(toMessage(ev, seq)));
     return seq;
+  }
+
+  /** Many messages in one pipeline (seq order per conversation is the array order). */
+  async sendBulk(items: { conv: string; from: UserRef; body: string }[]): Promise<void> {
+    const pipe = this.redis.pipeline();
+    for (const { conv, from, body } of items) {
+      const seq = (this.seqs.get(conv) ?? 0) + 1;
+      this.seqs.set(conv, seq);
+      const ev: StreamEvent = { t: "m", id: String(nextMsgId++), conv, from, body, ts: Date.now() };
+      pipe.xadd(this.keys.stream(partitionOf(conv, this.config.streamPartitions)), "*", "n", String(seq), "d", encodeEvent(ev));
+      pipe.zadd(this.keys.pending(conv), seq, pack(toMessage(ev, seq)));
+    }
+    await pipe.exec();
   }
 
   async append(conv: string, ev: StreamEvent, n: number, pendingMember?: Buffer): Promise<string> {

@@ -40,6 +40,7 @@ export class PartitionOwnership {
   private stopped = false;
   private running?: Promise<void>;
   private again = false;
+  private failures = 0;
   private readonly log: Logger;
 
   constructor(private readonly o: OwnershipOptions) {
@@ -142,8 +143,12 @@ export class PartitionOwnership {
         this.again = false;
         try {
           await this.reconcileOnce();
+          if (this.failures) this.log.info("partition reconcile recovered", { failures: this.failures });
+          this.failures = 0;
         } catch (err) {
-          this.log.warn("partition reconcile failed", { err });
+          // Ticks every 500 ms: an etcd outage logs once at warn, then at debug.
+          if (this.failures++ === 0) this.log.warn("partition reconcile failed", { err });
+          else this.log.debug("partition reconcile failed again", { err: (err as Error)?.message, failures: this.failures });
         }
       } while (this.again && !this.stopped);
     };
@@ -165,7 +170,9 @@ export class PartitionOwnership {
     const want = new Set(assignedTo(this.o.id, this.o.partitions, live));
     const drop = [...this.owned].filter((p) => !want.has(p));
     const take = [...want].filter((p) => !this.owned.has(p));
-    await Promise.all([...drop.map((p) => this.release(p, true)), ...take.map((p) => this.acquire(p))]);
+    const results = await Promise.allSettled([...drop.map((p) => this.release(p, true)), ...take.map((p) => this.acquire(p))]);
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
   }
 
   private async acquire(p: number): Promise<void> {

@@ -42,9 +42,11 @@ export class PushHandler {
 
   readonly handle = async (entries: StreamEntry[], signal: AbortSignal): Promise<void> => {
     const { metrics } = this.o;
+    const t0 = performance.now();
     metrics.pushBatch.observe(entries.length);
     const routed = this.decode(entries);
     const targets = await this.lookup(routed);
+    const t1 = performance.now();
     const out = new Map<string, Outgoing>();
     for (const { id, route } of routed) {
       const instances = new Set(route.lookups.flatMap((k) => targets.get(k) ?? []));
@@ -57,7 +59,9 @@ export class PushHandler {
         out.set(inst, o);
       }
     }
+    const t2 = performance.now();
     await this.deliver(out, entries[0].id, signal);
+    const t3 = performance.now();
     this.delivered.clear();
     this.failing = undefined;
     const now = Date.now();
@@ -65,7 +69,12 @@ export class PushHandler {
       metrics.eventsPushed.inc({ type: route.event.t });
       if (route.event.t === "m") metrics.lag.observe(Math.max(0, now - route.event.msg.ts) / 1000);
     }
-    this.o.log.debug("push batch delivered", { entries: entries.length, instances: out.size });
+    this.o.log.debug("push batch delivered", {
+      entries: entries.length,
+      instances: out.size,
+      lookupMs: Math.round(t1 - t0),
+      deliverMs: Math.round(t3 - t2),
+    });
   };
 
   private decode(entries: StreamEntry[]): { id: string; route: Route }[] {
