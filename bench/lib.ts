@@ -1,8 +1,8 @@
 // Shared benchmark plumbing: start `bun run cluster` as a real process tree, summarise
-// latency histograms, print one JSON line per step.
+// latency histograms, print one JSON line per step, sample per-process CPU from /proc.
 import * as hdr from "hdr-histogram-js";
-import { join } from "node:path";
-import { mkdtempSync, rmSync } from "node:fs";
+import { basename, join } from "node:path";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 
 export const ROOT = join(import.meta.dir, "..");
@@ -14,10 +14,18 @@ export interface Ready {
 }
 
 export interface RunningCluster extends Ready {
+  pid: number;
   stop(): Promise<void>;
 }
 
-/** Starts the local cluster (real redis, mariadb, etcd and every role as processes) in a temp data dir. */
+const READY_TIMEOUT_MS = 180_000;
+const STOP_TIMEOUT_MS = 30_000;
+
+/**
+ * Starts the local cluster (real redis, mariadb, etcd and every role as processes) in a temp
+ * data dir. Its stdout is drained for the whole run (a full pipe would block the cluster);
+ * if it does not get ready in time it is stopped before the error is thrown.
+ */
 export async function startCluster(args: string[], env: Record<string, string> = {}): Promise<RunningCluster> {
   const dataDir = mkdtempSync(join(tmpdir(), "bunchat-bench-"));
   const proc = Bun.spawn(["bun", "src/bin/cluster.ts", "--data-dir", dataDir, ...args], {
@@ -26,26 +34,46 @@ export async function startCluster(args: string[], env: Record<string, string> =
     stdout: "pipe",
     stderr: process.env.BENCH_VERBOSE ? "inherit" : "ignore",
   });
-  const reader = proc.stdout.getReader();
-  let buf = "";
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done || Date.now() > deadline) throw new Error("cluster exited or timed out before ready");
-    buf += new TextDecoder().decode(value);
-    const line = buf.split("\n").find((l) => l.includes('"event":"ready"'));
-    if (line) {
-      const ready = JSON.parse(line) as Ready;
-      return {
-        ...ready,
-        stop: async () => {
-          proc.kill("SIGTERM");
-          await proc.exited;
-          rmSync(dataDir, { recursive: true, force: true });
-        },
-      };
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
+      await proc.exited;
+      clearTimeout(timer);
     }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  let resolveReady!: (r: Ready) => void;
+  const ready = new Promise<Ready>((res) => (resolveReady = res));
+  // Reads stdout until the cluster exits: the ready line resolves `ready`, later output is dropped.
+  const drain = (async () => {
+    const decoder = new TextDecoder();
+    let buf = "";
+    let found = false;
+    for await (const chunk of proc.stdout) {
+      if (found) continue;
+      buf += decoder.decode(chunk, { stream: true });
+      const line = buf.split("\n").find((l) => l.includes('"event":"ready"'));
+      if (line) {
+        found = true;
+        resolveReady(JSON.parse(line) as Ready);
+      }
+    }
+  })();
+  let timer: Timer | undefined;
+  const failed = Symbol();
+  const outcome = await Promise.race([
+    ready,
+    drain.then(() => failed),
+    new Promise<symbol>((res) => (timer = setTimeout(() => res(failed), READY_TIMEOUT_MS))),
+  ]);
+  clearTimeout(timer);
+  if (outcome === failed) {
+    const code = proc.exitCode;
+    await stop();
+    throw new Error(code === null ? "cluster not ready in time" : `cluster exited with ${code} before ready`);
   }
+  return { ...(outcome as Ready), pid: proc.pid, stop };
 }
 
 export function newHistogram(): hdr.Histogram {
@@ -70,5 +98,140 @@ export function report(line: Record<string, unknown>): void {
 }
 
 export function freeBasePort(): number {
-  return 30000 + Math.floor(Math.random() * 200) * 100;
+  // Below the ephemeral range (32768+), where the bench's own client sockets could take a port first.
+  return 20000 + Math.floor(Math.random() * 120) * 100;
+}
+
+// --- per-process CPU, from /proc (Linux only) ---
+
+const CLK_TCK = 100; // USER_HZ on Linux
+
+interface ProcStat {
+  pid: number;
+  ppid: number;
+  /** utime + stime in clock ticks */
+  ticks: number;
+}
+
+function readStat(pid: number): ProcStat | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // comm may hold spaces and parentheses: fields start after the last ')'.
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return { pid, ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+  } catch {
+    return undefined; // gone meanwhile
+  }
+}
+
+/** A short name for a process: the role script (`connect`, `logic`…) or the binary's name. */
+function procLabel(pid: number): string {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    const script = argv.find((a) => /\.(ts|js)$/.test(a));
+    // redis-server rewrites its argv[0] to "redis-server host:port"
+    return script ? basename(script).replace(/\.(ts|js)$/, "") : basename((argv[0] ?? "?").split(" ")[0]);
+  } catch {
+    return "?";
+  }
+}
+
+/** Every process below `root` (and root itself), by pid. */
+export function processTree(root: number): Map<number, string> {
+  const children = new Map<number, number[]>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const st = readStat(Number(name));
+    if (!st) continue;
+    const list = children.get(st.ppid) ?? [];
+    list.push(st.pid);
+    children.set(st.ppid, list);
+  }
+  const out = new Map<number, string>();
+  const todo = [root];
+  while (todo.length) {
+    const pid = todo.pop()!;
+    out.set(pid, procLabel(pid));
+    todo.push(...(children.get(pid) ?? []));
+  }
+  return out;
+}
+
+export interface CpuSample {
+  at: number;
+  ticks: Map<number, number>;
+}
+
+export function sampleCpu(pids: Iterable<number>): CpuSample {
+  const ticks = new Map<number, number>();
+  for (const pid of pids) {
+    const st = readStat(pid);
+    if (st) ticks.set(pid, st.ticks);
+  }
+  return { at: performance.now(), ticks };
+}
+
+/**
+ * CPU use between two samples in percent of one core, per label (several instances of a
+ * role are listed in pid order), e.g. {connect:[41,39], logic:[30,28], redis-server:[12]}.
+ */
+export function cpuBetween(a: CpuSample, b: CpuSample, labels: Map<number, string>): Record<string, number[]> {
+  const secs = (b.at - a.at) / 1000;
+  const out: Record<string, number[]> = {};
+  for (const pid of [...b.ticks.keys()].sort((x, y) => x - y)) {
+    const before = a.ticks.get(pid);
+    if (before === undefined) continue;
+    const pct = Math.round(((b.ticks.get(pid)! - before) / CLK_TCK / secs) * 100);
+    (out[labels.get(pid) ?? String(pid)] ??= []).push(pct);
+  }
+  for (const [k, v] of Object.entries(out)) if (v.every((x) => x === 0)) delete out[k]; // idle helpers (sh, …)
+  return out;
+}
+
+/** Sum of the samples of one Prometheus metric (all label sets) in a text exposition. */
+export function promSum(text: string, metric: string): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(metric)) continue;
+    const rest = line.slice(metric.length);
+    if (rest[0] !== " " && rest[0] !== "{") continue;
+    const v = Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (Number.isFinite(v)) sum += v;
+  }
+  return sum;
+}
+
+/** Sum of a metric over many /metrics endpoints; unreachable ones count as 0 and are named. */
+export async function scrapeSum(bases: string[], metric: string): Promise<{ sum: number; failed: string[] }> {
+  const failed: string[] = [];
+  const values = await Promise.all(
+    bases.map(async (b) => {
+      try {
+        const r = await fetch(`${b.replace(/\/+$/, "").replace(/\/metrics$/, "")}/metrics`, { signal: AbortSignal.timeout(3000) });
+        return r.ok ? promSum(await r.text(), metric) : (failed.push(b), 0);
+      } catch {
+        failed.push(b);
+        return 0;
+      }
+    }),
+  );
+  return { sum: values.reduce((x, y) => x + y, 0), failed };
+}
+
+export interface MachineSample {
+  busy: number;
+  total: number;
+}
+
+/** Machine-wide CPU jiffies from /proc/stat (all cores). */
+export function sampleMachine(): MachineSample {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + f[4]; // idle + iowait
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0); // without guest time, already in user
+  return { busy: total - idle, total };
+}
+
+/** Busy CPU between two machine samples, in percent of one core (2 cores fully busy = 200). */
+export function machineBusyPct(a: MachineSample, b: MachineSample, cores: number): number {
+  return Math.round(((b.busy - a.busy) / (b.total - a.total)) * cores * 100);
 }

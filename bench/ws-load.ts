@@ -1,0 +1,277 @@
+// The WebSocket load generator of bench/messaging.ts: N clients, each joined to exactly one
+// room, sending paced room messages and timing every delivery. Works against any server that
+// speaks the CONTRACT.md frames (bunchat's connect tier, bench/baseline-pubsub.ts).
+//
+// Each message body is `<step>:<index>:<send time µs>:xxx…` (performance.now() of this process,
+// which both sends and receives). Two latencies are recorded per delivery: from that send time,
+// and from the *intended* send time of the pacing schedule, which also counts how late a stalled
+// generator was (coordinated omission); that lateness alone is reported as sendLag.
+import type { Histogram } from "hdr-histogram-js";
+import { newHistogram } from "./lib.ts";
+
+/** Step number × REF_SPAN + message index = the `ref` of a send; also bounds messages per step. */
+const REF_SPAN = 10_000_000;
+
+export interface Step {
+  no: number;
+  rate: number;
+  sent: number;
+  acked: number;
+  errored: number;
+  /** deliveries of this step's messages, duplicates included */
+  received: number;
+  /** per message: 0 not sent, 1 sent, 2 acked, 3 error reply */
+  state: Uint8Array;
+  /** per message: deliveries seen (saturates at 255) */
+  recv: Uint8Array;
+  /** per message: performance.now() when sent, and when the schedule wanted it sent (ms) */
+  sentAt: Float64Array;
+  dueAt: Float64Array;
+  /** send → receive, µs */
+  latency: Histogram;
+  /** scheduled send → receive, µs */
+  scheduleLatency: Histogram;
+  ackLatency: Histogram;
+  sendLag: Histogram;
+  errors: Record<string, number>;
+  /** set once the step was reported; deliveries after that are counted as late */
+  closed: boolean;
+}
+
+interface Client {
+  no: number;
+  room: string;
+  ws: WebSocket;
+  joined?: (ok: boolean, why?: string) => void;
+}
+
+export class LoadGen {
+  readonly clients: Client[] = [];
+  /** Unexpected closes and errors outside any step, by code. */
+  readonly stray: Record<string, number> = {};
+  lateDeliveries = 0;
+  private readonly steps = new Map<number, Step>();
+  private closing = false;
+  private readonly pad: string;
+
+  constructor(
+    private readonly o: { roomSize: number; bodyBytes: number; runId: string },
+  ) {
+    this.pad = "x".repeat(o.bodyBytes);
+  }
+
+  roomOf(client: number): string {
+    return `b${this.o.runId}r${Math.floor(client / this.o.roomSize)}`;
+  }
+
+  /** Opens clients [0, n): client i gets url(i); `concurrency` handshakes at a time. */
+  async open(n: number, url: (i: number) => string, concurrency: number): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < n) {
+        const i = next++;
+        this.clients[i] = await this.connect(i, url(i));
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  }
+
+  private connect(no: number, url: string): Promise<Client> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url);
+      const c: Client = { no, room: this.roomOf(no), ws };
+      const timer = setTimeout(() => reject(new Error(`client ${no}: no open within 15 s`)), 15_000);
+      ws.onopen = () => {
+        clearTimeout(timer);
+        resolve(c);
+      };
+      ws.onerror = () => {
+        clearTimeout(timer);
+        reject(new Error(`client ${no}: WebSocket error on ${url.replace(/token=[^&]+/, "token=…")}`));
+      };
+      ws.onclose = (ev) => {
+        clearTimeout(timer);
+        if (!this.closing) this.count(this.stray, `close:${ev.code}`);
+        c.joined?.(false, `closed ${ev.code}`);
+      };
+      ws.onmessage = (ev) => this.onFrame(c, ev.data as string);
+    });
+  }
+
+  /** Every client joins its room; resolves when every `joined` arrived. */
+  async joinAll(concurrency: number, timeoutMs = 60_000): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < this.clients.length) {
+        const c = this.clients[next++];
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`client ${c.no}: no joined within ${timeoutMs} ms`)), timeoutMs);
+          c.joined = (ok, why) => {
+            clearTimeout(timer);
+            c.joined = undefined;
+            ok ? resolve() : reject(new Error(`client ${c.no}: join failed: ${why}`));
+          };
+          c.ws.send(JSON.stringify({ op: "join", room: c.room, ref: "join" }));
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  }
+
+  private count(m: Record<string, number>, k: string) {
+    m[k] = (m[k] ?? 0) + 1;
+  }
+
+  private onFrame(c: Client, data: string): void {
+    // Hot path: deliveries are parsed by hand (the frame is built by the server as
+    // {"op":"msg",…,"body":"…",…} and our bodies hold no quote or escape).
+    if (typeof data === "string" && data.startsWith('{"op":"msg"')) {
+      const at = data.indexOf('"body":"');
+      if (at >= 0) return this.delivered(data.slice(at + 8, data.indexOf('"', at + 8)));
+    }
+    let f: Record<string, any>;
+    try {
+      f = JSON.parse(typeof data === "string" ? data : new TextDecoder().decode(data));
+    } catch {
+      return this.count(this.stray, "unparseable-frame");
+    }
+    switch (f.op) {
+      case "msg":
+        return this.delivered(String(f.body));
+      case "ack":
+        return this.acked(f.ref, false, "");
+      case "error":
+        if (f.ref === "join") return c.joined?.(false, `${f.code}: ${f.message}`);
+        return this.acked(f.ref, true, String(f.code));
+      case "joined":
+        return c.joined?.(true);
+    }
+  }
+
+  private delivered(body: string): void {
+    const a = body.indexOf(":");
+    const b = body.indexOf(":", a + 1);
+    const c = body.indexOf(":", b + 1);
+    const st = this.steps.get(Number(body.slice(0, a)));
+    if (!st) return this.count(this.stray, "foreign-msg");
+    if (st.closed) {
+      this.lateDeliveries++;
+      return;
+    }
+    const idx = Number(body.slice(a + 1, b));
+    st.received++;
+    if (st.recv[idx] < 255) st.recv[idx]++;
+    const now = performance.now();
+    st.latency.recordValue(Math.max(1, Math.round(now * 1000 - Number(body.slice(b + 1, c)))));
+    st.scheduleLatency.recordValue(Math.max(1, Math.round((now - st.dueAt[idx]) * 1000)));
+  }
+
+  private acked(ref: unknown, error: boolean, code: string): void {
+    const st = typeof ref === "number" ? this.steps.get(Math.floor(ref / REF_SPAN)) : undefined;
+    if (!st || st.closed) return this.count(this.stray, error ? `late-or-unknown-error:${code}` : "late-or-unknown-ack");
+    const idx = ref as number % REF_SPAN;
+    if (st.state[idx] !== 1) return this.count(st.errors, "duplicate-reply");
+    if (error) {
+      st.state[idx] = 3;
+      st.errored++;
+      this.count(st.errors, code);
+    } else {
+      st.state[idx] = 2;
+      st.acked++;
+      st.ackLatency.recordValue(Math.max(1, Math.round((performance.now() - st.sentAt[idx]) * 1000)));
+    }
+  }
+
+  /**
+   * Sends `rate` msgs/s for `seconds`, round-robin over the clients (so over every room),
+   * on a 1 ms timer that catches up with the schedule. Stops by itself after the planned
+   * count or 3× the planned time, whichever comes first.
+   */
+  async pace(no: number, rate: number, seconds: number): Promise<Step> {
+    const total = Math.round(rate * seconds);
+    if (total >= REF_SPAN) throw new Error(`at most ${REF_SPAN - 1} messages per step`);
+    const st: Step = {
+      no,
+      rate,
+      sent: 0,
+      acked: 0,
+      errored: 0,
+      received: 0,
+      state: new Uint8Array(total),
+      recv: new Uint8Array(total),
+      sentAt: new Float64Array(total),
+      dueAt: new Float64Array(total),
+      latency: newHistogram(),
+      scheduleLatency: newHistogram(),
+      ackLatency: newHistogram(),
+      sendLag: newHistogram(),
+      errors: {},
+      closed: false,
+    };
+    this.steps.set(no, st);
+    const n = this.clients.length;
+    const gap = 1000 / rate;
+    const t0 = performance.now();
+    const deadline = t0 + seconds * 3000;
+    let i = 0;
+    while (i < total) {
+      const now = performance.now();
+      if (now > deadline) break;
+      const due = Math.min(total, Math.floor((now - t0) / gap) + 1);
+      for (; i < due; i++) {
+        const c = this.clients[i % n];
+        if (c.ws.readyState !== WebSocket.OPEN) {
+          this.count(st.errors, "client-not-open");
+          continue;
+        }
+        const intended = t0 + i * gap;
+        const head = `${no}:${i}:${Math.round(now * 1000)}:`;
+        const body = head + this.pad.slice(head.length);
+        st.sentAt[i] = now;
+        st.dueAt[i] = intended;
+        st.state[i] = 1;
+        st.sent++;
+        st.sendLag.recordValue(Math.max(1, Math.round((now - intended) * 1000)));
+        c.ws.send(`{"op":"send","room":"${c.room}","body":"${body}","ref":${no * REF_SPAN + i}}`);
+      }
+      await Bun.sleep(1);
+    }
+    return st;
+  }
+
+  /** Waits until every reply and expected delivery arrived, or `ms` passed. */
+  async drain(st: Step, ms: number): Promise<void> {
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      if (st.acked + st.errored === st.sent && st.received >= st.acked * this.o.roomSize) return;
+      await Bun.sleep(20);
+    }
+  }
+
+  /** Closes the step: the loss accounting from per-message delivery counts. */
+  settle(st: Step) {
+    st.closed = true;
+    let lost = 0;
+    let duplicates = 0;
+    let unacked = 0;
+    let strayDeliveries = 0;
+    const want = this.o.roomSize;
+    for (let i = 0; i < st.state.length; i++) {
+      const s = st.state[i];
+      if (s === 1) unacked++;
+      if (s === 2) {
+        if (st.recv[i] < want) lost += want - st.recv[i];
+        else duplicates += st.recv[i] - want;
+      } else strayDeliveries += st.recv[i]; // delivered though not acknowledged (yet)
+    }
+    return { expected: st.acked * want, lost, duplicates, unacked, strayDeliveries };
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const c of this.clients) if (c && c.ws.readyState <= WebSocket.OPEN) c.ws.close(1000);
+    // Give the close handshakes a moment; the processes are stopped right after anyway.
+    const until = performance.now() + 5000;
+    while (this.clients.some((c) => c && c.ws.readyState !== WebSocket.CLOSED) && performance.now() < until) await Bun.sleep(50);
+  }
+}
