@@ -59,6 +59,7 @@ export class ConnectServer {
   private connSeq = 0;
   private ready = false;
   private stopping = false;
+  private stopped?: Promise<void>;
 
   constructor(private readonly opts: ConnectServerOptions) {
     this.cfg = opts.config;
@@ -125,8 +126,11 @@ export class ConnectServer {
    * Deregisters first (no new clients are sent here), closes every socket with 1012, sends their
    * presence leave/disconnect ops (bounded wait), then stops the gRPC and HTTP servers.
    */
-  async stop(): Promise<void> {
-    if (this.stopping) return;
+  stop(): Promise<void> {
+    return (this.stopped ??= this.shutdown());
+  }
+
+  private async shutdown(): Promise<void> {
     this.stopping = true;
     this.ready = false;
     for (const t of this.timers) clearInterval(t);
