@@ -31,11 +31,18 @@ const s = Bun.serve({ port: 0, fetch(req) {
 } });
 console.log(s.port);`;
 const baseline = Bun.spawn(["bun", "-e", baselineSrc], { stdout: "pipe" });
-const { value } = await baseline.stdout.getReader().read();
-const port = Number(new TextDecoder().decode(value).trim());
-
-const cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"]);
+let cluster: Awaited<ReturnType<typeof startCluster>> | undefined;
+const stopAll = async () => {
+  await cluster?.stop();
+  baseline.kill();
+  await baseline.exited;
+};
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stopAll().finally(() => process.exit(130)));
 try {
+  const { value } = await baseline.stdout.getReader().read();
+  const port = Number(new TextDecoder().decode(value).trim());
+  if (!port) throw new Error("baseline server did not print its port");
+  cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"]);
   const api = cluster.api[0];
   const reg = await fetch(`${api}/api/users`, {
     method: "POST",
@@ -52,6 +59,5 @@ try {
     body: JSON.stringify({ userName: reg.userName, password: "bench-password" }),
   });
 } finally {
-  await cluster.stop();
-  baseline.kill();
+  await stopAll();
 }
