@@ -7,7 +7,6 @@ import { ConnectService, type ConnectApi, type PushEvent } from "../proto/connec
 import { pack } from "../src/shared/codec.ts";
 import { loadConfig, type Config } from "../src/shared/config.ts";
 import { openDb, type DbHandle } from "../src/shared/db/index.ts";
-import { migrate } from "../src/shared/db/migrate.ts";
 import { Discovery, type Registration } from "../src/shared/discovery.ts";
 import { redisKeys, partitionOf, type Keys } from "../src/shared/keys.ts";
 import { createLogger, silentLogger, type Logger } from "../src/shared/log.ts";
@@ -15,13 +14,26 @@ import { dmConv, roomConv, type UserRef } from "../src/shared/protocol.ts";
 import { addService, startServer, stopServer } from "../src/shared/rpc.ts";
 import { encodeEvent, toMessage, type StreamEvent } from "../src/shared/stream.ts";
 import { TaskWorker } from "../src/task/worker.ts";
-import { getTaskInfra, waitFor, type TaskInfra } from "./task-infra.ts";
+import { getInfra, type Infra } from "./support/infra.ts";
 
-export { waitFor };
+/** Polls until fn() resolves truthy (errors count as not yet) and returns that value; throws after timeoutMs. */
+export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 10_000, what = "condition"): Promise<NonNullable<T>> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await Bun.sleep(25);
+  }
+}
 
 const log: Logger = process.env.TEST_LOG ? createLogger({ level: "debug" }) : silentLogger;
 let scopes = 0;
-let migrated: Promise<unknown> | undefined;
 let nextMsgId = BigInt(Date.now()) << 20n;
 
 export interface FakeConnect {
@@ -44,7 +56,7 @@ export class Scope {
   private seqs = new Map<string, number>();
 
   private constructor(
-    readonly infra: TaskInfra,
+    readonly infra: Infra,
     readonly db: DbHandle,
     overrides: Partial<Config>,
   ) {
@@ -65,9 +77,7 @@ export class Scope {
   }
 
   static async create(overrides: Partial<Config> = {}): Promise<Scope> {
-    const infra = await getTaskInfra();
-    migrated ??= migrate(infra.mysqlUrl);
-    await migrated;
+    const infra = await getInfra();
     return new Scope(infra, openDb(infra.mysqlUrl), overrides);
   }
 

@@ -59,9 +59,11 @@ describe("task push routing", () => {
     const rooms = Array.from({ length: 10 }, () => uniq("o"));
     for (const r of rooms) await s.redis.hset(s.keys.roomInstances(r), x.id, 1);
     const t0 = performance.now();
-    // Interleaved, pipelined in chunks so batches mix conversations and partitions.
-    for (let i = 0; i < 200; i += 20) {
-      await Promise.all(rooms.flatMap((r) => Array.from({ length: 20 }, (_, k) => s.send(roomConv(r), sender, `m${i + k}`))));
+    // Interleaved rounds (one message per room) paced at ~2000 messages/s, so batches mix
+    // conversations and partitions and the lag measured is that of live traffic, not of a backlog.
+    for (let i = 0; i < 200; i++) {
+      await Promise.all(rooms.map((r) => s.send(roomConv(r), sender, `m${i}`)));
+      await Bun.sleep(5);
     }
     const total = rooms.length * 200;
     await waitFor(() => x.received.length >= total, 30_000, "all messages pushed");
@@ -75,7 +77,6 @@ describe("task push routing", () => {
     const lags = x.lags.sort((a, b) => a - b);
     const pct = (q: number) => lags[Math.min(lags.length - 1, Math.floor(q * lags.length))];
     console.log(JSON.stringify({ test: "order", messages: total, pushCalls: x.calls, ms: Math.round(ms), lagMsP50: pct(0.5), lagMsP99: pct(0.99) }));
-    expect(x.calls).toBeLessThan(total / 4);
   });
 });
 
@@ -103,6 +104,8 @@ describe("task throughput", () => {
       const seqs = msgs(x.received).filter((e) => e.room === r).map((e) => e.msg.seq);
       expect(seqs).toEqual(Array.from({ length: per }, (_, i) => i + 1));
     }
+    // Batched across partitions: never one call per message.
+    expect(x.calls).toBeLessThan(total / 100);
     console.log(JSON.stringify({ test: "backlog", messages: total, pushCalls: x.calls, pushMs: Math.round(pushMs), pushPerSec: Math.round(total / (pushMs / 1000)), persistMs: Math.round(persistMs), persistPerSec: Math.round(total / (persistMs / 1000)) }));
   });
 });
