@@ -82,6 +82,11 @@ describe("task failover", () => {
     expect(x.received.length).toBe(rooms.length * 40);
     expectInOrder(x.received, rooms, 40);
     expect((await pendingOwners(s, PUSH_GROUP)).get("task-w1") ?? 0).toBe(0);
+    // The former owner's consumer names are gone from the groups.
+    for (let p = 0; p < 4; p++) {
+      const names = ((await s.redis.xinfo("CONSUMERS", s.keys.stream(p), PUSH_GROUP)) as unknown[][]).map((c) => String(c[1]));
+      expect(names).toEqual(["task-w2"]);
+    }
     for (const r of rooms) await waitFor(async () => (await s.rows(roomConv(r))).length === 40, 10_000, "persisted");
     console.log(JSON.stringify({ test: "graceful takeover", takeoverMs: Math.round(takeoverMs) }));
   });
@@ -90,7 +95,7 @@ describe("task failover", () => {
     const s = await scope();
     const x = await s.connect();
     const rooms = await roomsOnAllPartitions(s, x);
-    const child = Bun.spawn(["bun", join(import.meta.dir, "../src/bin/task.ts")], {
+    const child = Bun.spawn([process.execPath, join(import.meta.dir, "../src/bin/task.ts")], {
       env: {
         PATH: process.env.PATH,
         HOME: process.env.HOME,

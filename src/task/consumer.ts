@@ -127,6 +127,12 @@ export class StreamConsumer {
       claimed += reply[1].length;
     } while (start !== "0-0" && !this.stopped);
     if (claimed) this.log.info("claimed pending entries", { claimed });
+    // Every former owner left a consumer name in the group; drop those with nothing pending.
+    const consumers = (await redis.xinfo("CONSUMERS", stream, group)) as unknown[][];
+    for (const c of consumers) {
+      const name = String(c[c.indexOf("name") + 1]);
+      if (name !== consumer && Number(c[c.indexOf("pending") + 1]) === 0) await redis.xgroup("DELCONSUMER", stream, group, name);
+    }
   }
 
   private async read(cursor: string): Promise<{ ids: string[]; entries: StreamEntry[] } | null> {

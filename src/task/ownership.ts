@@ -81,11 +81,19 @@ export class PartitionOwnership {
     await this.reconcile();
   }
 
-  /** Releases every partition (consumers stopped, locks deleted), then deregisters. */
+  /**
+   * Deregisters first, so the other workers compute the new assignment at once and each acquires
+   * its share as soon as the lock is deleted; then releases every partition and revokes the lease.
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
+    await this.o.discovery.etcd
+      .delete()
+      .key(this.o.discovery.serviceKey("task", this.o.id))
+      .exec()
+      .catch((err) => this.log.warn("deregistration failed; it expires with the lease", { err }));
     await this.running;
     await Promise.all([...this.owned].map((p) => this.release(p, true)));
     await Promise.all(this.releasing.values());
