@@ -52,8 +52,10 @@ export class PersistHandler {
         const [res] = await this.o.db.insert(messages).ignore().values(chunk);
         inserted += res.affectedRows;
       } catch (err) {
-        // drizzle wraps the driver error; its cause carries the MySQL code (ECONNREFUSED, ER_…).
-        throw new Error(`message insert failed: ${mysqlCode(err) ?? (err as Error)?.message}`, { cause: err });
+        // drizzle wraps the driver error, and its own message lists the query parameters, bodies
+        // included: log only the driver's code and message (ECONNREFUSED, ER_NO_SUCH_TABLE, …).
+        const cause = (err as { cause?: Error })?.cause;
+        throw Object.assign(new Error(`message insert failed: ${cause?.message ?? mysqlCode(err) ?? "unknown error"}`), { code: mysqlCode(err) });
       }
     }
     metrics.rowsPersisted.inc(inserted);
