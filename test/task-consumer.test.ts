@@ -1,0 +1,82 @@
+// StreamConsumer mechanics against a real redis-server: claim, replay, ack-after-success, retry order, prompt stop.
+import { afterAll, describe, expect, test } from "bun:test";
+import { Redis } from "ioredis";
+import { silentLogger } from "../src/shared/log.ts";
+import { StreamConsumer, type BatchHandler, type StreamEntry } from "../src/task/consumer.ts";
+import { getInfra } from "./support/infra.ts";
+import { waitFor } from "./task-helpers.ts";
+
+const conns: Redis[] = [];
+async function redis(): Promise<Redis> {
+  const r = new Redis((await getInfra()).redisUrl);
+  conns.push(r);
+  return r;
+}
+afterAll(() => {
+  for (const c of conns) c.disconnect();
+});
+
+function consumer(r: Redis, blocking: Redis, stream: string, name: string, handler: BatchHandler) {
+  return new StreamConsumer({ redis: r, blocking, stream, group: "g", consumer: name, handler, log: silentLogger, count: 10 });
+}
+
+const add = (r: Redis, stream: string, n: number) => r.xadd(stream, "*", "n", String(n), "d", Buffer.from([0xc0, n]));
+
+describe("StreamConsumer", () => {
+  test("claims other consumers' pending entries, replays them first, then reads new ones, in order", async () => {
+    const r = await redis();
+    const stream = `cons:${crypto.randomUUID()}`;
+    await r.xgroup("CREATE", stream, "g", "0", "MKSTREAM");
+    for (let i = 1; i <= 25; i++) await add(r, stream, i);
+    // A dead owner read 15 entries and never acked them.
+    await r.xreadgroup("GROUP", "g", "dead", "COUNT", 15, "STREAMS", stream, ">");
+    const seen: number[] = [];
+    const c = consumer(r, await redis(), stream, "live", async (entries) => {
+      seen.push(...entries.map((e: StreamEntry) => e.n));
+    });
+    c.start();
+    await waitFor(() => seen.length === 25, 5_000, "first 25");
+    for (let i = 26; i <= 30; i++) await add(r, stream, i);
+    await waitFor(() => seen.length === 30, 5_000, "new entries");
+    expect(seen).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(((await r.xpending(stream, "g")) as unknown[])[0]).toBe(0);
+    await c.stop();
+  });
+
+  test("a failing batch stays pending and is retried with backoff, in order, acked only after success", async () => {
+    const r = await redis();
+    const stream = `cons:${crypto.randomUUID()}`;
+    for (let i = 1; i <= 5; i++) await add(r, stream, i);
+    let failures = 2;
+    const attempts: { at: number; ns: number[]; pending: number }[] = [];
+    const c = consumer(r, await redis(), stream, "c1", async (entries) => {
+      const pending = Number(((await r.xpending(stream, "g")) as unknown[])[0]);
+      attempts.push({ at: performance.now(), ns: entries.map((e) => e.n), pending });
+      if (failures-- > 0) throw new Error("boom");
+    });
+    c.start();
+    await waitFor(() => attempts.length === 3, 5_000, "three attempts");
+    await waitFor(async () => ((await r.xpending(stream, "g")) as unknown[])[0] === 0, 5_000, "acked");
+    await c.stop();
+    for (const a of attempts) expect(a.ns).toEqual([1, 2, 3, 4, 5]);
+    for (const a of attempts) expect(a.pending).toBe(5);
+    expect(attempts[1].at - attempts[0].at).toBeGreaterThanOrEqual(190);
+    expect(attempts[2].at - attempts[1].at).toBeGreaterThanOrEqual(390);
+  });
+
+  test("stop() returns promptly while blocked on a read", async () => {
+    const r = await redis();
+    const stream = `cons:${crypto.randomUUID()}`;
+    let batches = 0;
+    const c = consumer(r, await redis(), stream, "c1", async () => {
+      batches++;
+    });
+    c.start();
+    await waitFor(async () => (await r.exists(stream)) === 1, 5_000, "group created");
+    await Bun.sleep(50); // let it enter the blocking read
+    const t0 = performance.now();
+    await c.stop();
+    expect(performance.now() - t0).toBeLessThan(300);
+    expect(batches).toBe(0);
+  });
+});
