@@ -68,7 +68,7 @@ export class PartitionOwnership {
       // A new lease after a loss: re-register, then re-acquire through reconcile.
       await this.adopt(l);
       await l.put(serviceKey).value(value).exec();
-      this.kick();
+      void this.kick();
     });
     await this.adopt(this.lease.current());
     await this.lease.current().put(serviceKey).value(value).exec();
@@ -76,9 +76,12 @@ export class PartitionOwnership {
     lockWatch.on("delete", (kv) => this.onLockDeleted(kv.key.toString()));
     lockWatch.on("error", (err) => this.log.warn("etcd lock watch error", { err: err.message }));
     this.lockWatch = lockWatch;
-    this.workers = await discovery.watch("task", () => this.kick());
-    this.timer = setInterval(() => this.kick(), this.o.tickMs ?? 500);
-    await this.reconcile();
+    // The watch reports once before it returns: the first reconcile waits for the full live set.
+    this.workers = await discovery.watch("task", () => {
+      if (this.workers) void this.kick();
+    });
+    this.timer = setInterval(() => void this.kick(), this.o.tickMs ?? 500);
+    await this.kick();
   }
 
   /**
@@ -112,7 +115,7 @@ export class PartitionOwnership {
       if (l !== this.mine) return;
       this.log.warn("lease lost, stopping all partitions");
       this.lastKeepalive = 0;
-      this.kick();
+      void this.kick();
     });
     const id = String(await l.grant());
     if (l !== this.mine) return;
@@ -132,20 +135,16 @@ export class PartitionOwnership {
       this.log.warn("partition lock vanished while owned", { partition: p });
       void this.release(p, false);
     }
-    this.kick();
+    void this.kick();
   }
 
-  /** Runs reconcile now, or once more after the one in progress. */
-  private kick(): void {
-    if (this.stopped) return;
+  /** Runs reconcile now, or once more after the one in progress; resolves when that run ends. */
+  private kick(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
     if (this.running) {
       this.again = true;
-      return;
+      return this.running;
     }
-    void this.reconcile();
-  }
-
-  private async reconcile(): Promise<void> {
     const run = async () => {
       do {
         this.again = false;
@@ -163,7 +162,7 @@ export class PartitionOwnership {
     this.running = run().finally(() => {
       this.running = undefined;
     });
-    await this.running;
+    return this.running;
   }
 
   private async reconcileOnce(): Promise<void> {
