@@ -146,7 +146,7 @@ async function startBunchat(): Promise<Target> {
   if (o["cpu-prof"]) {
     const dir = resolve(String(o["cpu-prof"]));
     mkdirSync(dir, { recursive: true });
-    env.BUN_OPTIONS = `--cpu-prof-md --cpu-prof-dir=${dir}`;
+    env.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${dir}`; // summarise with bench/profile-summary.ts
   }
   const basePort = o["base-port"] ?? String(freeBasePort());
   const args = ["--base-port", basePort, "--api", o.api!, "--logic", o.logic!, "--task", o.task!, "--connect", o.connect!];
@@ -207,10 +207,12 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     const cpu0 = sampleCpu(labels.keys());
     const self0 = process.cpuUsage();
     const m0 = sampleMachine();
+    const startedAt = Date.now();
     const st = await gen.pace(++stepNo, rate, seconds);
     const cpu1 = sampleCpu(labels.keys());
     const self1 = process.cpuUsage(self0);
     const m1 = sampleMachine();
+    const endedAt = Date.now();
     const sendSecs = (cpu1.at - cpu0.at) / 1000;
     await gen.drain(st, DRAIN_MS);
     const acc = gen.settle(st);
@@ -240,6 +242,8 @@ async function runLoad(t: Target): Promise<StepResult[]> {
       ...(persisted === undefined ? {} : { persistedRows: persisted, persistedRowsPerSec: Math.round(persisted / rowsSecs) }),
       generatorLagMs: (({ p99, max }) => ({ p99, max }))(summary(st.sendLag)),
       cpuPct: { ...cpuPct, bench: [benchPct] },
+      // the sending window in epoch ms, e.g. for bench/profile-summary.ts --from/--to
+      window: [startedAt, endedAt],
       // everything else on this shared box during the sending window (other people's tests…)
       othersCpuPct: Math.max(0, machineBusyPct(m0, m1, availableParallelism()) - ours),
     };

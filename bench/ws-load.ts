@@ -185,7 +185,7 @@ export class LoadGen {
   /**
    * Sends `rate` msgs/s for `seconds`, round-robin over the clients (so over every room),
    * on a 1 ms timer that catches up with the schedule. Stops by itself after the planned
-   * count or 3× the planned time, whichever comes first.
+   * count or 3× the planned time, whichever comes first. Rate 0 just waits `seconds`.
    */
   async pace(no: number, rate: number, seconds: number): Promise<Step> {
     const total = Math.round(rate * seconds);
@@ -212,6 +212,7 @@ export class LoadGen {
     const n = this.clients.length;
     const gap = 1000 / rate;
     const t0 = performance.now();
+    if (!total) await Bun.sleep(seconds * 1000); // rate 0: an idle step, for the CPU of an idle cluster
     const deadline = t0 + seconds * 3000;
     let i = 0;
     while (i < total) {
