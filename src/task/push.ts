@@ -65,10 +65,12 @@ export class PushHandler {
     this.delivered.clear();
     this.failing = undefined;
     const now = Date.now();
+    const byType = { m: 0, p: 0, k: 0 };
     for (const { route } of routed) {
-      metrics.eventsPushed.inc({ type: route.event.t });
+      byType[route.event.t]++;
       if (route.event.t === "m") metrics.lag.observe(Math.max(0, now - route.event.msg.ts) / 1000);
     }
+    for (const [type, n] of Object.entries(byType)) if (n) metrics.eventsPushed.inc({ type }, n);
     this.o.log.debug("push batch delivered", {
       entries: entries.length,
       instances: out.size,
