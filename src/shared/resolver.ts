@@ -15,7 +15,6 @@ let nextId = 0;
 
 class EtcdResolver implements grpc.experimental.Resolver {
   private watch?: Promise<ServiceWatch>;
-  private latest?: Instances;
 
   constructor(
     private readonly target: grpc.experimental.GrpcUri,
@@ -23,7 +22,6 @@ class EtcdResolver implements grpc.experimental.Resolver {
   ) {}
 
   private report(instances: Instances) {
-    this.latest = instances;
     const endpoints = [...instances.values()]
       .filter((i) => i.addr)
       .map((i) => {
@@ -35,10 +33,9 @@ class EtcdResolver implements grpc.experimental.Resolver {
   }
 
   updateResolution(): void {
-    if (this.watch) {
-      if (this.latest) queueMicrotask(() => this.latest && this.report(this.latest));
-      return;
-    }
+    // Once watching, every change is pushed by the watch. Re-reporting here would loop: the
+    // channel asks for re-resolution from inside the listener while no instance is reachable.
+    if (this.watch) return;
     const src = sources.get(this.target.authority ?? "");
     if (!src) {
       queueMicrotask(() =>
