@@ -64,6 +64,55 @@ describe("StreamConsumer", () => {
     expect(attempts[2].at - attempts[1].at).toBeGreaterThanOrEqual(390);
   });
 
+  test("survives its blocking connection being killed mid-read, in order, nothing lost", async () => {
+    const r = await redis();
+    const stream = `cons:${crypto.randomUUID()}`;
+    const blocking = await redis();
+    blocking.on("error", () => undefined);
+    const blockingId = await blocking.client("ID");
+    const seen: number[] = [];
+    const c = consumer(r, blocking, stream, "c1", async (entries) => {
+      seen.push(...entries.map((e) => e.n));
+    });
+    c.start();
+    for (let i = 1; i <= 5; i++) await add(r, stream, i);
+    await waitFor(() => seen.length === 5, 5_000, "first entries");
+    await r.client("KILL", "ID", blockingId);
+    for (let i = 6; i <= 10; i++) await add(r, stream, i);
+    await waitFor(() => seen.length === 10, 5_000, "entries after the kill");
+    expect(seen).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    await c.stop();
+  });
+
+  test("after its blocking connection dropped, it replays its pending list before newer entries", async () => {
+    const r = await redis();
+    const stream = `cons:${crypto.randomUUID()}`;
+    const blocking = await redis();
+    blocking.on("error", () => undefined);
+    const blockingId = await blocking.client("ID");
+    let release!: () => void;
+    const gate = new Promise<void>((res) => (release = res));
+    const seen: number[] = [];
+    const c = consumer(r, blocking, stream, "c1", async (entries) => {
+      if (entries.some((e) => e.n === 5)) await gate;
+      seen.push(...entries.map((e) => e.n));
+    });
+    c.start();
+    for (let i = 1; i <= 5; i++) await add(r, stream, i);
+    await waitFor(async () => Number(((await r.xpending(stream, "g")) as unknown[])[0]) > 0, 5_000, "batch in flight");
+    // A read whose reply was lost with the connection: 6..8 delivered to c1, never seen by it.
+    for (let i = 6; i <= 8; i++) await add(r, stream, i);
+    await r.xreadgroup("GROUP", "g", "c1", "STREAMS", stream, ">");
+    const closed = new Promise((res) => blocking.once("close", res));
+    await r.client("KILL", "ID", blockingId);
+    await closed;
+    for (let i = 9; i <= 10; i++) await add(r, stream, i);
+    release();
+    await waitFor(() => seen.length >= 10, 5_000, "all entries");
+    expect(seen).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    await c.stop();
+  });
+
   test("stop() returns promptly while blocked on a read", async () => {
     const r = await redis();
     const stream = `cons:${crypto.randomUUID()}`;

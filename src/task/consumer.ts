@@ -46,10 +46,15 @@ export class StreamConsumer {
   private readonly abort = new AbortController();
   private loop?: Promise<void>;
   private blockingRead = false;
+  /** Set when the blocking connection dropped: see run(). */
+  private resync = false;
   private readonly log: Logger;
 
   constructor(private readonly o: ConsumerOptions) {
     this.log = o.log.child({ stream: o.stream, group: o.group });
+    o.blocking.on("close", () => {
+      this.resync = true;
+    });
   }
 
   start(): void {
@@ -88,6 +93,13 @@ export class StreamConsumer {
         }
         const entries = await this.read(cursor);
         if (this.stopped) break;
+        // ioredis resends a read cut by a dropped connection. The lost reply may have delivered
+        // entries to our pending list: re-read it from the start, or they would be overtaken.
+        if (this.resync) {
+          this.resync = false;
+          cursor = "0";
+          continue;
+        }
         if (!entries) {
           if (cursor !== ">") cursor = ">";
           continue;

@@ -2,7 +2,7 @@
 // partition, a "push" consumer (deliver to connect instances) and a "persist" consumer (write to
 // MySQL), and trims the stream below what both groups have acked. Everything is passed in, so
 // several workers can run in one process.
-import { Redis, type RedisOptions } from "ioredis";
+import { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import type { Config } from "../shared/config.ts";
 import type { Db } from "../shared/db/index.ts";
@@ -62,13 +62,12 @@ export class TaskWorker {
     this.registry = o.registry ?? newRegistry("task", o.instanceId);
     this.metrics = taskMetrics(this.registry);
     const url = o.redis;
-    const opts: RedisOptions = { maxRetriesPerRequest: 2, enableAutoPipelining: false };
     this.connect =
       typeof url === "string"
         ? () => {
+            const r = new Redis(url, { maxRetriesPerRequest: 2 });
             // Failing commands are logged (and retried) where they are made; this only keeps
             // ioredis from reporting every reconnect attempt as an unhandled error.
-            const r = new Redis(url, opts);
             r.on("error", (err) => this.log.debug("redis connection error", { err: err.message }));
             return r;
           }
