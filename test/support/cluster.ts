@@ -7,6 +7,11 @@ import { openDb, type DbHandle } from "../../src/shared/db/index.ts";
 import { newInstanceId } from "../../src/shared/instance.ts";
 import { LogicServer } from "../../src/logic/server.ts";
 import { ApiServer } from "../../src/api/server.ts";
+import { ConnectServer } from "../../src/connect/server.ts";
+import { TaskWorker } from "../../src/task/worker.ts";
+import { etcdTarget } from "../../src/shared/resolver.ts";
+import { makeClient } from "../../src/shared/rpc.ts";
+import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
 import { getInfra } from "./infra.ts";
 
 export interface Stoppable {
@@ -19,6 +24,10 @@ export interface TestCluster {
   db: DbHandle;
   logic: LogicServer[];
   api: ApiServer[];
+  connect: ConnectServer[];
+  task: TaskWorker[];
+  /** ws URL of connect instance i, with the token (and format) filled in. */
+  wsUrl: (i: number, token: string, format?: "msgpack") => string;
   apiUrl: (i?: number) => string;
   discovery: () => Discovery;
   /** Stops one member and removes it from the cleanup list. */
@@ -52,7 +61,9 @@ export async function testConfig(overrides: Partial<Config> = {}): Promise<Reado
   return config;
 }
 
-export async function startCluster(opts: { logic?: number; api?: number; config?: Partial<Config> } = {}): Promise<TestCluster> {
+export async function startCluster(
+  opts: { logic?: number; api?: number; connect?: number; task?: number; config?: Partial<Config> } = {},
+): Promise<TestCluster> {
   const config = await testConfig(opts.config);
   const log = createLogger({ level: config.logLevel });
   const db = openDb(config.mysqlUrl);
@@ -77,12 +88,38 @@ export async function startCluster(opts: { logic?: number; api?: number; config?
     api.push(s);
     members.push(s);
   }
+  const connect: ConnectServer[] = [];
+  for (let i = 0; i < (opts.connect ?? 0); i++) {
+    const d = discovery();
+    const t = etcdTarget(d, LOGIC_SERVICE);
+    const client = makeClient<LogicApi>(LogicService, t.target);
+    const s = new ConnectServer({ config, log: log.child({ role: "connect", i }), logic: client, discovery: d, instanceId: newInstanceId("connect") });
+    await s.start();
+    connect.push(s);
+    members.push({
+      stop: async () => {
+        await s.stop();
+        client.close();
+        t.release();
+      },
+    });
+  }
+  const task: TaskWorker[] = [];
+  for (let i = 0; i < (opts.task ?? 0); i++) {
+    const w = new TaskWorker({ config, log: log.child({ role: "task", i }), redis: config.redisUrl, db: db.db, discovery: discovery(), instanceId: newInstanceId("task") });
+    await w.start();
+    task.push(w);
+    members.push(w);
+  }
   return {
     config,
     log,
     db,
     logic,
     api,
+    connect,
+    task,
+    wsUrl: (i, token, format) => `ws://127.0.0.1:${connect[i].port}/ws?token=${encodeURIComponent(token)}${format ? `&format=${format}` : ""}`,
     apiUrl: (i = 0) => `http://127.0.0.1:${api[i].port}`,
     discovery,
     track: (m) => members.push(m),
