@@ -57,7 +57,7 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
   const ports = opts.ports ?? { redis: await freePort(), mysql: await freePort(), etcd: await freePort(), etcdPeer: await freePort() };
   const log = opts.log.child({ component: "infra" });
   await mkdir(dataDir, { recursive: true });
-  const guard = new OrphanGuard(join(dataDir, "pids"));
+  const guard = new OrphanGuard(join(dataDir, "pids"), opts.keepData === false ? dataDir : "");
 
   const make = (spec: ServiceSpec) =>
     createService(spec, { log, logFile: join(dataDir, `${spec.name}.log`), signal: opts.signal, guard });
