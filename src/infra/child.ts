@@ -65,10 +65,6 @@ export class Child {
     return this.lines.join("\n");
   }
 
-  signal(sig: NodeJS.Signals): void {
-    if (!this.done) this.proc.kill(sig);
-  }
-
   /** SIGTERM, then SIGKILL if still alive after timeoutMs; resolves once the process has exited. */
   async stop(timeoutMs = 10_000): Promise<number> {
     if (this.done) return this.exited;
