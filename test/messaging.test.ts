@@ -168,10 +168,11 @@ describe("persistence", () => {
     const u = await registerUser(base);
     const acks = [];
     for (let i = 0; i < 20; i++) acks.push((await http(base, "POST", `/api/rooms/${room}/messages`, { token: u.token, body: { body: `p${i}` } })).body);
-    const [rows] = (await eventually(async () => {
-      const r = await c.db.pool.query("SELECT id, seq FROM messages WHERE conv = ? ORDER BY seq", [`room:${room}`]);
-      return (r[0] as unknown[]).length === 20 ? r : undefined;
-    })) as [{ id: string; seq: number }[]];
+    const rows = await eventually(async () => {
+      const [r] = await c.db.pool.query("SELECT id, seq FROM messages WHERE conv = ? ORDER BY seq", [`room:${room}`]);
+      const list = r as { id: string; seq: number }[];
+      return list.length === 20 ? list : undefined;
+    });
     expect(rows.map((r) => String(r.id))).toEqual(acks.map((a) => a.id));
     expect(rows.map((r) => Number(r.seq))).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
   });

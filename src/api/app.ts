@@ -3,7 +3,7 @@
 // WebSocket alike. Every error leaves as {"error":{"code","message"}} with the catalog's status.
 import { Elysia, t } from "elysia";
 import { Counter, Histogram, type Registry } from "prom-client";
-import { AppError, badRequest, type ErrorCode } from "../shared/errors.ts";
+import { AppError, badRequest, errorResponse, type ErrorCode } from "../shared/errors.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import type { Logger } from "../shared/log.ts";
 import { opsResponse } from "../shared/ops.ts";
@@ -27,7 +27,7 @@ const WEB_PAGE = new URL("./web/index.html", import.meta.url).pathname;
 const json = (status: number, body: unknown) =>
   new Response(body === null ? null : JSON.stringify(body), { status, headers: body === null ? {} : { "content-type": "application/json" } });
 
-export const errorResponse = (code: ErrorCode, message: string) => json(new AppError(code, message).httpStatus, { error: { code, message } });
+const fail = (code: ErrorCode, message: string) => errorResponse(new AppError(code, message));
 
 const Credentials = t.Object({ userName: t.String(), password: t.String() });
 const SendBody = t.Object({ body: t.String(), clientMsgId: t.Optional(t.String()) });
@@ -72,21 +72,21 @@ export function createApiApp(deps: ApiDeps) {
   return new Elysia()
     .onRequest(({ request }) => {
       const len = Number(request.headers.get("content-length") ?? 0);
-      if (len > LIMITS.maxHttpBody) return errorResponse("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
+      if (len > LIMITS.maxHttpBody) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
     })
     .onAfterResponse(({ request, route, set }) => {
       requests.inc({ route: route || "unmatched", status: String(set.status ?? 200) });
       void request;
     })
     .onError(({ code, error, path }) => {
-      if (error instanceof AppError) return errorResponse(error.code, error.message);
-      if (code === "VALIDATION") return errorResponse("BAD_REQUEST", "request does not match the expected shape");
-      if (code === "PARSE") return errorResponse("BAD_REQUEST", "request body is not valid JSON");
-      if (code === "NOT_FOUND") return errorResponse("NOT_FOUND", "no such endpoint");
+      if (error instanceof AppError) return errorResponse(error);
+      if (code === "VALIDATION") return fail("BAD_REQUEST", "request does not match the expected shape");
+      if (code === "PARSE") return fail("BAD_REQUEST", "request body is not valid JSON");
+      if (code === "NOT_FOUND") return fail("NOT_FOUND", "no such endpoint");
       const status = (error as { status?: number }).status;
-      if (status === 413) return errorResponse("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
+      if (status === 413) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
       log.error("unhandled api error", { path, code, err: error });
-      return errorResponse("INTERNAL", "internal error");
+      return fail("INTERNAL", "internal error");
     })
     .get("/", () => new Response(Bun.file(WEB_PAGE), { headers: { "content-type": "text/html; charset=utf-8" } }))
     .get("/healthz", ({ request }) => opsResponse(request, registry, deps.ready))

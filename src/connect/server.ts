@@ -6,7 +6,7 @@ import type { Server } from "bun";
 import type { Registry } from "prom-client";
 import type { Config } from "../shared/config.ts";
 import type { InstanceInfo, Registration } from "../shared/discovery.ts";
-import { AppError, ERROR_CODES } from "../shared/errors.ts";
+import { AppError, errorResponse } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
 import { newRegistry, opsResponse } from "../shared/ops.ts";
 import { CLOSE } from "../shared/protocol.ts";
@@ -243,10 +243,6 @@ export class ConnectServer {
       this.updating = false;
     }
   }
-}
-
-function errorResponse(e: AppError): Response {
-  return Response.json({ error: { code: e.code, message: e.message } }, { status: ERROR_CODES[e.code].http });
 }
 
 /** Waits for p (which must not reject), at most ms; p keeps running after a timeout. */

@@ -57,3 +57,8 @@ export function fromGrpc(err: unknown): AppError {
   for (const [name, m] of Object.entries(ERROR_CODES)) if (m.grpc === code) return new AppError(name as ErrorCode, (err as Error).message);
   return new AppError("INTERNAL", "internal error");
 }
+
+/** The HTTP form of an error: the contract's {"error":{"code","message"}} envelope and status. */
+export function errorResponse(e: AppError): Response {
+  return Response.json({ error: e.toJSON() }, { status: e.httpStatus });
+}
