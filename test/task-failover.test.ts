@@ -174,6 +174,28 @@ describe("task failover", () => {
   });
 });
 
+describe("task push when a connect instance crashes", () => {
+  test("the other instances keep receiving; the dead one is skipped once its lease expires", async () => {
+    const s = await scope({ streamPartitions: 1 });
+    const [a, b] = [await s.connect(), await s.connect()];
+    const room = uniq("c");
+    await s.redis.hset(s.keys.roomInstances(room), a.id, 1, b.id, 1);
+    await s.worker();
+    const u = user();
+    await s.send(roomConv(room), u, "before");
+    await waitFor(() => a.received.length === 1 && b.received.length === 1, 10_000, "both got the first");
+    await a.crash();
+    const t0 = performance.now();
+    for (let i = 0; i < 20; i++) await s.send(roomConv(room), u, `after ${i}`);
+    await waitFor(() => b.received.length === 21, (s.config.leaseTtlSec + 5) * 1000, "b got the rest");
+    const stallMs = performance.now() - t0;
+    expectInOrder(b.received, [room], 21);
+    expect(a.received.length).toBe(1);
+    console.log(JSON.stringify({ test: "connect crash", leaseTtlSec: s.config.leaseTtlSec, stallMs: Math.round(stallMs) }));
+    expect(stallMs).toBeLessThan((s.config.leaseTtlSec + 2) * 1000);
+  });
+});
+
 describe("task persistence while MySQL is down", () => {
   test("nothing is acked while MySQL is stopped; everything is persisted once it is back", async () => {
     const s = await scope({ streamPartitions: 2 });

@@ -7,7 +7,7 @@ import { ConnectService, type ConnectApi, type PushEvent } from "../proto/connec
 import { pack } from "../src/shared/codec.ts";
 import { loadConfig, type Config } from "../src/shared/config.ts";
 import { openDb, type DbHandle } from "../src/shared/db/index.ts";
-import { Discovery, type Registration } from "../src/shared/discovery.ts";
+import { Discovery } from "../src/shared/discovery.ts";
 import { redisKeys, partitionOf, type Keys } from "../src/shared/keys.ts";
 import { createLogger, silentLogger, type Logger } from "../src/shared/log.ts";
 import { dmConv, roomConv, type UserRef } from "../src/shared/protocol.ts";
@@ -46,6 +46,8 @@ export interface FakeConnect {
   /** While set, push answers UNAVAILABLE-like failures (the call throws). */
   failing: boolean;
   stop(): Promise<void>;
+  /** Dies without deregistering: the server is gone, its registration expires with the lease. */
+  crash(): Promise<void>;
 }
 
 export class Scope {
@@ -103,7 +105,7 @@ export class Scope {
   }
 
   async connect(id = `connect-${crypto.randomUUID().slice(0, 8)}`): Promise<FakeConnect> {
-    const fake: FakeConnect = { id, addr: "", received: [], lags: [], calls: 0, failing: false, stop: async () => {} };
+    const fake: FakeConnect = { id, addr: "", received: [], lags: [], calls: 0, failing: false, stop: async () => {}, crash: async () => {} };
     const impl: ConnectApi = {
       push: async ({ events }: { events: PushEvent[] }) => {
         if (fake.failing) throw new Error("fake connect failing");
@@ -116,13 +118,21 @@ export class Scope {
     };
     const { server, port } = await startServer((s: Server) => addService(s, ConnectService, impl, log), "127.0.0.1", 0);
     fake.addr = `127.0.0.1:${port}`;
-    const reg: Registration = await this.discovery().register("connect", { id, addr: fake.addr });
+    // Registered under a lease of its own, so crash() can stop its keepalives the way a dead process would.
+    const discovery = this.discovery();
+    const lease = discovery.etcd.lease(this.config.leaseTtlSec);
+    await lease.put(discovery.serviceKey("connect", id)).value(JSON.stringify({ id, addr: fake.addr })).exec();
     let stopped = false;
     fake.stop = async () => {
       if (stopped) return;
       stopped = true;
-      await reg.close();
+      await lease.revoke();
       await stopServer(server, 500);
+    };
+    fake.crash = async () => {
+      stopped = true;
+      server.forceShutdown();
+      lease.release();
     };
     this.closers.push(fake.stop);
     return fake;

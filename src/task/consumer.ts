@@ -116,7 +116,7 @@ export class StreamConsumer {
         if (failures++ === 0) this.log.warn("stream batch failed, retrying with backoff", { err, retryMs: delay });
         else this.log.debug("stream batch failed again", { err: (err as Error)?.message, failures, retryMs: delay });
         cursor = "0";
-        await this.sleep(delay);
+        await sleep(delay, this.abort.signal);
         delay = Math.min(delay * 2, max);
       }
     }
@@ -187,18 +187,6 @@ export class StreamConsumer {
     if (!res || failed) throw failed?.[0] ?? new Error("ack transaction aborted");
     this.log.debug("batch acked", { entries: batch.ids.length, first: batch.ids[0] });
   }
-
-  private sleep(ms: number): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((res) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        res();
-      }
-      this.abort.signal.addEventListener("abort", done, { once: true });
-    });
-  }
 }
 
 /** Orders stream ids ("ms-seq"): negative, zero or positive like a comparator. */
@@ -207,4 +195,18 @@ export function compareIds(a: string, b: string): number {
   const [bm, bs] = b.split("-");
   const d = BigInt(am) - BigInt(bm) || BigInt(as ?? 0) - BigInt(bs ?? 0);
   return d < 0n ? -1 : d > 0n ? 1 : 0;
+}
+
+/** Resolves after ms, or at once when the signal aborts (a stop must not wait out a backoff). */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((res) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      res();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }

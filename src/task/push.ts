@@ -1,7 +1,7 @@
 // The push group: routes each batch of stream events to the connect instances that hold their
 // recipients and delivers them through ConnectRPC. The batch is acked only after every delivery
 // resolved. Instances missing from discovery are dead and skipped; a live instance that fails is
-// retried a few times, then the batch stays pending and the consumer retries it with backoff. An
+// retried for a while, then the batch stays pending and the consumer retries it with backoff. An
 // instance that keeps failing for giveUpMs (registered but broken) is given up on for that batch,
 // so one bad instance cannot stall a partition forever.
 import type { Redis } from "ioredis";
@@ -9,7 +9,7 @@ import type { PushEvent } from "../../proto/connect.ts";
 import type { Keys } from "../shared/keys.ts";
 import type { Logger } from "../shared/log.ts";
 import { decodeEvent } from "../shared/stream.ts";
-import { compareIds, type StreamEntry } from "./consumer.ts";
+import { compareIds, sleep, type StreamEntry } from "./consumer.ts";
 import type { TaskMetrics } from "./metrics.ts";
 import { routeOf, type Route } from "./route.ts";
 import type { ConnectSenders } from "./senders.ts";
@@ -20,8 +20,13 @@ export interface PushOptions {
   senders: ConnectSenders;
   metrics: TaskMetrics;
   log: Logger;
-  /** Delivery attempts per instance within one handling of a batch (default 3). */
-  attempts?: number;
+  /**
+   * How long one handling of a batch keeps retrying a failing live instance, in ms (default 8 s),
+   * re-checking discovery before every attempt (100 ms doubling to 500 ms apart). A crashed
+   * instance leaves discovery within the lease TTL (5 s by default), so it is skipped and the
+   * partition moves on within about that, without the consumer's longer backoff adding to it.
+   */
+  retryWindowMs?: number;
   /** How long a batch may keep failing at one live instance before it is dropped for it (default 30 s). */
   giveUpMs?: number;
 }
@@ -114,7 +119,7 @@ export class PushHandler {
 
   private async deliver(out: Map<string, Outgoing>, firstId: string, signal: AbortSignal): Promise<void> {
     const { senders, metrics, log } = this.o;
-    const attempts = this.o.attempts ?? 3;
+    const until = Date.now() + (this.o.retryWindowMs ?? 8_000);
     let pending = [...out.keys()];
     let lastErr: unknown;
     for (let attempt = 1; ; attempt++) {
@@ -139,8 +144,8 @@ export class PushHandler {
       );
       pending = pending.filter((_, i) => retry[i]);
       if (!pending.length) return;
-      if (attempt >= attempts || signal.aborted) break;
-      await Bun.sleep(100 * attempt);
+      if (Date.now() >= until || signal.aborted) break;
+      await sleep(Math.min(100 * 2 ** (attempt - 1), 500), signal);
     }
     if (this.failing?.firstId !== firstId) this.failing = { firstId, since: Date.now() };
     if (Date.now() - this.failing.since < (this.o.giveUpMs ?? 30_000)) {
