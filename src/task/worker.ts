@@ -53,6 +53,7 @@ export class TaskWorker {
   private ownership?: PartitionOwnership;
   private readonly running = new Map<number, Running>();
   private trimTimer?: ReturnType<typeof setInterval>;
+  private trimming = false;
   private started = false;
   private stopping?: Promise<void>;
 
@@ -160,6 +161,16 @@ export class TaskWorker {
   }
 
   private async trim(): Promise<void> {
+    if (this.trimming) return;
+    this.trimming = true;
+    try {
+      await this.trimOwned();
+    } finally {
+      this.trimming = false;
+    }
+  }
+
+  private async trimOwned(): Promise<void> {
     for (const p of this.running.keys()) {
       const stream = this.keys.stream(p);
       try {
