@@ -162,6 +162,32 @@ describe("robustness", () => {
   });
 });
 
+describe("safe retries", () => {
+  test("the same clientMsgId sent concurrently over WS and HTTP is accepted once", async () => {
+    const room = uniqueName("i");
+    const u = await registerUser(base);
+    const w0 = await open(0, u.token);
+    const w1 = await open(1, u.token, "msgpack");
+    for (let i = 0; i < 10; i++) {
+      w0.send({ op: "send", room, body: `ws0-${i}`, clientMsgId: "same", ref: `a${i}` });
+      w1.send({ op: "send", room, body: `ws1-${i}`, clientMsgId: "same", ref: `b${i}` });
+    }
+    const viaHttp = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => http(base, "POST", `/api/rooms/${room}/messages`, { token: u.token, body: { body: `h${i}`, clientMsgId: "same" } })),
+    );
+    const acks = [
+      ...(await Promise.all(Array.from({ length: 10 }, (_, i) => w0.op("ack", `a${i}`)))),
+      ...(await Promise.all(Array.from({ length: 10 }, (_, i) => w1.op("ack", `b${i}`)))),
+      ...viaHttp.map((r) => r.body),
+    ];
+    expect(new Set(acks.map((a) => `${a.id}|${a.seq}|${a.ts}|${a.conv}`)).size).toBe(1);
+    expect(acks[0].seq).toBe(1);
+    const h = await http(base, "GET", `/api/conversations/room:${room}/messages`, { token: u.token });
+    expect(h.body.messages.length).toBe(1);
+    expect(h.body.messages[0].clientMsgId).toBe("same");
+  });
+});
+
 describe("persistence", () => {
   test("accepted messages reach MySQL exactly once", async () => {
     const room = uniqueName("p");
