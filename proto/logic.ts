@@ -37,11 +37,15 @@ export interface SendAck {
   ts: number;
 }
 
+/**
+ * conn numbers a connection within its connect instance. Logic records each (connection, room)
+ * once, so every op is idempotent and a transport-level retry cannot count anything twice.
+ */
 export type PresenceOp =
-  | { k: "connect"; inst: string; user: UserRef }
-  | { k: "disconnect"; inst: string; user: UserRef }
-  | { k: "join"; inst: string; user: UserRef; room: string }
-  | { k: "leave"; inst: string; user: UserRef; room: string };
+  | { k: "connect"; inst: string; conn: number; user: UserRef }
+  | { k: "disconnect"; inst: string; conn: number; user: UserRef }
+  | { k: "join"; inst: string; conn: number; user: UserRef; room: string }
+  | { k: "leave"; inst: string; conn: number; user: UserRef; room: string };
 
 export interface JoinInfo {
   conv: string;

@@ -2,21 +2,25 @@
 // process of each tier is killed with SIGKILL while messages flow. Afterwards every
 // acknowledged message is in MySQL exactly once and has reached every online recipient, live
 // or, for clients whose connect instance died, through reconnect and sync.
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import mysql from "mysql2/promise";
 import { spawnCluster, type ProcessCluster } from "./support/process-cluster.ts";
 import { PacedSender, Receiver } from "./support/chat-clients.ts";
-import { eventually, registerUser, uniqueName } from "./support/http.ts";
+import { eventually, http, registerUser, uniqueName } from "./support/http.ts";
+import { WsClient } from "./support/connect.ts";
 
 let cluster: ProcessCluster | undefined;
-afterAll(() => cluster?.stop());
-
-test("SIGKILL of a task, a connect and a logic process loses no acknowledged message", async () => {
+beforeAll(async () => {
   cluster = await spawnCluster(["--api", "1", "--logic", "2", "--task", "2", "--connect", "2"], {
     IM_LEASE_TTL: "2",
     IM_RATE_LIMIT: "1000",
     IM_RATE_BURST: "1000",
   });
+}, 90_000);
+afterAll(() => cluster?.stop());
+
+test("SIGKILL of a task, a connect and a logic process loses no acknowledged message", async () => {
+  if (!cluster) throw new Error("no cluster");
   const api = cluster.ready.api[0];
   const room = uniqueName("crash");
   const [s, a, b] = await Promise.all([registerUser(api), registerUser(api), registerUser(api)]);
@@ -64,3 +68,25 @@ test("SIGKILL of a task, a connect and a logic process loses no acknowledged mes
     onConnect1.stop();
   }
 }, 120_000);
+
+test("a connect instance killed with SIGKILL: its users leave rooms (presence) within 10 s", async () => {
+  if (!cluster) throw new Error("no cluster");
+  const api = cluster.ready.api[0];
+  const room = uniqueName("gone");
+  const [stays, goes] = await Promise.all([registerUser(api), registerUser(api)]);
+  const ws = await WsClient.open(`${cluster.ready.connect[0]}?token=${stays.token}`);
+  const doomed = await WsClient.open(`${cluster.ready.connect[1]}?token=${goes.token}`);
+  for (const w of [ws, doomed]) {
+    w.send({ op: "join", room, ref: "j" });
+    await w.op("joined", "j", 10_000);
+  }
+  await ws.next((f) => f.op === "presence" && f.event === "join" && f.user.userId === goes.userId);
+  process.kill(cluster.pid("connect", 1), "SIGKILL");
+  const killedAt = Date.now();
+  const leave = await ws.next((f) => f.op === "presence" && f.event === "leave", 10_000);
+  expect(leave).toMatchObject({ room, onlineCount: 1, user: { userId: goes.userId, userName: goes.userName } });
+  expect(Date.now() - killedAt).toBeLessThan(10_000);
+  const info = await http(api, "GET", `/api/rooms/${room}`, { token: stays.token });
+  expect(info.body).toMatchObject({ roomId: room, onlineCount: 1, members: [{ userId: stays.userId, userName: stays.userName }] });
+  ws.ws.close();
+}, 60_000);

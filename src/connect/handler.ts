@@ -55,7 +55,7 @@ export class FrameHandler {
     const c = ws.data;
     this.d.log.debug("connection opened", { conn: c.no, userId: c.user.userId, format: c.format });
     this.d.hub.add(ws);
-    this.track(this.presence({ k: "connect", inst: this.inst, user: c.user }));
+    this.track(this.presence({ k: "connect", inst: this.inst, conn: c.no, user: c.user }));
   }
 
   close(ws: Socket, code: number): void {
@@ -67,9 +67,9 @@ export class FrameHandler {
     this.d.hub.remove(ws);
     // After any join/leave still running, so logic sees each join before its leave.
     const done = c.ctl.then(() => {
-      const ops = [...c.rooms].map((room) => this.presence({ k: "leave", inst: this.inst, user: c.user, room }));
+      const ops = [...c.rooms].map((room) => this.presence({ k: "leave", inst: this.inst, conn: c.no, user: c.user, room }));
       c.rooms.clear();
-      ops.push(this.presence({ k: "disconnect", inst: this.inst, user: c.user }));
+      ops.push(this.presence({ k: "disconnect", inst: this.inst, conn: c.no, user: c.user }));
       return Promise.all(ops);
     });
     this.track(done);
@@ -168,7 +168,7 @@ export class FrameHandler {
       this.d.hub.join(ws, room);
       let info: JoinInfo;
       try {
-        info = (await this.up.presence.call({ k: "join", inst: this.inst, user: c.user, room })) as JoinInfo;
+        info = (await this.up.presence.call({ k: "join", inst: this.inst, conn: c.no, user: c.user, room })) as JoinInfo;
       } catch (e) {
         c.rooms.delete(room);
         this.d.hub.leave(ws, room);
@@ -191,7 +191,7 @@ export class FrameHandler {
     if (c.closed) return;
     if (c.rooms.delete(room)) {
       this.d.hub.leave(ws, room);
-      await this.presence({ k: "leave", inst: this.inst, user: c.user, room });
+      await this.presence({ k: "leave", inst: this.inst, conn: c.no, user: c.user, room });
     }
     this.out.send(ws, leftFrame(ref, room));
   }

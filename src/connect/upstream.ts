@@ -23,7 +23,7 @@ export class Upstream {
 
   constructor(readonly logic: LogicPort) {
     this.auth = new Batcher((tokens) => logic.authenticate({ tokens }, { retries: 1 }), { concurrency: AUTH_CONCURRENCY });
-    this.presence = new Batcher((ops) => logic.presence({ ops }), { concurrency: 1 });
+    this.presence = new Batcher((ops) => logic.presence({ ops }, { retries: 2 }), { concurrency: 1 });
     for (let i = 0; i < SEND_LANES; i++)
       this.lanes.push(new Batcher((items) => logic.send({ items }, { retries: SEND_RETRIES }), { concurrency: 1 }));
   }

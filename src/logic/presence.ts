@@ -14,8 +14,9 @@ import type { Scripts } from "./scripts.ts";
 import type { Accounts } from "./accounts.ts";
 import type { JoinInfo, PresenceOp, RoomInfo } from "../../proto/logic.ts";
 
-const roomField = (room: string, uid: number) => `r|${room}|${uid}`;
-const userField = (uid: number) => `u|${uid}`;
+// Holdings fields, one per connection: "r|<room>|<uid>|<conn>" and "u|<uid>|<conn>".
+const roomField = (room: string, uid: number, conn: number) => `r|${room}|${uid}|${conn}`;
+const userField = (uid: number, conn: number) => `u|${uid}|${conn}`;
 
 export class Presence {
   constructor(
@@ -26,44 +27,45 @@ export class Presence {
     return this.deps.keys.stream(partitionOf(roomConv(room), this.deps.config.streamPartitions));
   }
 
-  private leave(holdings: string, inst: string, user: UserRef, room: string, count: number): Promise<number> {
+  private leave(holdings: string, inst: string, user: UserRef, room: string, field: string): Promise<number> {
     const { redis, keys } = this.deps;
     return redis.imLeave(
       [keys.roomMembers(room), keys.roomInstances(room), holdings, this.streamOf(room)],
-      [inst, user.userId, roomField(room, user.userId), encodeEvent({ t: "p", room, event: "leave", user }), count],
+      [inst, user.userId, field, encodeEvent({ t: "p", room, event: "leave", user })],
     );
   }
 
-  private disconnect(holdings: string, inst: string, uid: number, count: number): Promise<number> {
-    return this.deps.redis.imDisconnect([this.deps.keys.userInstances(uid), holdings], [inst, userField(uid), count]);
+  private disconnect(holdings: string, inst: string, uid: number, field: string): Promise<number> {
+    return this.deps.redis.imDisconnect([this.deps.keys.userInstances(uid), holdings], [inst, field]);
   }
 
   /** Applies ops in order (issued without awaiting in between, so Redis runs them in order). */
   async apply(ops: PresenceOp[]): Promise<Result<JoinInfo | null>[]> {
     const { redis, keys } = this.deps;
     const calls = ops.map(async (op): Promise<Result<JoinInfo | null>> => {
-      if (!op || typeof op.inst !== "string" || !op.user || !Number.isSafeInteger(op.user.userId)) throw badRequest("malformed presence op");
+      if (!op || typeof op.inst !== "string" || !Number.isSafeInteger(op.conn) || !op.user || !Number.isSafeInteger(op.user.userId))
+        throw badRequest("malformed presence op");
       const holdings = keys.instanceHoldings(op.inst);
       const uid = op.user.userId;
       switch (op.k) {
         case "connect":
-          await redis.imConnect([keys.userInstances(uid), holdings, keys.instances], [op.inst, userField(uid)]);
+          await redis.imConnect([keys.userInstances(uid), holdings, keys.instances], [op.inst, userField(uid, op.conn)]);
           return { ok: null };
         case "disconnect":
-          await this.disconnect(holdings, op.inst, uid, 1);
+          await this.disconnect(holdings, op.inst, uid, userField(uid, op.conn));
           return { ok: null };
         case "join": {
           if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");
           const conv = roomConv(op.room);
           const [onlineCount, lastSeq] = await redis.imJoin(
             [keys.roomMembers(op.room), keys.roomInstances(op.room), holdings, this.streamOf(op.room), keys.conv(conv), keys.userConvs(uid), keys.instances],
-            [op.inst, uid, roomField(op.room, uid), encodeEvent({ t: "p", room: op.room, event: "join", user: op.user }), conv],
+            [op.inst, uid, roomField(op.room, uid, op.conn), encodeEvent({ t: "p", room: op.room, event: "join", user: op.user }), conv],
           );
           return { ok: { conv, onlineCount, lastSeq } };
         }
         case "leave":
           if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");
-          await this.leave(holdings, op.inst, op.user, op.room, 1);
+          await this.leave(holdings, op.inst, op.user, op.room, roomField(op.room, uid, op.conn));
           return { ok: null };
         default:
           throw badRequest("unknown presence op");
@@ -93,14 +95,15 @@ export class Presence {
     await redis.rename(live, dead).catch(() => undefined); // no key: nothing held, or another cleaner has it
     const held = await redis.hgetall(dead);
     const fields = Object.entries(held);
-    const userIds = [...new Set(fields.map(([f]) => Number(f.split("|").pop())))];
+    const uidOf = (parts: string[]) => Number(parts[0] === "u" ? parts[1] : parts[2]);
+    const userIds = [...new Set(fields.map(([f]) => uidOf(f.split("|"))))];
     const names = await this.deps.accounts.names(userIds);
     await Promise.all(
-      fields.map(([field, count]) => {
+      fields.map(([field]) => {
         const parts = field.split("|");
-        const uid = Number(parts[parts.length - 1]);
-        if (parts[0] === "u") return this.disconnect(dead, inst, uid, Number(count));
-        return this.leave(dead, inst, { userId: uid, userName: names.get(uid) ?? "" }, parts[1], Number(count));
+        const uid = uidOf(parts);
+        if (parts[0] === "u") return this.disconnect(dead, inst, uid, field);
+        return this.leave(dead, inst, { userId: uid, userName: names.get(uid) ?? "" }, parts[1], field);
       }),
     );
     await redis.multi().del(dead).srem(keys.instances, inst).exec();

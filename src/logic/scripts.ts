@@ -35,13 +35,17 @@ return {seq, ack}
 
 /**
  * A connection joins a room. KEYS: room members, room instances, instance holdings, stream, conv, user convs, instances.
- * ARGV: instance id, user id, holding field, packed presence(join) event, conv.
- * Returns {onlineCount, lastSeq}; appends a presence event when this is the user's first connection in the room.
+ * ARGV: instance id, user id, holding field (one per connection and room), packed presence(join) event, conv.
+ * Returns {onlineCount, lastSeq}; appends a presence event when this is the user's first connection
+ * in the room. Idempotent: a repeated join of the same connection changes nothing.
  */
 const JOIN = `
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
+  return {redis.call('HLEN', KEYS[1]), tonumber(redis.call('HGET', KEYS[5], 'seq')) or 0}
+end
 local c = redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+redis.call('HSET', KEYS[3], ARGV[3], 1)
 redis.call('SADD', KEYS[7], ARGV[1])
 local n = redis.call('HLEN', KEYS[1])
 if c == 1 then redis.call('XADD', KEYS[4], '*', 'n', n, 'd', ARGV[4]) end
@@ -50,18 +54,15 @@ return {n, tonumber(redis.call('HGET', KEYS[5], 'seq')) or 0}
 `;
 
 /**
- * Connections leave a room (one by leave/close, or all of a dead instance's). KEYS: room members,
+ * A connection leaves a room (by leave or close, or because its instance died). KEYS: room members,
  * room instances, holdings hash to debit, stream. ARGV: instance id, user id, holding field,
- * packed presence(leave) event, count. Never removes more than the holdings hash records, so
- * a late or repeated leave cannot corrupt counts. Returns onlineCount.
+ * packed presence(leave) event. Only a join the holdings hash records is undone, so a late or
+ * repeated leave cannot corrupt counts. Returns onlineCount.
  */
 const LEAVE = `
-local held = tonumber(redis.call('HGET', KEYS[3], ARGV[3])) or 0
-local c = math.min(held, tonumber(ARGV[5]))
-if c <= 0 then return redis.call('HLEN', KEYS[1]) end
-if held - c <= 0 then redis.call('HDEL', KEYS[3], ARGV[3]) else redis.call('HINCRBY', KEYS[3], ARGV[3], -c) end
-if redis.call('HINCRBY', KEYS[2], ARGV[1], -c) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
-if redis.call('HINCRBY', KEYS[1], ARGV[2], -c) <= 0 then
+if redis.call('HDEL', KEYS[3], ARGV[3]) == 0 then return redis.call('HLEN', KEYS[1]) end
+if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+if redis.call('HINCRBY', KEYS[1], ARGV[2], -1) <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[2])
   local n = redis.call('HLEN', KEYS[1])
   redis.call('XADD', KEYS[4], '*', 'n', n, 'd', ARGV[4])
@@ -70,22 +71,19 @@ end
 return redis.call('HLEN', KEYS[1])
 `;
 
-/** A user's connection opens on an instance. KEYS: user instances, holdings, instances. ARGV: instance, field. */
+/** A user's connection opens on an instance (idempotent). KEYS: user instances, holdings, instances. ARGV: instance, field. */
 const CONNECT = `
+if redis.call('HSETNX', KEYS[2], ARGV[2], 1) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('SADD', KEYS[3], ARGV[1])
 return 1
 `;
 
-/** Connections close. KEYS: user instances, holdings hash to debit. ARGV: instance, field, count. */
+/** A connection closes (idempotent). KEYS: user instances, holdings hash to debit. ARGV: instance, field. */
 const DISCONNECT = `
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2])) or 0
-local c = math.min(held, tonumber(ARGV[3]))
-if c <= 0 then return 0 end
-if held - c <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) else redis.call('HINCRBY', KEYS[2], ARGV[2], -c) end
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -c) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return c
+if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
 `;
 
 export interface Scripts {
