@@ -26,6 +26,8 @@ export interface ServiceWatch {
 export class Discovery {
   readonly etcd: Etcd3;
   private closed = false;
+  /** Leases made here, revoked by close(): closing the client alone leaves keepalives running. */
+  private readonly leases = new Set<{ close: () => Promise<void> }>();
 
   constructor(
     private readonly opts: { endpoints: string[]; prefix: string; leaseTtlSec: number; log: Logger },
@@ -67,13 +69,16 @@ export class Discovery {
       });
     };
     arm(lease);
-    return {
+    const handle = {
       current: () => lease,
       close: async () => {
         stopped = true;
+        this.leases.delete(handle);
         await lease.revoke().catch(() => undefined);
       },
     };
+    this.leases.add(handle);
+    return handle;
   }
 
   async register(service: string, info: InstanceInfo): Promise<Registration> {
@@ -118,6 +123,7 @@ export class Discovery {
   }
 
   async close(): Promise<void> {
+    await Promise.all([...this.leases].map((l) => l.close()));
     this.closed = true;
     this.etcd.close();
   }
