@@ -1,6 +1,7 @@
 // `bun run cluster` as a real process: ready line, health of every instance, restart of a
 // killed role, and a clean stop on SIGTERM that leaves none of its processes behind.
 import { afterAll, describe, expect, test } from "bun:test";
+import { eventually } from "./support/http.ts";
 import { isAlive, parseLogLine as parse, spawnCluster, type ProcessCluster, type Started } from "./support/process-cluster.ts";
 
 async function status(url: string): Promise<number> {
@@ -13,13 +14,6 @@ async function status(url: string): Promise<number> {
   }
 }
 
-async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await Bun.sleep(100);
-  }
-}
 
 describe("bun run cluster", () => {
   let c: ProcessCluster;

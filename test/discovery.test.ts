@@ -54,7 +54,7 @@ test("register, resolve round-robin, follow adds, drop a SIGKILLed instance with
     const killedAt = Date.now();
     for (let i = 0; i < 20; i++) expect([b.id, c.id]).toContain(await client.whoami({}, { retries: 1 }));
     // ...and the registration disappears when the lease expires.
-    await eventually(() => !watch.instances().has(a.id), (TTL + 3) * 1000, 100);
+    await eventually(() => !watch.instances().has(a.id), (TTL + 3) * 1000, "the killed instance to drop out");
     expect(Date.now() - killedAt).toBeLessThan((TTL + 3) * 1000);
     await watch.close();
   } finally {

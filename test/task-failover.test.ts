@@ -1,22 +1,14 @@
 // Task tier failures against real processes: a worker stopped, a worker process killed with
 // SIGKILL, a lease revoked, MySQL stopped and started again.
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
 import type { PushEvent } from "../proto/connect.ts";
 import { roomConv } from "../src/shared/protocol.ts";
 import { PERSIST_GROUP, PUSH_GROUP } from "../src/task/worker.ts";
-import { Scope, uniq, user, waitFor, type FakeConnect } from "./task-helpers.ts";
+import { scopedCreator, uniq, user, waitFor, type FakeConnect, type Scope } from "./task-helpers.ts";
 
-const scopes: Scope[] = [];
-async function scope(...args: Parameters<typeof Scope.create>): Promise<Scope> {
-  const s = await Scope.create(...args);
-  scopes.push(s);
-  return s;
-}
-afterAll(async () => {
-  for (const s of scopes) await s.close();
-});
+const scope = scopedCreator();
 
 /** Rooms routed to x, at least one per partition so every partition has work. */
 async function roomsOnAllPartitions(s: Scope, x: FakeConnect): Promise<string[]> {

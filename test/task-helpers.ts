@@ -1,6 +1,7 @@
 // Helpers for the task tier tests: a scope per test (unique Redis and etcd prefixes), workers on
 // their own Discovery (as separate processes would have), fake connect instances that are real
 // gRPC servers registered in etcd, and a producer that appends entries the way logic does.
+import { afterAll } from "bun:test";
 import { Redis } from "ioredis";
 import type { Server } from "@grpc/grpc-js";
 import { ConnectService, type ConnectApi, type PushEvent } from "../proto/connect.ts";
@@ -16,21 +17,7 @@ import { encodeEvent, toMessage, type StreamEvent } from "../src/shared/stream.t
 import { TaskWorker } from "../src/task/worker.ts";
 import { getInfra, type Infra } from "./support/infra.ts";
 
-/** Polls until fn() resolves truthy (errors count as not yet) and returns that value; throws after timeoutMs. */
-export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 10_000, what = "condition"): Promise<NonNullable<T>> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-    await Bun.sleep(25);
-  }
-}
+export { eventually as waitFor } from "./support/http.ts";
 
 const log: Logger = process.env.TEST_LOG ? createLogger({ level: "debug" }) : silentLogger;
 let scopes = 0;
@@ -223,4 +210,17 @@ let nextUser = Math.floor(Math.random() * 1e6) * 1000;
 export function user(): UserRef {
   const userId = ++nextUser;
   return { userId, userName: `u${userId}` };
+}
+
+/** Scope.create for one test file: every scope it makes is closed after the file's tests. */
+export function scopedCreator(): (...args: Parameters<typeof Scope.create>) => Promise<Scope> {
+  const scopes: Scope[] = [];
+  afterAll(async () => {
+    for (const s of scopes) await s.close();
+  });
+  return async (...args) => {
+    const s = await Scope.create(...args);
+    scopes.push(s);
+    return s;
+  };
 }

@@ -1,19 +1,11 @@
 // Task tier against real redis-server, mariadbd and etcd: routing, order, persistence, trimming.
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { PushEvent } from "../proto/connect.ts";
 import { dmConv, roomConv } from "../src/shared/protocol.ts";
 import { PERSIST_GROUP, PUSH_GROUP } from "../src/task/worker.ts";
-import { Scope, uniq, user, waitFor } from "./task-helpers.ts";
+import { scopedCreator, uniq, user, waitFor } from "./task-helpers.ts";
 
-const scopes: Scope[] = [];
-async function scope(...args: Parameters<typeof Scope.create>): Promise<Scope> {
-  const s = await Scope.create(...args);
-  scopes.push(s);
-  return s;
-}
-afterAll(async () => {
-  for (const s of scopes) await s.close();
-});
+const scope = scopedCreator();
 
 const msgs = (evs: PushEvent[]) => evs.filter((e): e is Extract<PushEvent, { t: "m" }> => e.t === "m");
 

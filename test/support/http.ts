@@ -33,8 +33,8 @@ export async function registerUser(base: string, name = uniqueName(), password =
   return r.body;
 }
 
-/** Polls until fn returns a truthy value or the timeout passes. */
-export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 10_000, stepMs = 50): Promise<NonNullable<T>> {
+/** Polls until fn() resolves truthy (errors count as not yet) and returns that value; throws after timeoutMs. */
+export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 10_000, what = "condition"): Promise<NonNullable<T>> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -44,7 +44,7 @@ export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 10_000
     } catch (e) {
       last = e;
     }
-    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${last}` : ""}`);
-    await Bun.sleep(stepMs);
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await Bun.sleep(25);
   }
 }
