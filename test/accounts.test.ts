@@ -143,6 +143,13 @@ describe("failover", () => {
         expect((await http(own.apiUrl(), "GET", "/api/me", { token: u.token })).status).toBe(200);
       }
       expect((await registerUser(own.apiUrl())).userId).toBeGreaterThan(0);
+      // No logic instance left: a clear 503, quickly, not a hang or a 500.
+      await own.stopMember(own.logic[1]);
+      const t0 = Date.now();
+      const down = await http(own.apiUrl(), "GET", "/api/me", { token: u.token });
+      expect(down.status).toBe(503);
+      expect(down.body.error.code).toBe("UNAVAILABLE");
+      expect(Date.now() - t0).toBeLessThan(6000);
     } finally {
       await own.stop();
     }
