@@ -52,7 +52,7 @@ export function createApiApp(deps: ApiDeps) {
   });
   // Hot paths batch: every token check and every send of this process shares a few RPCs.
   const auth = new Batcher<string, Session>((tokens) => logic.authenticate({ tokens }, { retries: 2 }), { concurrency: 4 });
-  const send = new Batcher<SendReq, SendAck>((items) => logic.send({ items }, { retries: 2 }), { concurrency: 4 });
+  const send = new Batcher<SendReq, SendAck>((items) => logic.send({ items }, { retries: 2 }), { concurrency: 4, lingerMs: 1 });
   let sendNo = 0;
 
   const user = async (req: Request): Promise<Session & { token: string }> => {

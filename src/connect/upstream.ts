@@ -1,7 +1,7 @@
 // The connect tier's calls to logic. Hot-path calls are batched (src/shared/batcher.ts):
 // - authenticate: concurrency 4, retried once (a read);
 // - presence: concurrency 1, so ops reach logic in the order they happened (join before leave,
-//   connect before disconnect); not retried, as a repeated join would count twice;
+//   connect before disconnect); retried, which is safe as logic applies each op once per connection;
 // - send: SEND_LANES batchers of concurrency 1; a connection always uses the same lane, so its
 //   sends reach logic, which assigns seqs in batch order, in the order they were sent. Items carry
 //   a retryKey, which makes the transport-level retries safe.
@@ -12,7 +12,9 @@ import type { JoinInfo, LogicApi, PresenceOp, SendAck, SendReq, Session } from "
 /** The LogicRPC methods connect uses: a real Client<LogicApi>, or any object with them (tests). */
 export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "send" | "roomInfo" | "history">;
 
-const SEND_LANES = 4;
+const SEND_LANES = 2;
+/** Sends wait up to this long for company before going to logic: fewer, larger RPCs under load. */
+const SEND_LINGER_MS = 1;
 const AUTH_CONCURRENCY = 4;
 const SEND_RETRIES = 2;
 
@@ -25,7 +27,7 @@ export class Upstream {
     this.auth = new Batcher((tokens) => logic.authenticate({ tokens }, { retries: 1 }), { concurrency: AUTH_CONCURRENCY });
     this.presence = new Batcher((ops) => logic.presence({ ops }, { retries: 2 }), { concurrency: 1 });
     for (let i = 0; i < SEND_LANES; i++)
-      this.lanes.push(new Batcher((items) => logic.send({ items }, { retries: SEND_RETRIES }), { concurrency: 1 }));
+      this.lanes.push(new Batcher((items) => logic.send({ items }, { retries: SEND_RETRIES }), { concurrency: 1, lingerMs: SEND_LINGER_MS }));
   }
 
   send(connNo: number, item: SendReq): Promise<SendAck> {

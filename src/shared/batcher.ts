@@ -1,6 +1,7 @@
-// Adaptive batching for hot-path RPCs: calls made while a batch is in flight (or within the same
-// event-loop turn) go out together in the next batch. No fixed timer: an idle batcher sends on the
-// next turn, a busy one grows its batches. With concurrency 1, batches (and so items) are delivered
+// Adaptive batching for hot-path RPCs: calls made while a batch is in flight (or within lingerMs
+// of the first call, default: the same event-loop turn) go out together in the next batch. A busy
+// batcher grows its batches by itself; lingerMs (1-2 ms) also batches a steady trickle, where each
+// call would otherwise cost one RPC (~0.3 ms of CPU with grpc-js). With concurrency 1, batches (and so items) are delivered
 // strictly in call order, which the send path relies on for per-connection seq order.
 import { AppError, fromWire, type WireError } from "./errors.ts";
 
@@ -19,7 +20,7 @@ export class Batcher<I, O> {
 
   constructor(
     private readonly flush: (items: I[]) => Promise<Result<O>[]>,
-    private readonly opts: { maxBatch?: number; concurrency?: number } = {},
+    private readonly opts: { maxBatch?: number; concurrency?: number; lingerMs?: number } = {},
   ) {}
 
   call(item: I): Promise<O> {
@@ -36,10 +37,13 @@ export class Batcher<I, O> {
   private schedule() {
     if (this.scheduled || this.inFlight >= (this.opts.concurrency ?? 1)) return;
     this.scheduled = true;
-    setImmediate(() => {
+    const go = () => {
       this.scheduled = false;
       void this.run();
-    });
+    };
+    // Only the first item of an idle batcher lingers; a queue built up behind a batch in flight goes at once.
+    if (this.opts.lingerMs && this.inFlight === 0) setTimeout(go, this.opts.lingerMs);
+    else setImmediate(go);
   }
 
   private async run() {

@@ -35,6 +35,11 @@ export interface ConsumerOptions {
   count?: number;
   /** XREADGROUP BLOCK in ms (default 1000): stop() returns within about this long plus the batch in flight. */
   blockMs?: number;
+  /**
+   * After a batch smaller than count, wait this long before reading again, so a trickle is handled
+   * in fewer, larger batches (default 0). For work where latency matters little (persist).
+   */
+  lingerMs?: number;
   /** Retry backoff in ms after a failure, doubling from min to max (default 200 → 5000). */
   backoffMinMs?: number;
   backoffMaxMs?: number;
@@ -106,6 +111,7 @@ export class StreamConsumer {
         }
         await this.process(entries);
         if (cursor !== ">") cursor = entries.ids[entries.ids.length - 1];
+        else if (this.o.lingerMs && entries.ids.length < (this.o.count ?? 500)) await sleep(this.o.lingerMs, this.abort.signal);
         if (failures) this.log.info("stream consumer recovered", { failures });
         failures = 0;
         delay = min;

@@ -70,7 +70,7 @@ export class ConnectSenders {
         }
         return items.map(() => ({ ok: null }));
       },
-      { concurrency: 1, maxBatch: this.o.maxBatch ?? 16 },
+      { concurrency: 1, maxBatch: this.o.maxBatch ?? 16, lingerMs: 1 },
     );
     peer = { addr: info.addr, client, batcher };
     this.peers.set(id, peer);

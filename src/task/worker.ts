@@ -18,6 +18,9 @@ import { PushHandler } from "./push.ts";
 import { ConnectSenders } from "./senders.ts";
 import { trimStream } from "./trim.ts";
 
+/** How long the persist group waits after a partial batch before reading again. */
+const PERSIST_LINGER_MS = 50;
+
 export const PUSH_GROUP = "push";
 export const PERSIST_GROUP = "persist";
 const GROUPS = [PUSH_GROUP, PERSIST_GROUP] as const;
@@ -122,7 +125,7 @@ export class TaskWorker {
   private startPartition(p: number): void {
     const stream = this.keys.stream(p);
     const redis = this.redis!;
-    const consumer = (group: string, handler: BatchHandler) => {
+    const consumer = (group: string, handler: BatchHandler, lingerMs = 0) => {
       const blocking = this.connect();
       const wrapped: BatchHandler = async (entries, signal) => {
         try {
@@ -141,12 +144,15 @@ export class TaskWorker {
         handler: wrapped,
         log: this.log.child({ partition: p }),
         blockMs: this.o.blockMs,
+        lingerMs,
       });
     };
     const common = { keys: this.keys, metrics: this.metrics };
     const push = new PushHandler({ ...common, redis, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
     const persist = new PersistHandler({ ...common, db: this.o.db, log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
-    const consumers = [consumer(PUSH_GROUP, push.handle), consumer(PERSIST_GROUP, persist.handle)];
+    // Persist lingers: one multi-row insert per PERSIST_LINGER_MS instead of one per trickling
+    // entry. History meanwhile reads the pending set, so nothing is invisible for that long.
+    const consumers = [consumer(PUSH_GROUP, push.handle), consumer(PERSIST_GROUP, persist.handle, PERSIST_LINGER_MS)];
     for (const c of consumers) c.start();
     this.running.set(p, { consumers });
     this.metrics.ownedPartitions.set(this.running.size);
