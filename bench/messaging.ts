@@ -34,6 +34,8 @@ const { values: o } = parseArgs({
     task: { type: "string", default: "2" },
     connect: { type: "string", default: "2" },
     "base-port": { type: "string" },
+    /** extra IM_* settings for the cluster's roles, e.g. --im IM_STREAM_PARTITIONS=2 (repeatable) */
+    im: { type: "string", multiple: true, default: [] },
     /** profile every Bun process of the cluster (BUN_OPTIONS); written on their exit */
     "cpu-prof": { type: "string" },
   },
@@ -142,7 +144,13 @@ async function register(apis: string[], concurrency: number): Promise<string[]> 
 }
 
 async function startBunchat(): Promise<Target> {
+  // The rate limiter is not what is measured: every user may send far more than the bench does.
   const env: Record<string, string> = { IM_RATE_LIMIT: "100000", IM_RATE_BURST: "100000" };
+  for (const kv of o.im ?? []) {
+    const at = kv.indexOf("=");
+    if (!kv.startsWith("IM_") || at < 0) throw new Error(`--im wants IM_NAME=value, got ${kv}`);
+    env[kv.slice(0, at)] = kv.slice(at + 1);
+  }
   if (o["cpu-prof"]) {
     const dir = resolve(String(o["cpu-prof"]));
     mkdirSync(dir, { recursive: true });
@@ -159,6 +167,7 @@ async function startBunchat(): Promise<Target> {
     event: "setup",
     target: "bunchat",
     clusterArgs: args.join(" "),
+    env,
     clusterReadySec: Math.round(started - t0) / 1000,
     registerSec: Math.round(performance.now() - started) / 1000,
     connect: cluster.connect,
