@@ -13,7 +13,7 @@ import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { availableParallelism } from "node:os";
 import { cpuBetween, freeBasePort, machineBusyPct, processTree, report, ROOT, sampleCpu, sampleMachine, scrapeSum, startCluster, summary } from "./lib.ts";
-import { LoadGen } from "./ws-load.ts";
+import { LoadGen, type Step } from "./ws-load.ts";
 
 const { values: o } = parseArgs({
   options: {
@@ -209,6 +209,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
   const labels = processTree(t.pid);
   const plan: [number | "warmup", number, number][] = [["warmup", num("warmup-rate"), num("warmup-seconds")], ...RATES.map((r, i) => [i + 1, r, SECONDS] as [number, number, number])];
   const results: StepResult[] = [];
+  const steps: Step[] = [];
   let stepNo = 0;
   for (const [step, rate, seconds] of plan) {
     const rows0 = t.persisted ? await t.persisted() : 0;
@@ -218,6 +219,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     const m0 = sampleMachine();
     const startedAt = Date.now();
     const st = await gen.pace(++stepNo, rate, seconds);
+    steps.push(st);
     const cpu1 = sampleCpu(labels.keys());
     const self1 = process.cpuUsage(self0);
     const m1 = sampleMachine();
@@ -261,7 +263,18 @@ async function runLoad(t: Target): Promise<StepResult[]> {
       acc.lost === 0 && acc.unacked === 0 && st.errored === 0 && latencyMs.p99 < P99_MS && st.sent >= rate * seconds * 0.99;
     results.push({ step, targetRate: rate, acceptedPerSec: r.acceptedPerSec, deliveriesPerSec: r.deliveriesPerSec, latencyMs, lost: acc.lost, ok });
   }
-  if (gen.lateDeliveries || Object.keys(gen.stray).length) report({ event: "stray", target: t.name, lateDeliveries: gen.lateDeliveries, ...gen.stray });
+  // Late is not lost: after the last step, wait for the backlog, then count again per step.
+  await gen.drainAll(3000, 60_000);
+  report({
+    event: "final-loss",
+    target: t.name,
+    note: "after waiting for the backlog (no frame for 3 s, at most 60 s): lost = deliveries still missing for acknowledged messages",
+    steps: steps.map((st, i) => {
+      const acc = gen.settle(st);
+      return { step: plan[i][0], lateAcks: st.lateAcks, lateDeliveries: st.lateDeliveries, lost: acc.lost, neverAcked: acc.unacked, duplicates: acc.duplicates };
+    }),
+    ...(Object.keys(gen.stray).length ? { stray: gen.stray } : {}),
+  });
   await gen.close();
   return results;
 }

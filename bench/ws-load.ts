@@ -34,8 +34,10 @@ export interface Step {
   ackLatency: Histogram;
   sendLag: Histogram;
   errors: Record<string, number>;
-  /** set once the step was reported; deliveries after that are counted as late */
+  /** set once the step was reported; replies and deliveries after that are late (still counted per message) */
   closed: boolean;
+  lateAcks: number;
+  lateDeliveries: number;
 }
 
 interface Client {
@@ -49,7 +51,8 @@ export class LoadGen {
   readonly clients: Client[] = [];
   /** Unexpected closes and errors outside any step, by code. */
   readonly stray: Record<string, number> = {};
-  lateDeliveries = 0;
+  /** performance.now() of the last reply or delivery: the final drain waits for quiet */
+  lastActivity = 0;
   private readonly steps = new Map<number, Step>();
   private closing = false;
   private readonly pad: string;
@@ -154,13 +157,14 @@ export class LoadGen {
     const c = body.indexOf(":", b + 1);
     const st = this.steps.get(Number(body.slice(0, a)));
     if (!st) return this.count(this.stray, "foreign-msg");
+    const idx = Number(body.slice(a + 1, b));
+    this.lastActivity = performance.now();
+    if (st.recv[idx] < 255) st.recv[idx]++;
     if (st.closed) {
-      this.lateDeliveries++;
+      st.lateDeliveries++;
       return;
     }
-    const idx = Number(body.slice(a + 1, b));
     st.received++;
-    if (st.recv[idx] < 255) st.recv[idx]++;
     const now = performance.now();
     st.latency.recordValue(Math.max(1, Math.round(now * 1000 - Number(body.slice(b + 1, c)))));
     st.scheduleLatency.recordValue(Math.max(1, Math.round((now - st.dueAt[idx]) * 1000)));
@@ -168,9 +172,16 @@ export class LoadGen {
 
   private acked(ref: unknown, error: boolean, code: string): void {
     const st = typeof ref === "number" ? this.steps.get(Math.floor(ref / REF_SPAN)) : undefined;
-    if (!st || st.closed) return this.count(this.stray, error ? `late-or-unknown-error:${code}` : "late-or-unknown-ack");
-    const idx = ref as number % REF_SPAN;
+    if (!st) return this.count(this.stray, error ? `unknown-error:${code}` : "unknown-ack");
+    const idx = (ref as number) % REF_SPAN;
+    this.lastActivity = performance.now();
     if (st.state[idx] !== 1) return this.count(st.errors, "duplicate-reply");
+    if (st.closed) {
+      st.state[idx] = error ? 3 : 2;
+      if (error) this.count(this.stray, `late-error:${code}`);
+      else st.lateAcks++;
+      return;
+    }
     if (error) {
       st.state[idx] = 3;
       st.errored++;
@@ -207,6 +218,8 @@ export class LoadGen {
       sendLag: newHistogram(),
       errors: {},
       closed: false,
+      lateAcks: 0,
+      lateDeliveries: 0,
     };
     this.steps.set(no, st);
     const n = this.clients.length;
@@ -249,7 +262,16 @@ export class LoadGen {
     }
   }
 
-  /** Closes the step: the loss accounting from per-message delivery counts. */
+  /** Waits until no reply or delivery arrived for `quietMs`, at most `maxMs`. */
+  async drainAll(quietMs: number, maxMs: number): Promise<void> {
+    const until = performance.now() + maxMs;
+    while (performance.now() < until && performance.now() - this.lastActivity < quietMs) await Bun.sleep(100);
+  }
+
+  /**
+   * The loss accounting from per-message delivery counts: at the end of a step's drain (which
+   * closes it: later replies and deliveries are late), or again after the final drain.
+   */
   settle(st: Step) {
     st.closed = true;
     let lost = 0;
