@@ -178,7 +178,7 @@ async function startBunchat(): Promise<Target> {
     // Client i talks to connect instance i % n: a room's 10 clients span every instance.
     wsUrl: (i) => withToken(cluster.connect[i % cluster.connect.length], tokens[i % USERS]),
     persisted: async () => {
-      const { sum, failed } = await scrapeSum(cluster.metrics, "task_rows_persisted_total");
+      const { sum, failed } = await scrapeSum(cluster.metrics, "bunchat_task_rows_persisted_total");
       if (failed.length === cluster.metrics.length) throw new Error("no /metrics endpoint answered");
       return sum;
     },

@@ -111,7 +111,7 @@ describe("task failover", () => {
     try {
       const port = await waitFor(() => /"msg":"task ready".*"metricsPort":(\d+)/.exec(logs)?.[1], 15_000, "child ready");
       expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
-      expect(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).toContain("task_owned_partitions");
+      expect(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).toContain("bunchat_task_owned_partitions");
       const childId = await waitFor(async () => {
         const locks = Object.values(await lockHolders(s));
         return locks.length === 4 && new Set(locks).size === 1 ? locks[0] : undefined;

@@ -114,7 +114,7 @@ describe("task persistence", () => {
       await waitFor(async () => (await s.redis.zcard(s.keys.pending(conv))) === 0, 5_000, "pending zset cleaned");
     }
     const before = await Promise.all(convs.map((c) => s.rows(c)));
-    const persisted = async () => (await w.registry.getSingleMetric("task_rows_persisted_total")!.get()).values[0]?.value ?? 0;
+    const persisted = async () => (await w.registry.getSingleMetric("bunchat_task_rows_persisted_total")!.get()).values[0]?.value ?? 0;
     expect(await persisted()).toBe(300);
 
     // Replay: rewind the persist group to the start and re-append some entries (as a logic retry would).

@@ -42,9 +42,9 @@ function intParam(q: Record<string, string | undefined>, name: string): number |
 
 export function createApiApp(deps: ApiDeps) {
   const { logic, log, registry } = deps;
-  const requests = new Counter({ name: "api_requests_total", help: "HTTP requests", labelNames: ["route", "status"], registers: [registry] });
+  const requests = new Counter({ name: "bunchat_api_requests_total", help: "HTTP requests", labelNames: ["route", "status"], registers: [registry] });
   const latency = new Histogram({
-    name: "api_request_seconds",
+    name: "bunchat_api_request_seconds",
     help: "HTTP request latency",
     labelNames: ["route"],
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],

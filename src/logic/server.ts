@@ -68,9 +68,9 @@ export class LogicServer {
   private buildApi(): LogicApi {
     const { config } = this.deps;
     const keys = redisKeys(config.redisPrefix);
-    const calls = new Counter({ name: "logic_rpc_calls_total", help: "LogicRPC calls by method", labelNames: ["method"], registers: [this.registry] });
-    const batch = new Histogram({ name: "logic_batch_items", help: "Items per batched call", labelNames: ["method"], buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500], registers: [this.registry] });
-    const accepted = new Counter({ name: "logic_messages_accepted_total", help: "Messages accepted", registers: [this.registry] });
+    const calls = new Counter({ name: "bunchat_logic_rpc_calls_total", help: "LogicRPC calls by method", labelNames: ["method"], registers: [this.registry] });
+    const batch = new Histogram({ name: "bunchat_logic_batch_items", help: "Items per batched call", labelNames: ["method"], buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500], registers: [this.registry] });
+    const accepted = new Counter({ name: "bunchat_logic_messages_accepted_total", help: "Messages accepted", registers: [this.registry] });
     const kick = async (userId: number, sid: string, conv: string) => {
       await this.redis.xadd(keys.stream(partitionOf(conv, config.streamPartitions)), "*", "n", 0, "d", encodeEvent({ t: "k", userId, sid }));
     };
