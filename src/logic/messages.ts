@@ -1,5 +1,6 @@
-// The send path (validation, ids, one Lua call per message that assigns seq and appends to the
-// stream) and the read path (history and sync from MySQL plus the not-yet-persisted zset).
+// The send path (validation, ids, one Lua call per batch of up to SEND_CHUNK messages that
+// deduplicates, rate-limits, assigns seqs and appends to the streams) and the read path (history
+// and sync from MySQL plus the not-yet-persisted zset).
 import type Redis from "ioredis";
 import { and, between, eq } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
@@ -11,12 +12,17 @@ import { encodeEvent, toMessage, type StreamEvent } from "../shared/stream.ts";
 import { unpack } from "../shared/codec.ts";
 import type { Config } from "../shared/config.ts";
 import type { Result } from "../shared/batcher.ts";
-import type { Scripts } from "./scripts.ts";
+import { SendBatchWriter, type Scripts } from "./scripts.ts";
 import type { Snowflake } from "./snowflake.ts";
 import type { Accounts } from "./accounts.ts";
 import type { ConversationSummary, HistoryReq, HistoryRes, SendAck, SendReq } from "../../proto/logic.ts";
 
-const RETRY_KEY_TTL_SEC = 300;
+const RETRY_KEY_TTL_SEC = "300";
+const CLIENT_MSG_ID_TTL_SEC = String(LIMITS.idempotencySec);
+/** Messages per script call: bounds how long one call holds Redis (and the blob's size). */
+const SEND_CHUNK = 256;
+const unavailable = (): Result<SendAck> => ({ err: { code: "UNAVAILABLE", message: "message store unavailable" } });
+const rateLimited = (): Result<SendAck> => ({ err: { code: "RATE_LIMITED", message: "sending too fast" } });
 const isPosInt = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
 const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
@@ -63,6 +69,8 @@ export class Messages {
     },
   ) {}
 
+  private readonly writer = new SendBatchWriter();
+
   async send(items: SendReq[]): Promise<Result<SendAck>[]> {
     const { redis, keys, config } = this.deps;
     const out: Result<SendAck>[] = new Array(items.length);
@@ -78,48 +86,73 @@ export class Messages {
     const targets = [...new Set(items.filter((r, i) => convs[i] && r.toUserId !== undefined).map((r) => r.toUserId as number))];
     const known = await this.deps.accounts.names(targets);
     const now = Date.now();
+    const nowS = String(now);
     const ids = this.deps.ids();
-    // Issued without awaiting in between: Redis runs them in batch order, so seqs follow send order.
-    const calls = items.map((r, i) => {
+    const w = this.writer;
+    const sent: number[] = []; // indexes of the items handed to the script, in order
+    const calls: Promise<string | Error>[] = [];
+    const flush = () => calls.push(redis.imSendBatch(w.finish()).catch((e: Error) => e));
+    // Calls are issued without awaiting in between: Redis runs them in batch order, and each
+    // runs its messages in order, so seqs follow send order.
+    w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst);
+    for (let i = 0; i < items.length; i++) {
       const conv = convs[i];
-      if (!conv) return undefined;
+      if (!conv) continue;
+      const r = items[i];
       if (r.toUserId !== undefined && !known.has(r.toUserId)) {
         out[i] = { err: { code: "NOT_FOUND", message: "no such user" } };
-        return undefined;
+        continue;
       }
       const id = ids.next(now);
       const ev: StreamEvent = { t: "m", id, conv, from: { userId: r.from.userId, userName: r.from.userName }, body: r.body, ts: now };
       if (r.clientMsgId !== undefined) ev.cmid = r.clientMsgId;
       const idemKey = r.clientMsgId ?? r.retryKey;
-      const other = r.toUserId ?? r.from.userId;
-      return redis.imSend(
-        [
-          keys.rate(r.from.userId),
-          idemKey ? keys.idem(r.from.userId, conv, idemKey) : "",
-          keys.conv(conv),
-          keys.stream(partitionOf(conv, config.streamPartitions)),
-          keys.pending(conv),
-          keys.userConvs(r.from.userId),
-          keys.userConvs(other),
-        ],
-        [now, config.rateLimitPerSec, config.rateLimitBurst, r.clientMsgId ? LIMITS.idempotencySec : RETRY_KEY_TTL_SEC, encodeEvent(ev), conv, id],
+      const uid = r.from.userId;
+      const senderConvs = keys.userConvs(uid);
+      w.add(
+        keys.rate(uid),
+        idemKey ? keys.idem(uid, conv, idemKey) : "",
+        r.clientMsgId ? CLIENT_MSG_ID_TTL_SEC : RETRY_KEY_TTL_SEC,
+        keys.conv(conv),
+        keys.stream(partitionOf(conv, config.streamPartitions)),
+        keys.pending(conv),
+        senderConvs,
+        r.toUserId !== undefined ? keys.userConvs(r.toUserId) : senderConvs,
+        conv,
+        id,
+        encodeEvent(ev),
       );
-    });
-    const replies = await Promise.all(calls.map((c) => c?.catch((e: Error) => e)));
-    replies.forEach((rep, i) => {
-      if (!rep) return;
-      if (rep instanceof Error) {
-        out[i] = { err: { code: "UNAVAILABLE", message: "message store unavailable" } };
-        return;
+      sent.push(i);
+      if (w.count === SEND_CHUNK) {
+        flush();
+        w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst);
       }
-      const [seq, ack] = rep;
-      if (seq === -1) {
-        out[i] = { err: { code: "RATE_LIMITED", message: "sending too fast" } };
-        return;
+    }
+    if (w.count) flush();
+
+    const replies = await Promise.all(calls);
+    for (let c = 0, k = 0; c < replies.length; c++) {
+      const rep = replies[c];
+      const end = Math.min(k + SEND_CHUNK, sent.length);
+      if (typeof rep !== "string") {
+        for (; k < end; k++) out[sent[k]] = unavailable();
+        continue;
       }
-      const [id, s, ts] = String(ack).split("|");
-      out[i] = { ok: { id, conv: convs[i] as string, seq: Number(s), ts: Number(ts) } };
-    });
+      // Per message "id|seq|ts", "" (rate limited) or "!" (failed), joined by ",".
+      for (let at = 0; k < end; k++) {
+        const i = sent[k];
+        let stop = rep.indexOf(",", at);
+        if (stop < 0) stop = rep.length;
+        if (stop === at) out[i] = rateLimited();
+        else if (stop === at + 1 && rep.charCodeAt(at) === 33 /* ! */) out[i] = unavailable();
+        else {
+          const p1 = rep.indexOf("|", at);
+          const p2 = rep.indexOf("|", p1 + 1);
+          out[i] = { ok: { id: rep.slice(at, p1), conv: convs[i] as string, seq: Number(rep.slice(p1 + 1, p2)), ts: Number(rep.slice(p2 + 1, stop)) } };
+        }
+        at = stop + 1;
+      }
+    }
     return out;
   }
 

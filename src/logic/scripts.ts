@@ -1,37 +1,178 @@
 // Lua scripts: each runs atomically in Redis, which is what makes seq order equal stream order
 // and keeps presence counters consistent when several connect instances and cleaners race.
+// Also the writer of the send script's one packed argument.
 import type Redis from "ioredis";
 
 /**
- * Accept one message. KEYS: rate, idem (or ""), conv, stream, pending, sender convs, other convs.
- * ARGV: now ms, rate/s, burst, idem ttl s, packed event, conv, message id.
- * Returns {seq, "id|seq|ts"}: seq -1 rate limited; seq 0 duplicate (second value = first acceptance).
+ * Accept a batch of messages, in order. No KEYS; ARGV[1] is one MessagePack array written by
+ * SendBatchWriter (every item a str: Redis 7's cmsgpack cannot decode bin), holding
+ *   now ms, rate/s, burst, then per message SEND_FIELDS items: rate key, idem key (or ""), idem
+ *   ttl s, conv key, stream key, pending key, sender convs key, other convs key, conv, message
+ *   id, packed event.
+ * For each message, as if sent alone one after another: a repeated idem key gives its first
+ * acceptance (also within the batch); an empty token bucket rejects it; otherwise the
+ * conversation's next seq is assigned, the event appended to the stream and the pending zset,
+ * and the acceptance recorded under the idem key.
+ * Returns one string, the messages' results joined by ",": "id|seq|ts" (accepted, or first
+ * acceptance of a duplicate), "" (rate limited) or "!" (a command failed, logged by Redis; like
+ * an error of a one-message script, the message's earlier writes stay and the next message
+ * still runs).
+ * Keys are computed by the caller and not declared, which standalone Redis allows; Redis Cluster
+ * would need them declared in KEYS and in one slot (hash tags).
  */
-const SEND = `
-if KEYS[2] ~= '' then
-  local prev = redis.call('GET', KEYS[2])
-  if prev then return {0, prev} end
+const SEND_FIELDS = 11;
+const SEND_BATCH = `
+local a = cmsgpack.unpack(ARGV[1])
+local nowS = a[1]
+local now = tonumber(nowS)
+local rate = tonumber(a[2])
+local burst = tonumber(a[3])
+local rateTtl = math.ceil(burst / rate * 1000) + 1000
+local function accept(i)
+  local idem = a[i + 1]
+  if idem ~= '' then
+    local prev = redis.call('GET', idem)
+    if prev then return prev end
+  end
+  local b = redis.call('HMGET', a[i], 't', 'v')
+  local tokens = tonumber(b[2]) or burst
+  local last = tonumber(b[1]) or now
+  if now > last then tokens = math.min(burst, tokens + (now - last) * rate / 1000) end
+  if tokens < 1 then return '' end
+  redis.call('HSET', a[i], 't', nowS, 'v', string.format('%.6f', tokens - 1))
+  redis.call('PEXPIRE', a[i], rateTtl)
+  local seq = redis.call('HINCRBY', a[i + 3], 'seq', 1)
+  redis.call('HSET', a[i + 3], 'ts', nowS)
+  local ev = a[i + 10]
+  redis.call('XADD', a[i + 4], '*', 'n', seq, 'd', ev)
+  redis.call('ZADD', a[i + 5], seq, ev)
+  redis.call('SADD', a[i + 6], a[i + 8])
+  if a[i + 7] ~= a[i + 6] then redis.call('SADD', a[i + 7], a[i + 8]) end
+  local ack = a[i + 9] .. '|' .. seq .. '|' .. nowS
+  if idem ~= '' then redis.call('SET', idem, ack, 'EX', a[i + 2]) end
+  return ack
 end
-local now = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local b = redis.call('HMGET', KEYS[1], 't', 'v')
-local tokens = tonumber(b[2]) or burst
-local last = tonumber(b[1]) or now
-if now > last then tokens = math.min(burst, tokens + (now - last) * rate / 1000) end
-if tokens < 1 then return {-1, ''} end
-redis.call('HSET', KEYS[1], 't', ARGV[1], 'v', string.format('%.6f', tokens - 1))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
-redis.call('HSET', KEYS[3], 'ts', ARGV[1])
-redis.call('XADD', KEYS[4], '*', 'n', seq, 'd', ARGV[5])
-redis.call('ZADD', KEYS[5], seq, ARGV[5])
-redis.call('SADD', KEYS[6], ARGV[6])
-redis.call('SADD', KEYS[7], ARGV[6])
-local ack = ARGV[7] .. '|' .. seq .. '|' .. ARGV[1]
-if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ack, 'EX', ARGV[4]) end
-return {seq, ack}
+local out = {}
+local j = 0
+for i = 4, #a, ${SEND_FIELDS} do
+  j = j + 1
+  local ok, res = pcall(accept, i)
+  if ok then
+    out[j] = res
+  else
+    out[j] = '!'
+    redis.log(redis.LOG_WARNING, 'bunchat send: ' .. tostring(type(res) == 'table' and res.err or res))
+  end
+end
+return table.concat(out, ',')
 `;
+
+/**
+ * Builds SEND_BATCH's argument: a MessagePack array whose items are all str (bytes are written
+ * as they are, so the packed events arrive byte-identical). Writes into one reused scratch
+ * buffer and copies out only the finished blob; not reentrant, so begin() … finish() must run
+ * without an await in between.
+ */
+export class SendBatchWriter {
+  private buf = Buffer.allocUnsafe(1 << 16);
+  private pos = 0;
+  private items = 0;
+  /** Messages added since begin(). */
+  count = 0;
+
+  begin(nowMs: string, ratePerSec: number, burst: number): void {
+    this.pos = 5; // array32 header, filled in by finish()
+    this.items = 0;
+    this.count = 0;
+    this.str(nowMs);
+    this.str(String(ratePerSec));
+    this.str(String(burst));
+  }
+
+  /** One message; idemKey "" for none. The order is SEND_BATCH's. */
+  add(rateKey: string, idemKey: string, idemTtlSec: string, convKey: string, streamKey: string, pendingKey: string, senderConvsKey: string, otherConvsKey: string, conv: string, id: string, event: Uint8Array): void {
+    this.str(rateKey);
+    this.str(idemKey);
+    this.str(idemTtlSec);
+    this.str(convKey);
+    this.str(streamKey);
+    this.str(pendingKey);
+    this.str(senderConvsKey);
+    this.str(otherConvsKey);
+    this.str(conv);
+    this.str(id);
+    this.bytes(event);
+    this.count++;
+  }
+
+  finish(): Buffer {
+    const { buf, pos } = this;
+    buf[0] = 0xdd;
+    buf.writeUInt32BE(this.items, 1);
+    const out = Buffer.allocUnsafe(pos);
+    buf.copy(out, 0, 0, pos);
+    return out;
+  }
+
+  private reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const b = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(b, 0, 0, this.pos);
+    this.buf = b;
+  }
+
+  /** Writes a str header of `size` bytes (see headerSize) for len bytes at `at`. */
+  private header(len: number, at: number, size: number): void {
+    const b = this.buf;
+    if (size === 1) b[at] = 0xa0 | len;
+    else if (size === 2) {
+      b[at] = 0xd9;
+      b[at + 1] = len;
+    } else if (size === 3) {
+      b[at] = 0xda;
+      b.writeUInt16BE(len, at + 1);
+    } else {
+      b[at] = 0xdb;
+      b.writeUInt32BE(len, at + 1);
+    }
+  }
+
+  private str(s: string): void {
+    const n = s.length;
+    this.reserve(n * 3 + 5);
+    const b = this.buf;
+    const at = this.pos;
+    // ASCII (every key and id): copied char by char, no UTF-8 encoder call.
+    let size = headerSize(n);
+    let i = 0;
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0x7f) break;
+      b[at + size + i] = c;
+    }
+    let len = n;
+    if (i < n) {
+      // Otherwise UTF-8 after a header sized for the worst case (MessagePack allows a longer one).
+      size = headerSize(n * 3);
+      len = b.write(s, at + size, "utf8");
+    }
+    this.header(len, at, size);
+    this.pos = at + size + len;
+    this.items++;
+  }
+
+  private bytes(v: Uint8Array): void {
+    this.reserve(v.length + 5);
+    const size = headerSize(v.length);
+    this.header(v.length, this.pos, size);
+    this.buf.set(v, this.pos + size);
+    this.pos += size + v.length;
+    this.items++;
+  }
+}
+
+/** Bytes of the smallest MessagePack str header that can hold len bytes. */
+const headerSize = (len: number) => (len < 32 ? 1 : len < 0x100 ? 2 : len < 0x10000 ? 3 : 5);
 
 /**
  * A connection joins a room. KEYS: room members, room instances, instance holdings, stream, conv, user convs, instances.
@@ -87,7 +228,8 @@ return 1
 `;
 
 export interface Scripts {
-  imSend(keys: string[], argv: (string | number | Buffer)[]): Promise<[number, string]>;
+  /** SEND_BATCH: blob as described there; resolves to the joined results. */
+  imSendBatch(blob: Buffer): Promise<string>;
   imJoin(keys: string[], argv: (string | number | Buffer)[]): Promise<[number, number]>;
   imLeave(keys: string[], argv: (string | number | Buffer)[]): Promise<number>;
   imConnect(keys: string[], argv: (string | number)[]): Promise<number>;
@@ -96,7 +238,7 @@ export interface Scripts {
 
 export function defineScripts(redis: Redis): Redis & Scripts {
   const def = (name: string, lua: string, numberOfKeys: number) => redis.defineCommand(name, { lua, numberOfKeys });
-  def("imSendRaw", SEND, 7);
+  def("imSendBatch", SEND_BATCH, 0);
   def("imJoinRaw", JOIN, 7);
   def("imLeaveRaw", LEAVE, 4);
   def("imConnectRaw", CONNECT, 3);
@@ -104,7 +246,6 @@ export function defineScripts(redis: Redis): Redis & Scripts {
   const r = redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
   const bind = (raw: string) => (keys: string[], argv: unknown[]) => r[raw](...keys, ...argv);
   return Object.assign(redis, {
-    imSend: bind("imSendRaw"),
     imJoin: bind("imJoinRaw"),
     imLeave: bind("imLeaveRaw"),
     imConnect: bind("imConnectRaw"),

@@ -1,0 +1,155 @@
+// Micro-benchmark of logic's send path alone: Messages.send against a real redis-server, no gRPC,
+// no MySQL (direct-message targets are answered by a stub). For each batch size it keeps about
+// --inflight messages in flight (ceil(inflight / batch) concurrent send() loops, each awaiting
+// its previous batch), and prints one JSON line: messages/s, this Bun process's CPU µs per
+// message (process.cpuUsage), redis-server's CPU µs per message (INFO cpu) and othersCpuPct, the
+// CPU the rest of the machine used meanwhile (% of one core; the numbers are noisy when high).
+//
+//   bun src/logic/send.bench.ts [--redis redis://127.0.0.1:6379] [--batches 1,10,100]
+//                               [--messages 40000] [--inflight 256] [--rounds 3]
+//
+// Without --redis it starts `redis-server --save '' --appendonly no` on a free port and stops it
+// (by pid) at the end. With --redis it uses that server and deletes only its own "bench:" keys.
+// Items look like the ones api and connect send: 64-character bodies from 100 users, 9 in 10
+// to one of 100 rooms with a retryKey, 1 in 10 a direct message with a clientMsgId.
+import Redis from "ioredis";
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { freePort } from "../infra/ports.ts";
+import { redisPing } from "../infra/redis.ts";
+import { redisKeys } from "../shared/keys.ts";
+import type { Config } from "../shared/config.ts";
+import type { Db } from "../shared/db/index.ts";
+import type { SendReq } from "../../proto/logic.ts";
+import type { Accounts } from "./accounts.ts";
+import { defineScripts } from "./scripts.ts";
+import { Messages } from "./messages.ts";
+import { Snowflake } from "./snowflake.ts";
+
+const { values: opt } = parseArgs({
+  options: {
+    redis: { type: "string" },
+    batches: { type: "string", default: "1,10,100" },
+    messages: { type: "string", default: "40000" },
+    inflight: { type: "string", default: "256" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+const batches = opt.batches.split(",").map(Number);
+const total = Number(opt.messages);
+const inflight = Number(opt.inflight);
+const rounds = Number(opt.rounds);
+const PREFIX = "bench:";
+
+let server: ReturnType<typeof Bun.spawn> | undefined;
+let url = opt.redis;
+if (!url) {
+  const port = await freePort();
+  server = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", ""], { stdout: "ignore", stderr: "inherit" });
+  const until = Date.now() + 10_000;
+  while (!(await redisPing(port))) {
+    if (Date.now() > until) throw new Error("redis-server did not start");
+    await Bun.sleep(50);
+  }
+  url = `redis://127.0.0.1:${port}`;
+}
+const stopServer = () => server?.kill();
+process.once("SIGINT", () => {
+  stopServer();
+  process.exit(130);
+});
+
+const redis = defineScripts(new Redis(url, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
+const admin = new Redis(url);
+const config = { redisPrefix: PREFIX, streamPartitions: 8, rateLimitPerSec: 1_000_000, rateLimitBurst: 1_000_000 } as Config;
+const accounts = { names: async (ids: number[]) => new Map(ids.map((id) => [id, `user${id}`])) } as unknown as Accounts;
+const snowflake = new Snowflake(1);
+const messages = new Messages({ db: {} as Db, redis, keys: redisKeys(PREFIX), config, accounts, ids: () => snowflake });
+
+let serial = 0;
+function item(): SendReq {
+  const n = serial++;
+  const uid = 1 + (n % 100);
+  const body = `${n}:`.padEnd(64, "x");
+  if (n % 10 === 9) return { from: { userId: uid, userName: `user${uid}` }, toUserId: 1 + ((n * 7) % 100), body, clientMsgId: `c${n}` };
+  return { from: { userId: uid, userName: `user${uid}` }, room: `room${n % 100}`, body, retryKey: `bench:${n}` };
+}
+
+async function redisCpuSec(): Promise<number> {
+  const info = await admin.info("cpu");
+  const get = (k: string) => Number(new RegExp(`^${k}:([\\d.]+)`, "m").exec(info)?.[1]);
+  return get("used_cpu_user") + get("used_cpu_sys");
+}
+
+/** Busy CPU seconds of the whole machine (Linux /proc/stat; NaN elsewhere). */
+function machineBusySec(): number {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    return (f.reduce((a, b) => a + b, 0) - f[3] - f[4]) / 100; // minus idle and iowait; USER_HZ = 100
+  } catch {
+    return NaN;
+  }
+}
+
+async function clear(): Promise<void> {
+  let cursor = "0";
+  do {
+    const [next, keys] = await admin.scan(cursor, "MATCH", `${PREFIX}*`, "COUNT", 1000);
+    if (keys.length) await admin.unlink(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+}
+
+/** Sends `count` messages in batches of `batch` with about `inflight` messages in flight. */
+async function run(batch: number, count: number) {
+  const workers = Math.max(1, Math.ceil(inflight / batch));
+  let errors = 0;
+  const prepared: SendReq[][] = [];
+  for (let s = 0; s < count; s += batch) prepared.push(Array.from({ length: Math.min(batch, count - s) }, item));
+  let next = 0;
+  const cpu0 = process.cpuUsage();
+  const rcpu0 = await redisCpuSec();
+  const busy0 = machineBusySec();
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (next < prepared.length) {
+        const items = prepared[next++];
+        for (const r of await messages.send(items)) if (!r.ok) errors++;
+      }
+    }),
+  );
+  const sec = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const busy = machineBusySec() - busy0;
+  const rcpu = (await redisCpuSec()) - rcpu0;
+  return {
+    batch,
+    messages: count,
+    workers,
+    errors,
+    msgsPerSec: Math.round(count / sec),
+    bunCpuUsPerMsg: +((cpu.user + cpu.system) / count).toFixed(2),
+    redisCpuUsPerMsg: +((rcpu * 1e6) / count).toFixed(2),
+    // CPU neither this process nor redis-server used meanwhile, % of one core: other load on the box.
+    othersCpuPct: Math.round(((busy - (cpu.user + cpu.system) / 1e6 - rcpu) / sec) * 100),
+  };
+}
+
+try {
+  await redis.ping();
+  for (let r = 1; r <= rounds; r++) {
+    for (const b of batches) {
+      await clear();
+      await run(b, Math.min(total, 5000)); // warm-up: JIT, script cache, connection
+      await clear();
+      Bun.gc(true);
+      console.log(JSON.stringify({ round: r, ...(await run(b, total)) }));
+    }
+  }
+  await clear();
+} finally {
+  redis.disconnect();
+  admin.disconnect();
+  stopServer();
+}

@@ -1,0 +1,183 @@
+// Logic's send path against a real Redis, without gRPC: one script call per batch (chunked)
+// must behave as if the messages were sent one after another: duplicates inside a batch, the
+// rate limit inside a batch, send order across chunks, byte-exact events, and failures.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Redis } from "ioredis";
+import type { Config } from "../src/shared/config.ts";
+import type { Db } from "../src/shared/db/index.ts";
+import { partitionOf, redisKeys, type Keys } from "../src/shared/keys.ts";
+import { dmConv, roomConv, LIMITS } from "../src/shared/protocol.ts";
+import { encodeEvent, entryFields, type StreamEvent } from "../src/shared/stream.ts";
+import type { Accounts } from "../src/logic/accounts.ts";
+import { Messages } from "../src/logic/messages.ts";
+import { defineScripts, SendBatchWriter, type Scripts } from "../src/logic/scripts.ts";
+import { Snowflake } from "../src/logic/snowflake.ts";
+import type { SendAck, SendReq } from "../proto/logic.ts";
+import type { Result } from "../src/shared/batcher.ts";
+import { getInfra } from "./support/infra.ts";
+
+const PARTITIONS = 4;
+let redis: Redis & Scripts;
+let scopes = 0;
+const snowflake = new Snowflake(7);
+
+beforeAll(async () => {
+  const infra = await getInfra();
+  redis = defineScripts(new Redis(infra.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
+});
+afterAll(() => redis?.disconnect());
+
+/** A Messages on its own key prefix; users 1..99 exist. */
+function scope(rate = { perSec: 1000, burst: 1000 }, client?: Redis & Scripts) {
+  const prefix = `sb${process.pid}x${++scopes}x${Date.now().toString(36)}:`;
+  const keys = redisKeys(prefix);
+  const config = { redisPrefix: prefix, streamPartitions: PARTITIONS, rateLimitPerSec: rate.perSec, rateLimitBurst: rate.burst } as Config;
+  const accounts = { names: async (ids: number[]) => new Map(ids.filter((id) => id < 100).map((id) => [id, `user${id}`])) } as unknown as Accounts;
+  const messages = new Messages({ db: {} as Db, redis: client ?? redis, keys, config, accounts, ids: () => snowflake });
+  return { keys, messages };
+}
+
+const user = (id: number) => ({ userId: id, userName: `user${id}` });
+const inRoom = (from: number, room: string, body: string, more: Partial<SendReq> = {}): SendReq => ({ from: user(from), room, body, ...more });
+
+function ok(r: Result<SendAck>): SendAck {
+  if (!r.ok) throw new Error(`expected an acceptance, got ${JSON.stringify(r.err)}`);
+  return r.ok;
+}
+
+/** The conversation's stream entries, in stream order: n and the raw d bytes. */
+async function streamOf(keys: Keys, conv: string): Promise<{ n: number; d: Buffer; ev: StreamEvent }[]> {
+  const { unpack } = await import("../src/shared/codec.ts");
+  const entries = await redis.xrangeBuffer(keys.stream(partitionOf(conv, PARTITIONS)), "-", "+");
+  return entries
+    .map(([, fields]) => entryFields(fields))
+    .map(({ d, n }) => ({ n, d: d as Buffer, ev: unpack(d as Buffer) as StreamEvent }))
+    .filter((e) => e.ev.t === "m" && e.ev.conv === conv);
+}
+
+describe("send batches", () => {
+  test("duplicates inside one batch get the first acceptance and use no seq", async () => {
+    const { keys, messages } = scope();
+    const room = roomConv("dup");
+    const res = await messages.send([
+      inRoom(1, "dup", "one", { clientMsgId: "a" }),
+      inRoom(1, "dup", "two", { clientMsgId: "b" }),
+      inRoom(1, "dup", "one again", { clientMsgId: "a" }),
+      inRoom(1, "dup", "three", { retryKey: "conn:1" }),
+      inRoom(1, "dup", "three (transport retry)", { retryKey: "conn:1" }),
+      inRoom(2, "dup", "same id, other sender", { clientMsgId: "a" }),
+      { from: user(1), toUserId: 2, body: "same id, other conversation", clientMsgId: "a" },
+      inRoom(1, "dup", "four"),
+    ]);
+    const acks = res.map(ok);
+    expect(acks.map((a) => [a.conv, a.seq])).toEqual([
+      [room, 1],
+      [room, 2],
+      [room, 1],
+      [room, 3],
+      [room, 3],
+      [room, 4],
+      [dmConv(1, 2), 1],
+      [room, 5],
+    ]);
+    expect(acks[2]).toEqual(acks[0]);
+    expect(acks[4]).toEqual(acks[3]);
+    expect(new Set(acks.map((a) => a.id)).size).toBe(6);
+
+    const entries = await streamOf(keys, room);
+    expect(entries.map((e) => e.n)).toEqual([1, 2, 3, 4, 5]);
+    expect(entries.map((e) => (e.ev as { body: string }).body)).toEqual(["one", "two", "three", "same id, other sender", "four"]);
+    expect(await redis.zcard(keys.pending(room))).toBe(5);
+
+    // A later batch still gets the first acceptance.
+    const later = await messages.send([inRoom(1, "dup", "one, much later", { clientMsgId: "a" })]);
+    expect(ok(later[0])).toEqual(acks[0]);
+    expect(await redis.zcard(keys.pending(room))).toBe(5);
+  });
+
+  test("the rate limit applies message by message inside a batch; a duplicate is answered before it", async () => {
+    const { keys, messages } = scope({ perSec: 1, burst: 3 });
+    const res = await messages.send([
+      inRoom(1, "rl", "1", { clientMsgId: "first" }),
+      inRoom(1, "rl", "2"),
+      inRoom(2, "rl", "other user"),
+      inRoom(1, "rl", "3"),
+      inRoom(1, "rl", "4"),
+      inRoom(1, "rl", "5", { clientMsgId: "late" }),
+      inRoom(1, "rl", "1 again", { clientMsgId: "first" }),
+    ]);
+    expect(res.map((r) => r.err?.code ?? r.ok?.seq)).toEqual([1, 2, 3, 4, "RATE_LIMITED", "RATE_LIMITED", 1]);
+    expect(res[4].err?.message).toBe("sending too fast");
+    expect(ok(res[6])).toEqual(ok(res[0]));
+    // A rate-limited message records nothing: its clientMsgId is free for the retry.
+    expect(await redis.exists(keys.idem(1, roomConv("rl"), "late"))).toBe(0);
+    expect((await streamOf(keys, roomConv("rl"))).map((e) => e.n)).toEqual([1, 2, 3, 4]);
+  });
+
+  test("a batch larger than one script call keeps send order across the calls", async () => {
+    const { keys, messages } = scope();
+    const items = Array.from({ length: 700 }, (_, i) => inRoom(1 + (i % 50), `big${i % 3}`, `m${i}`, { retryKey: `r${i}` }));
+    const acks = (await messages.send(items)).map(ok);
+    for (let room = 0; room < 3; room++) {
+      const conv = roomConv(`big${room}`);
+      const mine = acks.filter((a) => a.conv === conv);
+      expect(mine.map((a) => a.seq)).toEqual(mine.map((_, i) => i + 1));
+      const entries = await streamOf(keys, conv);
+      expect(entries.map((e) => e.n)).toEqual(mine.map((a) => a.seq));
+      expect(entries.map((e) => (e.ev as { id: string }).id)).toEqual(mine.map((a) => a.id));
+    }
+    expect(Number(await redis.hget(keys.conv(roomConv("big0")), "seq"))).toBe(234);
+  });
+
+  test("events reach the stream and the pending set byte-identical to encodeEvent", async () => {
+    const { keys, messages } = scope();
+    const bodies = ["plain", "héllo wörld ✓", "😀".repeat(LIMITS.maxBodyCodePoints), "x".repeat(LIMITS.maxBodyCodePoints), "\u0000\u007f\u0080\uffff"];
+    const items = bodies.map((body, i) => inRoom(3, "bytes", body, { clientMsgId: `ключ-${i}-🔑` }));
+    const acks = (await messages.send(items)).map(ok);
+    const entries = await streamOf(keys, roomConv("bytes"));
+    const pending = await redis.zrangebyscoreBuffer(keys.pending(roomConv("bytes")), 1, 100);
+    acks.forEach((a, i) => {
+      const want = encodeEvent({ t: "m", id: a.id, conv: a.conv, from: user(3), body: bodies[i], ts: a.ts, cmid: items[i].clientMsgId });
+      expect(entries[i].d.equals(want)).toBe(true);
+      expect(pending[i].equals(want)).toBe(true);
+    });
+    // The non-ASCII clientMsgId made the same idem key as before.
+    expect(await redis.get(keys.idem(3, roomConv("bytes"), "ключ-0-🔑"))).toBe(`${acks[0].id}|1|${acks[0].ts}`);
+  });
+
+  test("the batch argument round-trips through Redis's cmsgpack byte for byte", async () => {
+    const strs = ["", "a", "k".repeat(31), "k".repeat(32), "k".repeat(255), "k".repeat(256), "é".repeat(10), "é".repeat(200), "✓".repeat(30000), "k".repeat(70000)];
+    const blobs = [0, 1, 31, 32, 255, 256, 65535, 65536, 70000].map((n) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 131 + n) & 255)));
+    const w = new SendBatchWriter();
+    w.begin("1735689600123", 2.5, 7);
+    for (let i = 0; i < Math.max(strs.length, blobs.length); i++) {
+      const s = strs[i % strs.length];
+      w.add(s, s, s, s, s, s, s, s, s, s, blobs[i % blobs.length]);
+    }
+    const blob = w.finish();
+    // A client without auto-pipelining: ioredis 6 drops callBuffer's command name when it auto-pipelines.
+    const plain = new Redis((await getInfra()).redisUrl);
+    const echoed = (await plain.callBuffer("EVAL", "local a = cmsgpack.unpack(ARGV[1]) return a", 0, blob)) as Buffer[];
+    plain.disconnect();
+    const want: Buffer[] = ["1735689600123", "2.5", "7"].map((s) => Buffer.from(s));
+    for (let i = 0; i < Math.max(strs.length, blobs.length); i++) {
+      for (let f = 0; f < 10; f++) want.push(Buffer.from(strs[i % strs.length]));
+      want.push(blobs[i % blobs.length]);
+    }
+    expect(echoed.length).toBe(want.length);
+    want.forEach((b, i) => expect(echoed[i].equals(b)).toBe(true));
+  });
+
+  test("a message whose command fails is UNAVAILABLE alone; a failed call makes its chunk UNAVAILABLE", async () => {
+    const { keys, messages } = scope();
+    await redis.set(keys.conv(roomConv("broken")), "not a hash");
+    const res = await messages.send([inRoom(1, "fine", "a"), inRoom(1, "broken", "b"), inRoom(1, "fine", "c"), inRoom(1, "nope", "d", { toUserId: undefined, room: "bad room" })]);
+    expect(res.map((r) => r.err?.code ?? r.ok?.seq)).toEqual([1, "UNAVAILABLE", 2, "BAD_REQUEST"]);
+
+    const closed = defineScripts(new Redis(redis.options.port ?? 6379, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false }));
+    const down = scope(undefined, closed);
+    const res2 = await down.messages.send([inRoom(1, "fine", "x"), { from: user(1), toUserId: 500, body: "to nobody" }]);
+    expect(res2.map((r) => r.err?.code)).toEqual(["UNAVAILABLE", "NOT_FOUND"]);
+    closed.disconnect();
+  });
+});
