@@ -3,17 +3,25 @@
 // are committed does the consumer XACK the batch and drop those messages from each conversation's
 // pending zset (history reads them from there until now). MySQL down: the handler throws, nothing
 // is acked, and the consumer retries with backoff until it returns. Other events are just acked.
-import { mysqlCode, type Db } from "../shared/db/index.ts";
-import { messages } from "../shared/db/schema.ts";
+//
+// This is the hot path of a task process, so the statement is built by hand on the mysql2 pool
+// (no query builder): one cached SQL string per row count, one flat parameter array filled
+// straight from the unpacked stream events, sent with pool.query (text protocol, escaped by
+// mysql2). pool.execute was no cheaper for full batches and clearly dearer for the varying sizes
+// of lingered batches (a PREPARE per new size and connection, bench/persist.ts --batches 1-500),
+// and its statements would pile up on the server (maxRows per connection).
+import type { Pool, ResultSetHeader } from "mysql2/promise";
+import { unpack } from "../shared/codec.ts";
+import { mysqlCode } from "../shared/db/index.ts";
 import type { Keys } from "../shared/keys.ts";
 import type { Logger } from "../shared/log.ts";
-import type { Message } from "../shared/protocol.ts";
-import { decodeEvent } from "../shared/stream.ts";
+import type { StreamEvent } from "../shared/stream.ts";
 import type { AckHook, StreamEntry } from "./consumer.ts";
 import type { TaskMetrics } from "./metrics.ts";
 
 export interface PersistOptions {
-  db: Db;
+  /** The mysql2 pool of openDb (see poolOf for a drizzle Db). */
+  pool: Pool;
   keys: Keys;
   metrics: TaskMetrics;
   log: Logger;
@@ -22,78 +30,81 @@ export interface PersistOptions {
   maxBytes?: number;
 }
 
-type Row = typeof messages.$inferInsert;
+// Column order of the placeholders; see migrations/001_init.sql and src/shared/db/schema.ts.
+const COLUMNS = ["id", "conv", "seq", "sender_id", "sender_name", "body", "ts", "client_msg_id"];
+const PER_ROW = COLUMNS.length;
+const HEAD = `INSERT IGNORE INTO messages (${COLUMNS.join(", ")}) VALUES `;
+const ROW = `(${Array(PER_ROW).fill("?").join(",")})`;
+/** Statement by row count: at most maxRows strings, ~2.3 MB if every count from 1 to 500 occurs. */
+const statements: string[] = [];
+const insertSql = (rows: number): string => (statements[rows] ??= HEAD + Array(rows).fill(ROW).join(","));
+
+/** One INSERT: its rows' values, PER_ROW per row, in COLUMNS order. */
+interface Chunk {
+  params: unknown[];
+  rows: number;
+}
 
 export class PersistHandler {
   constructor(private readonly o: PersistOptions) {}
 
   readonly handle = async (entries: StreamEntry[]): Promise<AckHook | void> => {
     const { metrics, log } = this.o;
+    const maxRows = this.o.maxRows ?? 500;
+    const maxBytes = this.o.maxBytes ?? 4 << 20;
     metrics.persistBatch.observe(entries.length);
-    const rows: Row[] = [];
+    // Split so no statement nears max_allowed_packet (a body is at most 4000 code points, 16 KB).
+    const chunks: Chunk[] = [];
+    let cur: Chunk = { params: [], rows: 0 };
+    let bytes = 0;
+    let rows = 0;
     const maxSeq = new Map<string, number>();
     for (const e of entries) {
-      let msg: Message;
+      let ev: StreamEvent;
+      let id: bigint, senderId: number, senderName: string, size: number;
       try {
-        const ev = decodeEvent(e.d, e.n);
+        ev = unpack(e.d) as StreamEvent;
         if (ev.t !== "m") continue;
-        msg = ev.msg;
-        rows.push(toRow(msg));
+        // Everything that can throw on a malformed entry, before any of it is pushed.
+        id = BigInt(ev.id);
+        ({ userId: senderId, userName: senderName } = ev.from);
+        size = ev.body.length * 3 + 200;
       } catch (err) {
         log.warn("dropping undecodable stream entry", { id: e.id, err });
         continue;
       }
-      maxSeq.set(msg.conv, Math.max(maxSeq.get(msg.conv) ?? 0, msg.seq));
+      if (cur.rows && (cur.rows >= maxRows || bytes + size > maxBytes)) {
+        chunks.push(cur);
+        cur = { params: [], rows: 0 };
+        bytes = 0;
+      }
+      cur.params.push(id, ev.conv, e.n, senderId, senderName, ev.body, ev.ts, ev.cmid ?? null);
+      cur.rows++;
+      bytes += size;
+      rows++;
+      maxSeq.set(ev.conv, Math.max(maxSeq.get(ev.conv) ?? 0, e.n));
     }
-    if (!rows.length) return;
+    if (!rows) return;
+    chunks.push(cur);
     let inserted = 0;
-    for (const chunk of chunks(rows, this.o.maxRows ?? 500, this.o.maxBytes ?? 4 << 20)) {
+    for (const chunk of chunks) {
+      const sql = insertSql(chunk.rows);
       try {
-        const [res] = await this.o.db.insert(messages).ignore().values(chunk);
+        const [res] = await this.o.pool.query<ResultSetHeader>(sql, chunk.params);
         inserted += res.affectedRows;
       } catch (err) {
-        // drizzle wraps the driver error, and its own message lists the query parameters, bodies
-        // included: log only the driver's code and message (ECONNREFUSED, ER_NO_SUCH_TABLE, …).
-        const cause = (err as { cause?: Error })?.cause;
-        throw Object.assign(new Error(`message insert failed: ${cause?.message ?? mysqlCode(err) ?? "unknown error"}`), { code: mysqlCode(err) });
+        // A mysql2 error carries the whole statement with its values (.sql), bodies included: log
+        // only the driver's code and message (ECONNREFUSED, ER_NO_SUCH_TABLE, …).
+        const code = mysqlCode(err);
+        throw Object.assign(new Error(`message insert failed: ${(err as Error)?.message || code || "unknown error"}`), { code });
       }
     }
     metrics.rowsPersisted.inc(inserted);
-    log.debug("persist batch stored", { entries: entries.length, rows: rows.length, inserted });
+    log.debug("persist batch stored", { entries: entries.length, rows, inserted });
     const { keys } = this.o;
     // Stream order is seq order per conversation, so every seq up to the max is now in MySQL.
     return (tx) => {
       for (const [conv, seq] of maxSeq) tx.zremrangebyscore(keys.pending(conv), "-inf", seq);
     };
   };
-}
-
-function toRow(m: Message): Row {
-  return {
-    id: BigInt(m.id),
-    conv: m.conv,
-    seq: m.seq,
-    senderId: m.from.userId,
-    senderName: m.from.userName,
-    body: m.body,
-    ts: m.ts,
-    clientMsgId: m.clientMsgId ?? null,
-  };
-}
-
-/** Splits rows so no statement nears max_allowed_packet (a body is at most 4000 code points, 16 KB). */
-function* chunks(rows: Row[], maxRows: number, maxBytes: number): Generator<Row[]> {
-  let cur: Row[] = [];
-  let bytes = 0;
-  for (const r of rows) {
-    const size = r.body.length * 3 + 200;
-    if (cur.length && (cur.length >= maxRows || bytes + size > maxBytes)) {
-      yield cur;
-      cur = [];
-      bytes = 0;
-    }
-    cur.push(r);
-    bytes += size;
-  }
-  if (cur.length) yield cur;
 }

@@ -5,7 +5,7 @@
 import { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import type { Config } from "../shared/config.ts";
-import type { Db } from "../shared/db/index.ts";
+import { poolOf, type Db } from "../shared/db/index.ts";
 import type { Discovery } from "../shared/discovery.ts";
 import type { Logger } from "../shared/log.ts";
 import { redisKeys, type Keys } from "../shared/keys.ts";
@@ -149,7 +149,7 @@ export class TaskWorker {
     };
     const common = { keys: this.keys, metrics: this.metrics };
     const push = new PushHandler({ ...common, redis, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
-    const persist = new PersistHandler({ ...common, db: this.o.db, log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
+    const persist = new PersistHandler({ ...common, pool: poolOf(this.o.db), log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
     // Persist lingers: one multi-row insert per PERSIST_LINGER_MS instead of one per trickling
     // entry. History meanwhile reads the pending set, so nothing is invisible for that long.
     const consumers = [consumer(PUSH_GROUP, push.handle), consumer(PERSIST_GROUP, persist.handle, PERSIST_LINGER_MS)];

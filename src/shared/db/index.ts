@@ -16,6 +16,13 @@ export function openDb(url: string, connectionLimit = 10): DbHandle {
   return { db, pool, close: () => pool.end() };
 }
 
+/** The mysql2 pool under a Db made by openDb (drizzle keeps the client it was given as $client). */
+export function poolOf(db: Db): mysql.Pool {
+  const pool = (db as Db & { $client?: mysql.Pool }).$client;
+  if (!pool) throw new Error("poolOf: not a Db made by openDb");
+  return pool;
+}
+
 /** The MySQL error code of a (drizzle-wrapped) driver error, e.g. ER_DUP_ENTRY. */
 export function mysqlCode(err: unknown): string | undefined {
   const e = err as { code?: string; cause?: { code?: string } };
