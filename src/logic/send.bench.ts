@@ -9,7 +9,7 @@
 //                               [--messages 40000] [--inflight 256] [--rounds 3]
 //
 // Without --redis it starts `redis-server --save '' --appendonly no` on a free port and stops it
-// (by pid) at the end. With --redis it uses that server and deletes only its own "bench:" keys.
+// (by pid) at the end, also on SIGINT/SIGTERM. With --redis it uses that server and deletes only its own "bench:" keys.
 // Items look like the ones api and connect send: 64-character bodies from 100 users, 9 in 10
 // to one of 100 rooms with a retryKey, 1 in 10 a direct message with a clientMsgId.
 import Redis from "ioredis";
@@ -54,10 +54,12 @@ if (!url) {
   url = `redis://127.0.0.1:${port}`;
 }
 const stopServer = () => server?.kill();
-process.once("SIGINT", () => {
-  stopServer();
-  process.exit(130);
-});
+for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  process.once(sig, () => {
+    stopServer();
+    process.exit(code);
+  });
+}
 
 const redis = defineScripts(new Redis(url, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
 const admin = new Redis(url);
