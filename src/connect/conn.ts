@@ -2,7 +2,7 @@
 // counters and timestamps on it.
 import type { ServerWebSocket } from "bun";
 import type { UserRef } from "../shared/protocol.ts";
-import type { Format } from "./frames.ts";
+import type { Format, Wire } from "./frames.ts";
 
 /** Counts events in a sliding window: hit() is true once more than `limit` fall within `windowMs`. */
 export class SlidingWindow {
@@ -42,6 +42,8 @@ export class Conn {
   // Allocated on first use: most connections never send a malformed frame or hit the rate limit.
   malformed?: SlidingWindow;
   rateLimited?: SlidingWindow;
+  /** Frames the Outbox holds until the end of the turn (see Outbox.reply). */
+  held?: Wire | Wire[];
 
   constructor(
     /** Unique per server instance; picks the send lane. */

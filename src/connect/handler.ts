@@ -63,7 +63,7 @@ export class FrameHandler {
     if (c.closed) return;
     c.closed = true;
     this.d.log.debug("connection closed", { conn: c.no, userId: c.user.userId, code, rooms: c.rooms.size });
-    this.d.metrics.closes.inc({ code: String(code) });
+    this.d.metrics.closes.child(String(code)).inc();
     this.d.hub.remove(ws);
     // After any join/leave still running, so logic sees each join before its leave.
     const done = c.ctl.then(() => {
@@ -120,12 +120,13 @@ export class FrameHandler {
     if (typeof f.room === "string") item.room = f.room;
     else item.toUserId = f.toUserId!; // validated: a room or a positive integer
     if (typeof f.clientMsgId === "string") item.clientMsgId = f.clientMsgId;
+    // Replies are held to the end of the turn: a batch's replies to one connection go out in one write.
     try {
-      this.out.send(ws, ackFrame(ref, await this.up.send(c.no, item)));
+      this.out.reply(ws, ackFrame(ref, await this.up.send(c.no, item)));
     } catch (e) {
       const err = this.appError(e, "send");
       if (err.code === "RATE_LIMITED" && this.abusive(c)) return this.out.close(ws, CLOSE.ABUSE, "rate limit abuse");
-      this.out.error(ws, ref, err);
+      this.out.error(ws, ref, err, true);
     }
   }
 

@@ -7,7 +7,7 @@ import { CLOSE, type Message, type PresenceEvent } from "../shared/protocol.ts";
 import type { PushEvent } from "../../proto/connect.ts";
 import type { Socket } from "./conn.ts";
 import { encode, msgFrame, presenceFrame, type Format, type Wire } from "./frames.ts";
-import type { ConnectMetrics } from "./metrics.ts";
+import type { ConnectMetrics, Tally } from "./metrics.ts";
 import type { Outbox } from "./outbox.ts";
 
 interface LocalRoom {
@@ -35,13 +35,20 @@ export class Hub {
   readonly all = new Set<Socket>();
   private readonly users = new Map<number, Set<Socket>>();
   private readonly rooms = new Map<string, LocalRoom>();
+  private readonly pushedM: Tally;
+  private readonly pushedP: Tally;
+  private readonly pushedK: Tally;
 
   constructor(
     private readonly publish: Publish,
     private readonly out: Outbox,
     private readonly metrics: ConnectMetrics,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.pushedM = metrics.pushEvents.child("m");
+    this.pushedP = metrics.pushEvents.child("p");
+    this.pushedK = metrics.pushEvents.child("k");
+  }
 
   get roomCount(): number {
     return this.rooms.size;
@@ -87,30 +94,37 @@ export class Hub {
   /** Applies pushed events in order; one bad event is logged and skipped, the rest still apply. */
   apply(events: readonly PushEvent[]): void {
     for (const e of events) {
-      this.metrics.pushEvents.inc({ t: e.t });
       try {
         if (e.t === "m") {
+          this.pushedM.inc();
           if (e.room !== undefined) this.toRoom(e.room, e.msg);
           if (e.users) this.toUsers(e.users, e.msg);
-        } else if (e.t === "p") this.presence(e.p);
-        else if (e.t === "k") this.kick(e.userId, e.sid);
-        else this.log.warn("unknown push event ignored", { t: (e as { t?: unknown }).t });
+        } else if (e.t === "p") {
+          this.pushedP.inc();
+          this.presence(e.p);
+        } else if (e.t === "k") {
+          this.pushedK.inc();
+          this.kick(e.userId, e.sid);
+        } else {
+          const t = (e as { t?: unknown }).t;
+          this.metrics.pushEvents.child(String(t)).inc();
+          this.log.warn("unknown push event ignored", { t });
+        }
       } catch (err) {
         this.log.error("push event failed", { t: e.t, err });
       }
     }
   }
 
+  /** One publish per format that has local subscribers; the frame is encoded once for each. */
   private toRoom(room: string, msg: Message): void {
     const r = this.rooms.get(room);
     if (!r) return;
-    const frame = new Lazy(msgFrame(msg));
-    for (const format of ["json", "msgpack"] as const) {
-      const n = r.count[format];
-      if (!n) continue;
-      this.publish(r.topics[format], frame.get(format));
-      this.metrics.framesOut.inc(n);
-    }
+    const { json, msgpack } = r.count;
+    const frame = msgFrame(msg);
+    if (json) this.publish(r.topics.json, encode("json", frame));
+    if (msgpack) this.publish(r.topics.msgpack, encode("msgpack", frame));
+    this.metrics.framesOut.inc(json + msgpack);
   }
 
   private toUsers(users: readonly number[], msg: Message): void {

@@ -1,6 +1,13 @@
 // Everything sent to one client goes through here: encoding in the connection's format, the
 // frames-out count, and the slow-reader bound (a client that lets more than wsMaxBuffered bytes
 // queue up is closed with 4429 rather than growing our memory).
+//
+// Replies to sends are held to the end of the turn: one send batch from logic resolves all its
+// sends in one turn, and a connection that had several sends in it (a client sending back to back)
+// then gets its replies in one corked write, not one write (a syscall) each. A connection with a
+// single reply gets it written directly, as before; what a write costs is the syscall, so that
+// case cannot get cheaper. While a connection has replies held, anything else sent to it queues
+// behind them, so frames still leave in the order they were sent.
 import type { AppError } from "../shared/errors.ts";
 import { CLOSE } from "../shared/protocol.ts";
 import type { Socket } from "./conn.ts";
@@ -11,6 +18,10 @@ import type { ConnectMetrics } from "./metrics.ts";
 const BACKPRESSURE = -1;
 
 export class Outbox {
+  /** Sockets with held frames, in the order they got their first one this turn. */
+  private holding: Socket[] = [];
+  private readonly release = () => this.flush();
+
   constructor(
     private readonly maxBuffered: number,
     private readonly metrics: ConnectMetrics,
@@ -22,15 +33,23 @@ export class Outbox {
 
   /** An already encoded frame (fan-out encodes once per format, not once per socket). */
   wire(ws: Socket, data: Wire): void {
-    if (ws.data.closed) return;
+    const c = ws.data;
+    if (c.closed) return;
+    if (c.held !== undefined) return this.hold(ws, data);
     const status = typeof data === "string" ? ws.sendText(data) : ws.sendBinary(data);
     this.metrics.framesOut.inc();
     if (status === BACKPRESSURE) this.checkBuffered(ws);
   }
 
-  error(ws: Socket, ref: unknown, e: AppError): void {
-    this.metrics.errors.inc({ code: e.code });
-    this.send(ws, errorFrame(ref, e));
+  /** A reply that may be one of many resolving in this turn: written at the end of the turn. */
+  reply(ws: Socket, frame: object): void {
+    if (!ws.data.closed) this.hold(ws, encode(ws.data.format, frame));
+  }
+
+  error(ws: Socket, ref: unknown, e: AppError, held = false): void {
+    this.metrics.errors.child(e.code).inc();
+    if (held) this.reply(ws, errorFrame(ref, e));
+    else this.send(ws, errorFrame(ref, e));
   }
 
   /** Closes a reader that has fallen too far behind; true if it did. */
@@ -40,7 +59,45 @@ export class Outbox {
     return true;
   }
 
+  /** Closes the socket after writing the replies it has held, which were sent before the close. */
   close(ws: Socket, code: number, reason: string): void {
-    if (!ws.data.closed) ws.close(code, reason);
+    if (ws.data.closed) return;
+    this.drain(ws);
+    ws.close(code, reason);
+  }
+
+  private hold(ws: Socket, data: Wire): void {
+    const c = ws.data;
+    if (c.held === undefined) {
+      c.held = data;
+      // Queued behind the continuations already resolved in this turn (a whole batch's).
+      if (this.holding.push(ws) === 1) queueMicrotask(this.release);
+    } else if (Array.isArray(c.held)) c.held.push(data);
+    else c.held = [c.held, data];
+  }
+
+  private flush(): void {
+    const socks = this.holding;
+    this.holding = [];
+    for (const ws of socks) this.drain(ws);
+  }
+
+  /** Writes what the socket holds, if anything: one frame directly, several in one corked write. */
+  private drain(ws: Socket): void {
+    const c = ws.data;
+    const held = c.held;
+    if (held === undefined) return;
+    c.held = undefined;
+    if (c.closed) return;
+    if (!Array.isArray(held)) return this.wire(ws, held);
+    let status = 0;
+    ws.cork(() => {
+      for (const data of held) {
+        const s = typeof data === "string" ? ws.sendText(data) : ws.sendBinary(data);
+        if (s === BACKPRESSURE) status = s;
+      }
+    });
+    this.metrics.framesOut.inc(held.length);
+    if (status === BACKPRESSURE) this.checkBuffered(ws);
   }
 }
