@@ -1,32 +1,36 @@
 import { describe, expect, test } from "bun:test";
-import { assignedTo, ownerOf } from "./rendezvous.ts";
+import { assignedTo, owners } from "./rendezvous.ts";
 
-describe("rendezvous assignment", () => {
+describe("partition assignment", () => {
   const workers = ["task-a-1", "task-b-2", "task-c-3", "task-d-4"];
 
   test("every partition has exactly one owner, independent of list order", () => {
     const parts = 64;
     const owned = workers.map((w) => assignedTo(w, parts, workers));
     expect(owned.flat().sort((a, b) => a - b)).toEqual([...Array(parts).keys()]);
-    for (let p = 0; p < parts; p++) expect(ownerOf(p, [...workers].reverse())).toBe(ownerOf(p, workers)!);
+    expect(owners(parts, [...workers].reverse())).toEqual(owners(parts, workers));
   });
 
-  test("spreads partitions roughly evenly", () => {
-    const counts = workers.map((w) => assignedTo(w, 256, workers).length);
-    for (const c of counts) expect(c).toBeGreaterThan(32);
-  });
-
-  test("a leaving worker only moves its own partitions", () => {
-    const before = [...Array(64).keys()].map((p) => ownerOf(p, workers));
-    const rest = workers.slice(1);
-    for (let p = 0; p < 64; p++) {
-      if (before[p] !== workers[0]) expect(ownerOf(p, rest)).toBe(before[p]!);
-      else expect(rest).toContain(ownerOf(p, rest)!);
+  test("splits evenly: every worker gets floor or ceil of partitions / workers", () => {
+    for (const [parts, n] of [[2, 2], [8, 2], [8, 3], [7, 4], [256, 4], [3, 4]] as const) {
+      const ids = workers.slice(0, n);
+      for (const c of ids.map((w) => assignedTo(w, parts, ids).length)) {
+        expect(c).toBeGreaterThanOrEqual(Math.floor(parts / n));
+        expect(c).toBeLessThanOrEqual(Math.ceil(parts / n));
+      }
     }
   });
 
+  test("a leaving worker's partitions go to the others, and most others stay", () => {
+    const before = owners(64, workers);
+    const after = owners(64, workers.slice(1));
+    const moved = before.filter((o, p) => o !== workers[0] && after[p] !== o).length;
+    for (let p = 0; p < 64; p++) expect(workers.slice(1)).toContain(after[p]);
+    expect(moved).toBeLessThan(16);
+  });
+
   test("no workers, no owner", () => {
-    expect(ownerOf(0, [])).toBeUndefined();
+    expect(owners(4, [])).toEqual([]);
     expect(assignedTo("x", 4, [])).toEqual([]);
   });
 });
