@@ -14,7 +14,7 @@ export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "se
 
 /**
  * One lane: every lane is its own batch cycle (linger, call, reply), so each extra lane multiplies
- * the send RPCs, and RPCs are most of connect's CPU. Measured with src/connect/microbench.ts at
+ * the send RPCs, and RPCs are most of connect's CPU. Measured with bench/connect-micro.ts at
  * 1,250 sends/s: 2 lanes made ~370 send calls/s, 1 lane ~190, for 15-20 % less connect CPU per
  * message and no worse ack latency. Raise it only if one call in flight per instance cannot keep up.
  */

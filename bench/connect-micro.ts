@@ -1,7 +1,7 @@
 // Micro-benchmark of one connect process alone: how much CPU it spends per message. Not part of
 // the server (nothing imports it).
 //
-//   bun src/connect/microbench.ts [--src DIR] [--clients 500] [--room 10] [--rate 1250]
+//   bun bench/connect-micro.ts [--src DIR] [--clients 500] [--room 10] [--rate 1250]
 //       [--seconds 15] [--warmup 3] [--burst 1] [--format json|msgpack|mix] [--body-bytes 100]
 //       [--tick MS] [--direct] [--cpu-prof DIR]
 //
@@ -21,16 +21,16 @@
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import type { Result } from "../shared/batcher.ts";
-import { silentLogger } from "../shared/log.ts";
-import { roomConv, type Message } from "../shared/protocol.ts";
-import type { PushEvent } from "../../proto/connect.ts";
-import type { JoinInfo, PresenceOp, SendAck, SendReq, Session } from "../../proto/logic.ts";
+import type { Result } from "../src/shared/batcher.ts";
+import { silentLogger } from "../src/shared/log.ts";
+import { roomConv, type Message } from "../src/shared/protocol.ts";
+import type { PushEvent } from "../proto/connect.ts";
+import type { JoinInfo, PresenceOp, SendAck, SendReq, Session } from "../proto/logic.ts";
 
 const { values: o } = parseArgs({
   options: {
     role: { type: "string", default: "main" },
-    src: { type: "string", default: resolve(import.meta.dir, "../..") },
+    src: { type: "string", default: resolve(import.meta.dir, "..") },
     logic: { type: "string" },
     clients: { type: "string", default: "500" },
     room: { type: "string", default: "10" },

@@ -5,7 +5,7 @@
 // message (process.cpuUsage), redis-server's CPU µs per message (INFO cpu) and othersCpuPct, the
 // CPU the rest of the machine used meanwhile (% of one core; the numbers are noisy when high).
 //
-//   bun src/logic/send.bench.ts [--redis redis://127.0.0.1:6379] [--batches 1,10,100]
+//   bun bench/logic-send.ts [--redis redis://127.0.0.1:6379] [--batches 1,10,100]
 //                               [--messages 40000] [--inflight 256] [--rounds 3]
 //
 // Without --redis it starts `redis-server --save '' --appendonly no` on a free port and stops it
@@ -15,16 +15,16 @@
 import Redis from "ioredis";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { freePort } from "../infra/ports.ts";
-import { redisPing } from "../infra/redis.ts";
-import { redisKeys } from "../shared/keys.ts";
-import type { Config } from "../shared/config.ts";
-import type { Db } from "../shared/db/index.ts";
-import type { SendReq } from "../../proto/logic.ts";
-import type { Accounts } from "./accounts.ts";
-import { defineScripts } from "./scripts.ts";
-import { Messages } from "./messages.ts";
-import { Snowflake } from "./snowflake.ts";
+import { freePort } from "../src/infra/ports.ts";
+import { redisPing } from "../src/infra/redis.ts";
+import { redisKeys } from "../src/shared/keys.ts";
+import type { Config } from "../src/shared/config.ts";
+import type { Db } from "../src/shared/db/index.ts";
+import type { SendReq } from "../proto/logic.ts";
+import type { Accounts } from "../src/logic/accounts.ts";
+import { defineScripts } from "../src/logic/scripts.ts";
+import { Messages } from "../src/logic/messages.ts";
+import { Snowflake } from "../src/logic/snowflake.ts";
 
 const { values: opt } = parseArgs({
   options: {
