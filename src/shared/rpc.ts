@@ -73,6 +73,9 @@ export function addService<T extends Api>(server: grpc.Server, svc: Service, imp
     };
     closers.add(close);
     call.on("data", (f: CallFrame) => {
+      // Ended (stopping) or cancelled: a frame that crossed our end is not run; the client's lane
+      // sees the end and fails the call at once, so the caller retries elsewhere.
+      if (done) return;
       const { n, m } = f;
       if (!methods.has(m)) {
         call.write({ n, err: { code: "BAD_REQUEST", message: "unknown method" } });
@@ -94,10 +97,12 @@ export function addService<T extends Api>(server: grpc.Server, svc: Service, imp
     // The client half-closed (it retires the lane): answer what is in flight, then end.
     call.on("end", close);
     // Cancelled or reset: nobody is left to answer.
-    call.on("error", () => {
+    const gone = () => {
       done = true;
       closers.delete(close);
-    });
+    };
+    call.on("error", gone);
+    call.on("cancelled", gone);
   };
   server.addService(svc.def, { pipe } as grpc.UntypedServiceImplementation);
 }
