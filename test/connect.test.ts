@@ -361,6 +361,31 @@ describe("sync", () => {
     expect(msgs[0]).toEqual({ op: "msg", id: expect.any(String), conv: `room:${r}`, seq: 3, from: a.user, body: "m3", ts: expect.any(Number), clientMsgId: "c3" });
   });
 
+  test("requests beyond maxInFlightPerConn are RATE_LIMITED at once; the connection carries on", async () => {
+    const a = await newUser();
+    const r = room();
+    let open!: () => void;
+    c.logic.gate = new Promise((res) => (open = res));
+    const before = c.logic.historyReqs.length;
+    const n = LIMITS.maxInFlightPerConn + 10;
+    try {
+      for (let i = 0; i < n; i++) a.ws.send({ op: "sync", conv: `room:${r}`, afterSeq: 0, ref: `s${i}` });
+      await eventually(() => a.ws.frames.filter((f) => f.op === "error").length === 10);
+      const errors = a.ws.frames.filter((f) => f.op === "error");
+      expect(errors.map((f) => f.ref)).toEqual(Array.from({ length: 10 }, (_, i) => `s${LIMITS.maxInFlightPerConn + i}`));
+      for (const e of errors) expect(e.code).toBe("RATE_LIMITED");
+      expect(c.logic.historyReqs.length - before).toBe(LIMITS.maxInFlightPerConn);
+      a.ws.send({ op: "ping", ref: "p" });
+      await a.ws.op("pong", "p");
+    } finally {
+      open();
+      c.logic.gate = undefined;
+    }
+    await eventually(() => a.ws.frames.filter((f) => f.op === "synced").length === LIMITS.maxInFlightPerConn);
+    a.ws.send({ op: "sync", conv: `room:${r}`, afterSeq: 0, ref: "after" });
+    await a.ws.op("synced", "after");
+  });
+
   test("nothing new: synced with lastSeq = afterSeq; limit defaults to 100 and is clamped to 500", async () => {
     const a = await newUser("msgpack");
     const conv = `room:${room()}`;

@@ -76,7 +76,7 @@ test("stopServer answers the calls in flight, then callers fail fast", async () 
   expect(await inFlight).toBe("done");
   await stopped;
   const t0 = Date.now();
-  const err = await c.echo({ x: 2 }).catch((e) => e);
+  const err = (await c.echo({ x: 2 }).catch((e) => e)) as AppError;
   expect(err.code).toBe("UNAVAILABLE");
   expect(Date.now() - t0).toBeLessThan(2000);
 });

@@ -39,6 +39,8 @@ export class Conn {
   closed = false;
   /** join/leave run one after another per connection, so replies and presence ops keep the client's order. */
   ctl: Promise<void> = Promise.resolve();
+  /** Requests waiting for their answer (LIMITS.maxInFlightPerConn). */
+  inFlight = 0;
   // Allocated on first use: most connections never send a malformed frame or hit the rate limit.
   malformed?: SlidingWindow;
   rateLimited?: SlidingWindow;

@@ -91,18 +91,20 @@ export class FrameHandler {
     const ref = refOf(v);
     const f = parseClientFrame(v);
     if (typeof f === "string") return this.malformed(ws, ref, f, now);
+    if (f.op === "ping") return this.out.send(ws, pongFrame(ref, now));
+    if (c.inFlight >= LIMITS.maxInFlightPerConn) return this.rateLimited(ws, ref, new AppError("RATE_LIMITED", "too many requests in flight"));
+    c.inFlight++;
+    const done = () => void c.inFlight--;
     switch (f.op) {
-      case "ping":
-        return this.out.send(ws, pongFrame(ref, now));
       case "send":
-        return void this.send(ws, f, ref);
+        return void this.send(ws, f, ref).finally(done);
       case "sync":
-        return void this.sync(ws, f, ref);
+        return void this.sync(ws, f, ref).finally(done);
       case "join":
-        c.ctl = c.ctl.then(() => this.join(ws, f.room, ref));
+        c.ctl = c.ctl.then(() => this.join(ws, f.room, ref)).finally(done);
         return;
       case "leave":
-        c.ctl = c.ctl.then(() => this.leave(ws, f.room, ref));
+        c.ctl = c.ctl.then(() => this.leave(ws, f.room, ref)).finally(done);
         return;
     }
   }
@@ -125,9 +127,15 @@ export class FrameHandler {
       this.out.reply(ws, ackFrame(ref, await this.up.send(c.no, item)));
     } catch (e) {
       const err = this.appError(e, "send");
-      if (err.code === "RATE_LIMITED" && this.abusive(c)) return this.out.close(ws, CLOSE.ABUSE, "rate limit abuse");
-      this.out.error(ws, ref, err, true);
+      if (err.code === "RATE_LIMITED") this.rateLimited(ws, ref, err, true);
+      else this.out.error(ws, ref, err, true);
     }
+  }
+
+  /** Answers RATE_LIMITED, or closes with 4429 once the connection got too many in the window. */
+  private rateLimited(ws: Socket, ref: unknown, err: AppError, held = false): void {
+    if (this.abusive(ws.data)) return this.out.close(ws, CLOSE.ABUSE, "rate limit abuse");
+    this.out.error(ws, ref, err, held);
   }
 
   /** Counts a RATE_LIMITED reply; true once there were too many in the window. */

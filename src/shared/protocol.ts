@@ -24,6 +24,12 @@ export const LIMITS = {
   malformedWindowMs: 10_000,
   /** RATE_LIMITED replies tolerated per window before closing with 4429. */
   rateLimitedPerWindow: 200,
+  /**
+   * Requests (send, sync, join, leave) one connection may have waiting for their answer; beyond
+   * it a request is answered RATE_LIMITED at once (and counts toward 4429), so a flood queues
+   * nothing in connect or logic.
+   */
+  maxInFlightPerConn: 256,
   maxBodyCodePoints: 4000,
   syncDefaultLimit: 100,
   syncMaxLimit: 500,

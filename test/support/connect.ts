@@ -29,6 +29,8 @@ export class FakeLogic implements LogicPort {
   readonly limited = new Set<number>();
   /** When set, every call fails as an unreachable logic would. */
   down = false;
+  /** When set, history calls wait for it (requests held in flight). */
+  gate?: Promise<void>;
   private uid = 0;
   private msgId = 1000;
 
@@ -103,6 +105,7 @@ export class FakeLogic implements LogicPort {
   async history(req: HistoryReq): Promise<HistoryRes> {
     this.check();
     this.historyReqs.push(req);
+    await this.gate;
     const list = (this.messages.get(req.conv) ?? []).filter((m) => m.seq > (req.afterSeq ?? 0));
     const limit = Math.min(req.limit ?? 50, req.maxLimit);
     return { messages: list.slice(0, limit), hasMore: list.length > limit };
