@@ -17,7 +17,12 @@ import type { Snowflake } from "./snowflake.ts";
 import type { Accounts } from "./accounts.ts";
 import type { ConversationSummary, HistoryReq, HistoryRes, SendAck, SendReq } from "../../proto/logic.ts";
 
-const RETRY_KEY_TTL_SEC = "300";
+/**
+ * How long a transport retryKey (set on every send without a clientMsgId) is remembered. Batcher
+ * retries end within a few deadlines (~15 s); at 5,000 sends/s each second of TTL keeps ~5,000 keys
+ * (~0.5 MB) in Redis, so a minute is ample without bloating memory.
+ */
+const RETRY_KEY_TTL_SEC = "60";
 const CLIENT_MSG_ID_TTL_SEC = String(LIMITS.idempotencySec);
 /** Messages per script call: bounds how long one call holds Redis (and the blob's size). */
 const SEND_CHUNK = 256;
