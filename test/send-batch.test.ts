@@ -7,7 +7,7 @@ import type { Config } from "../src/shared/config.ts";
 import type { Db } from "../src/shared/db/index.ts";
 import { partitionOf, redisKeys, type Keys } from "../src/shared/keys.ts";
 import { dmConv, roomConv, LIMITS } from "../src/shared/protocol.ts";
-import { encodeEvent, entryFields, type StreamEvent } from "../src/shared/stream.ts";
+import { encodeEvent, entryFields, parseEvent, type StreamEvent } from "../src/shared/stream.ts";
 import type { Accounts } from "../src/logic/accounts.ts";
 import { Messages } from "../src/logic/messages.ts";
 import { defineScripts, SendBatchWriter, type Scripts } from "../src/logic/scripts.ts";
@@ -47,11 +47,10 @@ function ok(r: Result<SendAck>): SendAck {
 
 /** The conversation's stream entries, in stream order: n and the raw d bytes. */
 async function streamOf(keys: Keys, conv: string): Promise<{ n: number; d: Buffer; ev: StreamEvent }[]> {
-  const { unpack } = await import("../src/shared/codec.ts");
   const entries = await redis.xrangeBuffer(keys.stream(partitionOf(conv, PARTITIONS)), "-", "+");
   return entries
     .map(([, fields]) => entryFields(fields))
-    .map(({ d, n }) => ({ n, d: d as Buffer, ev: unpack(d as Buffer) as StreamEvent }))
+    .map(({ d, n }) => ({ n, d: d as Buffer, ev: parseEvent(d as Buffer) }))
     .filter((e) => e.ev.t === "m" && e.ev.conv === conv);
 }
 

@@ -8,8 +8,7 @@ import { messages } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import { partitionOf, type Keys } from "../shared/keys.ts";
 import { LIMITS, ROOM_ID_RE, dmConv, parseConv, roomConv, type Message } from "../shared/protocol.ts";
-import { encodeEvent, toMessage, type StreamEvent } from "../shared/stream.ts";
-import { unpack } from "../shared/codec.ts";
+import { encodeEvent, parseEvent, toMessage, type StreamEvent } from "../shared/stream.ts";
 import type { Config } from "../shared/config.ts";
 import type { Result } from "../shared/batcher.ts";
 import { SendBatchWriter, type Scripts } from "./scripts.ts";
@@ -197,7 +196,7 @@ export class Messages {
     const bySeq = new Map<number, Message>();
     for (let i = 0; i + 1 < pend.length; i += 2) {
       const seq = Number(pend[i + 1].toString());
-      bySeq.set(seq, toMessage(unpack(pend[i]) as Extract<StreamEvent, { t: "m" }>, seq));
+      bySeq.set(seq, toMessage(parseEvent(pend[i]) as Extract<StreamEvent, { t: "m" }>, seq));
     }
     if (bySeq.size < to - from + 1) {
       const rows = await db

@@ -1,7 +1,10 @@
 // The entries logic appends to the partition streams and task consumes. Each entry has
-// field d (msgpack of the event) and, where Redis assigns it atomically, field n
-// (seq for messages, onlineCount for presence).
-import { pack, unpack } from "./codec.ts";
+// field d (the event as JSON) and, where Redis assigns it atomically, field n (seq for
+// messages, onlineCount for presence). The pending zset holds the same bytes.
+// JSON, not MessagePack: in Bun, JSON.stringify/parse of an event take ~0.6 µs against msgpackr's
+// ~1.5/2.1 µs (pack/unpack), and each event is encoded once and decoded three times (push,
+// persist, history). Entries written as MessagePack by earlier versions are still read.
+import { unpack } from "./codec.ts";
 import type { Message, PresenceEvent, UserRef } from "./protocol.ts";
 
 export type StreamEvent =
@@ -9,7 +12,10 @@ export type StreamEvent =
   | { t: "p"; room: string; event: "join" | "leave"; user: UserRef }
   | { t: "k"; userId: number; sid: string };
 
-export const encodeEvent = (e: StreamEvent): Buffer => pack(e);
+export const encodeEvent = (e: StreamEvent): Buffer => Buffer.from(JSON.stringify(e));
+
+/** An event from stored bytes: JSON (starts with "{"), or MessagePack as earlier versions wrote. */
+export const parseEvent = (d: Uint8Array): StreamEvent => (d[0] === 0x7b ? JSON.parse(Buffer.from(d.buffer, d.byteOffset, d.length).toString()) : unpack(d)) as StreamEvent;
 
 export type DecodedEvent =
   | { t: "m"; msg: Message }
@@ -18,7 +24,7 @@ export type DecodedEvent =
 
 /** n is the Redis-assigned number (seq or onlineCount). */
 export function decodeEvent(d: Uint8Array, n: number): DecodedEvent {
-  const e = unpack(d) as StreamEvent;
+  const e = parseEvent(d);
   if (e.t === "m") return { t: "m", msg: toMessage(e, n) };
   if (e.t === "p") return { t: "p", p: { room: e.room, onlineCount: n, event: e.event, user: e.user } };
   return e;

@@ -11,11 +11,10 @@
 // of lingered batches (a PREPARE per new size and connection, bench/persist.ts --batches 1-500),
 // and its statements would pile up on the server (maxRows per connection).
 import type { Pool, ResultSetHeader } from "mysql2/promise";
-import { unpack } from "../shared/codec.ts";
 import { mysqlCode } from "../shared/db/index.ts";
 import type { Keys } from "../shared/keys.ts";
 import type { Logger } from "../shared/log.ts";
-import type { StreamEvent } from "../shared/stream.ts";
+import { parseEvent, type StreamEvent } from "../shared/stream.ts";
 import type { AckHook, StreamEntry } from "./consumer.ts";
 import type { TaskMetrics } from "./metrics.ts";
 
@@ -63,7 +62,7 @@ export class PersistHandler {
       let ev: StreamEvent;
       let id: bigint, senderId: number, senderName: string, size: number;
       try {
-        ev = unpack(e.d) as StreamEvent;
+        ev = parseEvent(e.d);
         if (ev.t !== "m") continue;
         // Everything that can throw on a malformed entry, before any of it is pushed.
         id = BigInt(ev.id);
