@@ -73,6 +73,22 @@ describe("rooms across connect instances", () => {
     await eventually(async () => (await http(base, "GET", `/api/rooms/${room}`, { token: a.token })).body.onlineCount === 1);
   });
 
+  test("a connect instance that newly joins a busy room gets the very next message (task's cached route is dropped)", async () => {
+    const room = uniqueName("c");
+    const [a, b] = await Promise.all([registerUser(base), registerUser(base)]);
+    const wa = await open(0, a.token);
+    await joined(wa, room);
+    // Traffic while only instance 0 holds the room: the task worker caches the route room → [0].
+    for (let i = 1; i <= 3; i++) {
+      wa.send({ op: "send", room, body: `before ${i}`, ref: `b${i}` });
+      expect((await wa.op("msg")).seq).toBe(i);
+    }
+    const wb = await open(1, b.token);
+    expect(await joined(wb, room)).toMatchObject({ lastSeq: 3 });
+    wa.send({ op: "send", room, body: "right after the join", ref: "after" });
+    expect(await wb.op("msg", undefined, 5000)).toMatchObject({ seq: 4, body: "right after the join" });
+  });
+
   test("200 messages fired without waiting arrive at a client on another instance in seq order, no gaps", async () => {
     const room = uniqueName("o");
     const [s, r] = await Promise.all([registerUser(base), registerUser(base)]);

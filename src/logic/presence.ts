@@ -59,7 +59,7 @@ export class Presence {
           const conv = roomConv(op.room);
           const [onlineCount, lastSeq] = await redis.imJoin(
             [keys.roomMembers(op.room), keys.roomInstances(op.room), holdings, this.streamOf(op.room), keys.conv(conv), keys.userConvs(uid), keys.instances],
-            [op.inst, uid, roomField(op.room, uid, op.conn), encodeEvent({ t: "p", room: op.room, event: "join", user: op.user }), conv],
+            [op.inst, uid, roomField(op.room, uid, op.conn), encodeEvent({ t: "p", room: op.room, event: "join", user: op.user }), conv, encodeEvent({ t: "r", room: op.room })],
           );
           return { ok: { conv, onlineCount, lastSeq } };
         }

@@ -176,16 +176,19 @@ const headerSize = (len: number) => (len < 32 ? 1 : len < 0x100 ? 2 : len < 0x10
 
 /**
  * A connection joins a room. KEYS: room members, room instances, instance holdings, stream, conv, user convs, instances.
- * ARGV: instance id, user id, holding field (one per connection and room), packed presence(join) event, conv.
+ * ARGV: instance id, user id, holding field (one per connection and room), packed presence(join) event, conv,
+ * packed route(room) event.
  * Returns {onlineCount, lastSeq}; appends a presence event when this is the user's first connection
- * in the room. Idempotent: a repeated join of the same connection changes nothing.
+ * in the room, and before it a route event when the instance did not hold the room yet (task caches
+ * room routes and drops its entry when it reads one: the stream orders it before every later
+ * message). Idempotent: a repeated join of the same connection changes nothing.
  */
 const JOIN = `
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
   return {redis.call('HLEN', KEYS[1]), tonumber(redis.call('HGET', KEYS[5], 'seq')) or 0}
 end
 local c = redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then redis.call('XADD', KEYS[4], '*', 'n', 0, 'd', ARGV[6]) end
 redis.call('HSET', KEYS[3], ARGV[3], 1)
 redis.call('SADD', KEYS[7], ARGV[1])
 local n = redis.call('HLEN', KEYS[1])

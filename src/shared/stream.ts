@@ -10,7 +10,9 @@ import type { Message, PresenceEvent, UserRef } from "./protocol.ts";
 export type StreamEvent =
   | { t: "m"; id: string; conv: string; from: UserRef; body: string; ts: number; cmid?: string }
   | { t: "p"; room: string; event: "join" | "leave"; user: UserRef }
-  | { t: "k"; userId: number; sid: string };
+  | { t: "k"; userId: number; sid: string }
+  /** A connect instance started holding the room: cached routes to it are stale. */
+  | { t: "r"; room: string };
 
 export const encodeEvent = (e: StreamEvent): Buffer => Buffer.from(JSON.stringify(e));
 
@@ -20,7 +22,8 @@ export const parseEvent = (d: Uint8Array): StreamEvent => (d[0] === 0x7b ? JSON.
 export type DecodedEvent =
   | { t: "m"; msg: Message }
   | { t: "p"; p: PresenceEvent }
-  | { t: "k"; userId: number; sid: string };
+  | { t: "k"; userId: number; sid: string }
+  | { t: "r"; room: string };
 
 /** n is the Redis-assigned number (seq or onlineCount). */
 export function decodeEvent(d: Uint8Array, n: number): DecodedEvent {

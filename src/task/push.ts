@@ -4,6 +4,13 @@
 // retried for a while, then the batch stays pending and the consumer retries it with backoff. An
 // instance that keeps failing for giveUpMs (registered but broken) is given up on for that batch,
 // so one bad instance cannot stall a partition forever.
+//
+// Room routes (room → connect instances) are cached for ROUTE_TTL_MS, which saves a Redis round
+// trip per batch. A cached route can only miss an instance that joined the room later, and such a
+// join appends a route event ("r") to this same stream (scripts.ts, JOIN) before any message after
+// it: reading that event drops the entry, so the batch that holds it and every later one look the
+// room up afresh. An instance that left stays in the entry until it expires, and gets pushes it
+// ignores meanwhile. User routes (direct messages, kicks) are looked up every time.
 import type { Redis } from "ioredis";
 import type { PushEvent } from "../../proto/connect.ts";
 import type { Keys } from "../shared/keys.ts";
@@ -31,6 +38,9 @@ export interface PushOptions {
   giveUpMs?: number;
 }
 
+/** How long a room's route is reused (see the top of this file). */
+const ROUTE_TTL_MS = 2000;
+
 interface Outgoing {
   events: PushEvent[];
   /** Stream id of the last entry in events. */
@@ -42,8 +52,13 @@ export class PushHandler {
   /** instance → last entry id it received from a batch that then failed elsewhere. */
   private readonly delivered = new Map<string, string>();
   private failing?: { firstId: string; since: number };
+  /** roomInstances key → its instances, and when they were read. */
+  private readonly routes = new Map<string, { instances: string[]; at: number }>();
+  private readonly roomRoutePrefix: string;
 
-  constructor(private readonly o: PushOptions) {}
+  constructor(private readonly o: PushOptions) {
+    this.roomRoutePrefix = o.keys.roomInstances("");
+  }
 
   readonly handle = async (entries: StreamEntry[], signal: AbortSignal): Promise<void> => {
     const { metrics } = this.o;
@@ -89,7 +104,12 @@ export class PushHandler {
     for (const e of entries) {
       let route: Route | null = null;
       try {
-        route = routeOf(decodeEvent(e.d, e.n), this.o.keys);
+        const ev = decodeEvent(e.d, e.n);
+        if (ev.t === "r") {
+          this.routes.delete(this.o.keys.roomInstances(ev.room));
+          continue;
+        }
+        route = routeOf(ev, this.o.keys);
       } catch (err) {
         this.o.log.warn("dropping undecodable stream entry", { id: e.id, err });
         continue;
@@ -100,19 +120,31 @@ export class PushHandler {
     return routed;
   }
 
-  /** HKEYS of every routing hash the batch needs, in one round trip. */
+  /** The instances of every routing hash the batch needs: cached room routes, the rest by HKEYS in one round trip. */
   private async lookup(routed: { route: Route }[]): Promise<Map<string, string[]>> {
-    const keys = [...new Set(routed.flatMap((r) => r.route.lookups))];
     const targets = new Map<string, string[]>();
-    if (!keys.length) return targets;
+    const missing: string[] = [];
+    const now = Date.now();
+    for (const { route } of routed) {
+      for (const k of route.lookups) {
+        if (targets.has(k)) continue;
+        const hit = this.routes.get(k);
+        if (hit && now - hit.at < ROUTE_TTL_MS) targets.set(k, hit.instances);
+        else if (!missing.includes(k)) missing.push(k);
+      }
+    }
+    if (!missing.length) return targets;
+    if (this.routes.size > 10_000) for (const [k, v] of this.routes) if (now - v.at >= ROUTE_TTL_MS) this.routes.delete(k);
     const pipe = this.o.redis.pipeline();
-    for (const k of keys) pipe.hkeys(k);
+    for (const k of missing) pipe.hkeys(k);
     const res = await pipe.exec();
     if (!res) throw new Error("routing lookup pipeline aborted");
-    keys.forEach((k, i) => {
+    missing.forEach((k, i) => {
       const [err, val] = res[i];
       if (err) throw err;
-      targets.set(k, val as string[]);
+      const instances = val as string[];
+      targets.set(k, instances);
+      if (k.startsWith(this.roomRoutePrefix)) this.routes.set(k, { instances, at: now });
     });
     return targets;
   }

@@ -11,8 +11,8 @@ export interface Route {
   event: PushEvent;
 }
 
-/** The route of one event, or null if its conversation id is malformed. */
-export function routeOf(e: DecodedEvent, keys: Keys): Route | null {
+/** The route of one event, or null if its conversation id is malformed. Route events ("r") are the push handler's. */
+export function routeOf(e: Exclude<DecodedEvent, { t: "r" }>, keys: Keys): Route | null {
   if (e.t === "p") return { lookups: [keys.roomInstances(e.p.room)], event: { t: "p", p: e.p } };
   if (e.t === "k") return { lookups: [keys.userInstances(e.userId)], event: { t: "k", userId: e.userId, sid: e.sid } };
   const conv = parseConv(e.msg.conv);
