@@ -192,7 +192,7 @@ export class StreamConsumer {
     const hook = batch.entries.length ? await this.o.handler(batch.entries, this.abort.signal) : undefined;
     if (!hook) return this.ackInBackground(batch.ids);
     const tx = this.o.redis.multi();
-    if (hook) hook(tx);
+    hook(tx);
     tx.xack(this.o.stream, this.o.group, ...batch.ids);
     const res = await tx.exec();
     const failed = res?.find(([e]) => e);
