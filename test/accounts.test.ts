@@ -131,6 +131,25 @@ describe("validation and malformed bodies", () => {
     expect(none.status).toBe(404);
     expect(none.body.error.code).toBe("NOT_FOUND");
   });
+
+  test("a chunked body (no content-length) is held to the same rules: 413 over 64 KiB, 400 if not JSON, else accepted", async () => {
+    const chunked = async (text: string) => {
+      const bytes = new TextEncoder().encode(text);
+      const body = new ReadableStream<Uint8Array>({
+        start(c) {
+          for (let i = 0; i < bytes.length; i += 16_384) c.enqueue(bytes.subarray(i, i + 16_384));
+          c.close();
+        },
+      });
+      const res = await fetch(`${base}/api/users`, { method: "POST", headers: { "content-type": "application/json" }, body, duplex: "half" } as RequestInit);
+      return { status: res.status, body: (await res.json()) as { error?: { code: string } } };
+    };
+    const huge = await chunked(JSON.stringify({ userName: "x".repeat(70_000), password: "password1" }));
+    expect(huge).toMatchObject({ status: 413, body: { error: { code: "PAYLOAD_TOO_LARGE" } } });
+    expect(await chunked("{not json")).toMatchObject({ status: 400, body: { error: { code: "BAD_REQUEST" } } });
+    expect(await chunked("null")).toMatchObject({ status: 400, body: { error: { code: "BAD_REQUEST" } } });
+    expect((await chunked(JSON.stringify({ userName: uniqueName("k"), password: "password1" }))).status).toBe(201);
+  });
 });
 
 describe("failover", () => {

@@ -74,12 +74,31 @@ export function createApiApp(deps: ApiDeps) {
       const len = Number(request.headers.get("content-length") ?? 0);
       if (len > LIMITS.maxHttpBody) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
     })
+    // A body that does not say its length (chunked) is read here, so one over the limit is refused
+    // with 413 like any other; bodies with a content-length go to Elysia's parser.
+    .onParse(async ({ request }) => {
+      if (request.headers.has("content-length")) return;
+      const text = await request.text();
+      if (Buffer.byteLength(text) > LIMITS.maxHttpBody) throw new AppError("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
+      let v: unknown;
+      try {
+        v = JSON.parse(text);
+      } catch {
+        throw new AppError("BAD_REQUEST", "request body is not valid JSON");
+      }
+      // Every body here is an object; a falsy value would send Elysia on to its own parser.
+      if (!v) throw new AppError("BAD_REQUEST", "request does not match the expected shape");
+      return v;
+    })
     .onAfterResponse(({ request, route, set }) => {
       requests.inc({ route: route || "unmatched", status: String(set.status ?? 200) });
       void request;
     })
     .onError(({ code, error, path }) => {
       if (error instanceof AppError) return errorResponse(error);
+      // Elysia wraps what a parse hook throws (ours: 413 for a chunked body) in a ParseError.
+      const cause = (error as { cause?: unknown }).cause;
+      if (code === "PARSE" && cause instanceof AppError) return errorResponse(cause);
       if (code === "VALIDATION") return fail("BAD_REQUEST", "request does not match the expected shape");
       if (code === "PARSE") return fail("BAD_REQUEST", "request body is not valid JSON");
       if (code === "NOT_FOUND") return fail("NOT_FOUND", "no such endpoint");

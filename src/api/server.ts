@@ -46,8 +46,8 @@ export class ApiServer {
       gateway: () => this.gateway(),
       ready: () => this.ready,
     });
-    // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (content-length);
-    // Bun's own cap, set higher, only stops chunked uploads that never say their length.
+    // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (by content-length,
+    // or after reading a chunked one); Bun's own cap, set higher, bounds what such a read can hold.
     app.listen({ port: config.apiPort, hostname: "0.0.0.0", maxRequestBodySize: 16 * LIMITS.maxHttpBody });
     this.server = app.server ?? undefined;
     this.port = this.server?.port ?? 0;
