@@ -39,7 +39,8 @@ describe("StreamConsumer", () => {
     for (let i = 26; i <= 30; i++) await add(r, stream, i);
     await waitFor(() => seen.length === 30, 5_000, "new entries");
     expect(seen).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
-    expect(((await r.xpending(stream, "g")) as unknown[])[0]).toBe(0);
+    // Acks follow within the ack buffer's delay.
+    await waitFor(async () => ((await r.xpending(stream, "g")) as unknown[])[0] === 0, 5_000, "all acked");
     await c.stop();
   });
 
@@ -127,5 +128,22 @@ describe("StreamConsumer", () => {
     await c.stop();
     expect(performance.now() - t0).toBeLessThan(300);
     expect(batches).toBe(0);
+  });
+
+  test("acks of handled batches are all on Redis when stop() returns, so a next owner replays none of them", async () => {
+    const r = await redis();
+    const stream = `cons:${crypto.randomUUID()}`;
+    for (let i = 1; i <= 30; i++) await add(r, stream, i);
+    const seen: number[] = [];
+    const { promise: allSeen, resolve } = Promise.withResolvers<void>();
+    const c = consumer(r, await redis(), stream, "c1", async (entries) => {
+      seen.push(...entries.map((e) => e.n));
+      if (seen.length === 30) resolve();
+    });
+    c.start();
+    await allSeen;
+    // Stopping at once, well within the ack buffer's delay.
+    await c.stop();
+    expect(((await r.xpending(stream, "g")) as unknown[])[0]).toBe(0);
   });
 });

@@ -10,7 +10,7 @@ import type { Discovery } from "../shared/discovery.ts";
 import type { Logger } from "../shared/log.ts";
 import { redisKeys, type Keys } from "../shared/keys.ts";
 import { newRegistry } from "../shared/ops.ts";
-import { StreamConsumer, type BatchHandler } from "./consumer.ts";
+import { AckBuffer, StreamConsumer, type BatchHandler } from "./consumer.ts";
 import { taskMetrics, type TaskMetrics } from "./metrics.ts";
 import { PartitionOwnership } from "./ownership.ts";
 import { PersistHandler } from "./persist.ts";
@@ -52,6 +52,8 @@ export class TaskWorker {
   private readonly keys: Keys;
   private readonly connect: () => Redis;
   private redis?: Redis;
+  /** The push consumers' acks, all partitions together. */
+  private acks?: AckBuffer;
   private senders?: ConnectSenders;
   private ownership?: PartitionOwnership;
   private readonly running = new Map<number, Running>();
@@ -90,6 +92,7 @@ export class TaskWorker {
   async start(): Promise<void> {
     const { discovery, instanceId, config } = this.o;
     this.redis = this.connect();
+    this.acks = new AckBuffer(this.redis, this.log);
     this.senders = new ConnectSenders({
       discovery,
       log: this.log.child({ component: "senders" }),
@@ -144,6 +147,7 @@ export class TaskWorker {
         handler: wrapped,
         log: this.log.child({ partition: p }),
         blockMs: this.o.blockMs,
+        acks: this.acks,
         lingerMs,
       });
     };
