@@ -1,4 +1,5 @@
-// StreamConsumer mechanics against a real redis-server: claim, replay, ack-after-success, retry order, prompt stop.
+// StreamConsumer mechanics against a real redis-server: claim, replay, ack-after-success, retry order, prompt stop,
+// several streams in one consumer.
 import { afterAll, describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
 import { silentLogger } from "../src/shared/log.ts";
@@ -16,8 +17,10 @@ afterAll(() => {
   for (const c of conns) c.disconnect();
 });
 
+/** A consumer of one stream (start() adds it). */
 function consumer(r: Redis, blocking: Redis, stream: string, name: string, handler: BatchHandler) {
-  return new StreamConsumer({ redis: r, blocking, stream, group: "g", consumer: name, handler, log: silentLogger, count: 10 });
+  const c = new StreamConsumer({ redis: r, blocking, group: "g", consumer: name, log: silentLogger, count: 10 });
+  return { start: () => c.add(stream, handler), stop: () => c.stop() };
 }
 
 const add = (r: Redis, stream: string, n: number) => r.xadd(stream, "*", "n", String(n), "d", Buffer.from([0xc0, n]));
@@ -145,5 +148,62 @@ describe("StreamConsumer", () => {
     // Stopping at once, well within the ack buffer's delay.
     await c.stop();
     expect(((await r.xpending(stream, "g")) as unknown[])[0]).toBe(0);
+  });
+
+  test("one consumer reads several streams, each in order; a failing one backs off alone; a removed one is no longer read", async () => {
+    const r = await redis();
+    const streams = [0, 1, 2].map(() => `cons:${crypto.randomUUID()}`);
+    const c = new StreamConsumer({ redis: r, blocking: await redis(), group: "g", consumer: "c1", log: silentLogger, count: 10 });
+    const seen = streams.map(() => [] as number[]);
+    let failures = 3;
+    streams.forEach((s, i) =>
+      c.add(s, async (entries) => {
+        if (i === 2 && failures-- > 0) throw new Error("boom");
+        seen[i].push(...entries.map((e) => e.n));
+      }),
+    );
+    for (let n = 1; n <= 25; n++) for (const s of streams) await add(r, s, n);
+    await waitFor(() => seen[0].length === 25 && seen[1].length === 25, 5_000, "healthy streams");
+    // Streams 0 and 1 went on while stream 2 was backing off (200 + 400 + 800 ms).
+    expect(seen[2].length).toBe(0);
+    await waitFor(() => seen[2].length === 25, 5_000, "the failing stream, after its backoff");
+    for (const s of seen) expect(s).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+
+    await c.remove(streams[1]);
+    for (const s of streams) await add(r, s, 26);
+    await waitFor(() => seen[0].length === 26 && seen[2].length === 26, 5_000, "streams still owned");
+    await Bun.sleep(300);
+    expect(seen[1].length).toBe(25);
+    // The removed stream's new entry was never delivered to this consumer: nothing pending there.
+    expect(((await r.xpending(streams[1], "g")) as unknown[])[0]).toBe(0);
+    await c.stop();
+  });
+
+  test("a slow batch of one stream does not hold up the others; its stream goes on in order afterwards", async () => {
+    const r = await redis();
+    const [slow, fast] = [0, 1].map(() => `cons:${crypto.randomUUID()}`);
+    const c = new StreamConsumer({ redis: r, blocking: await redis(), group: "g", consumer: "c1", log: silentLogger, count: 10 });
+    const { promise: gate, resolve: open } = Promise.withResolvers<void>();
+    const seen = { slow: [] as number[], fast: [] as number[] };
+    c.add(slow, async (entries) => {
+      if (entries.some((e) => e.n === 1)) await gate;
+      seen.slow.push(...entries.map((e) => e.n));
+    });
+    c.add(fast, async (entries) => {
+      seen.fast.push(...entries.map((e) => e.n));
+    });
+    await add(r, slow, 1);
+    await waitFor(async () => Number(((await r.xpending(slow, "g")) as unknown[])[0]) === 1, 5_000, "slow batch in flight");
+    for (let n = 1; n <= 5; n++) {
+      await add(r, fast, n);
+      await add(r, slow, n + 1);
+      await waitFor(() => seen.fast.length === n, 5_000, `fast entry ${n} while the slow batch hangs`);
+    }
+    expect(seen.slow).toEqual([]);
+    open();
+    await waitFor(() => seen.slow.length === 6, 5_000, "the slow stream catches up");
+    expect(seen.slow).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(seen.fast).toEqual([1, 2, 3, 4, 5]);
+    await c.stop();
   });
 });

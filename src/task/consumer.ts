@@ -1,8 +1,13 @@
 // Stream mechanics, apart from what is done with the entries (Centrifugo style). One consumer reads
-// one partition stream for one group. It runs only while this worker owns the partition exclusively,
-// so on start it claims every pending entry of other consumers (dead or former owners) and replays
-// its own pending list before reading new entries. Entries are acked only after the handler
-// succeeded; a failing batch stays pending and is retried with backoff, in stream order.
+// every partition stream this worker owns, for one group, with one XREADGROUP per round: a round
+// costs about the same for 1 entry as for 50, so P partitions read by one loop cost about 1/P of
+// P loops (bench/task-steady.ts). Each stream is added while this worker owns the partition
+// exclusively, so on adding it claims every pending entry of other consumers (dead or former
+// owners) and replays its own pending list before reading new entries. Entries are acked only
+// after the stream's handler succeeded; a failing batch stays pending and that stream is retried
+// with backoff, in stream order, while the others go on. The batches of a round are handled
+// together; one that takes longer than ROUND_WAIT_MS (a push retrying a failing connect instance)
+// finishes on its own while the other streams are read on, and its stream rejoins afterwards.
 import type { ChainableCommander, Redis } from "ioredis";
 import type { Logger } from "../shared/log.ts";
 import { entryFields } from "../shared/stream.ts";
@@ -26,18 +31,17 @@ export interface ConsumerOptions {
   redis: Redis;
   /** Dedicated connection for the blocking reads; the consumer disconnects it on stop. */
   blocking: Redis;
-  stream: string;
   group: string;
   consumer: string;
-  handler: BatchHandler;
   log: Logger;
-  /** Entries per read (default 500). */
+  /** Entries per read and stream (default 500). */
   count?: number;
-  /** XREADGROUP BLOCK in ms (default 1000): stop() returns within about this long plus the batch in flight. */
+  /** XREADGROUP BLOCK in ms (default 200): an added or removed stream waits at most this long for the read in progress. */
   blockMs?: number;
   /**
-   * After a batch smaller than count, wait this long before reading again, so a trickle is handled
-   * in fewer, larger batches (default 0). For work where latency matters little (persist).
+   * After a round whose batches were all smaller than count, wait this long before reading again,
+   * so a trickle is handled in fewer, larger batches (default 0). For work where latency matters
+   * little (persist).
    */
   lingerMs?: number;
   /** Retry backoff in ms after a failure, doubling from min to max (default 200 → 5000). */
@@ -49,35 +53,86 @@ export interface ConsumerOptions {
 
 type ReadReply = [key: Buffer, items: [id: Buffer, fields: Buffer[] | null][]][] | null;
 
+interface Owned {
+  stream: string;
+  handler: BatchHandler;
+  /** Aborted when the stream is removed or the consumer stops: handlers stop retrying. */
+  abort: AbortController;
+  /** Group created and other consumers' pending entries claimed. */
+  ready: boolean;
+  /** "0": replaying our own pending list from the start; an id: paging through it; ">": new entries. */
+  cursor: string;
+  failures: number;
+  delay: number;
+  /** Not read before this time (ms epoch): backing off after a failure. */
+  retryAt: number;
+  /** Settles when what is in progress of the stream (its part of a read, or its batch) is done. */
+  work?: Promise<void>;
+  /** Its batch in progress, if any: the stream is not read meanwhile. */
+  busy?: Promise<void>;
+}
+
+interface Batch {
+  owned: Owned;
+  ids: string[];
+  entries: StreamEntry[];
+}
+
 export class StreamConsumer {
   private readonly abort = new AbortController();
+  private readonly owned = new Map<string, Owned>();
+  /** Batches being handled. */
+  private readonly inFlight = new Set<Promise<void>>();
   private loop?: Promise<void>;
   private blockingRead = false;
-  /** Set when the blocking connection dropped or a background ack failed: see run(). */
+  /** Set when the blocking connection dropped or an ack failed: every stream replays its pending list. */
   private resync = false;
+  /** Wakes a loop that waits with nothing to read. */
+  private wake?: () => void;
   private readonly acks: AckBuffer;
   private readonly log: Logger;
 
   constructor(private readonly o: ConsumerOptions) {
-    this.log = o.log.child({ stream: o.stream, group: o.group });
+    this.log = o.log.child({ group: o.group });
     this.acks = o.acks ?? new AckBuffer(o.redis, this.log);
     o.blocking.on("close", () => {
       this.resync = true;
     });
   }
 
-  start(): void {
+  /** Starts reading stream (this worker now owns it exclusively) with its handler. */
+  add(stream: string, handler: BatchHandler): void {
+    if (this.stopped) return;
+    this.owned.set(stream, { stream, handler, abort: new AbortController(), ready: false, cursor: "0", failures: 0, delay: this.minDelay, retryAt: 0 });
+    this.wake?.();
     this.loop ??= this.run();
   }
 
   /**
-   * Stops reading and waits for the batch in flight. A blocking read in progress is cut by closing
+   * Stops reading stream and waits until no read or batch of it is in progress and its acks are
+   * on Redis; whatever it has pending stays pending, for the next owner to claim.
+   */
+  async remove(stream: string): Promise<void> {
+    const o = this.owned.get(stream);
+    if (!o) return;
+    o.abort.abort();
+    this.owned.delete(stream);
+    // Its read may hand it a batch: then wait for that too.
+    for (let w = o.work; w; w = o.work === w ? undefined : o.work) await w;
+    await this.acks.flush();
+  }
+
+  /**
+   * Stops reading and waits for the round in flight. A blocking read in progress is cut by closing
    * its connection: whatever it had delivered stays pending, for the next owner to claim.
    */
   async stop(): Promise<void> {
     this.abort.abort();
+    for (const o of this.owned.values()) o.abort.abort();
+    this.wake?.();
     if (this.blockingRead) this.o.blocking.disconnect();
     await this.loop;
+    await Promise.all(this.inFlight);
     await this.acks.flush();
     this.o.blocking.disconnect();
   }
@@ -86,126 +141,218 @@ export class StreamConsumer {
     return this.abort.signal.aborted;
   }
 
+  private get minDelay(): number {
+    return this.o.backoffMinMs ?? 200;
+  }
+
   private async run(): Promise<void> {
-    const min = this.o.backoffMinMs ?? 200;
-    const max = this.o.backoffMaxMs ?? 5000;
-    let delay = min;
-    let failures = 0;
-    let ready = false;
-    // "0": replaying our own pending list from the start; an id: paging through it; ">": new entries.
-    let cursor = "0";
     while (!this.stopped) {
-      try {
-        if (!ready) {
-          await this.setup();
-          ready = true;
-          cursor = "0";
-        }
-        const entries = await this.read(cursor);
-        if (this.stopped) break;
-        // ioredis resends a read cut by a dropped connection. The lost reply may have delivered
-        // entries to our pending list: re-read it from the start, or they would be overtaken.
-        if (this.resync) {
-          this.resync = false;
-          cursor = "0";
-          continue;
-        }
-        if (!entries) {
-          if (cursor !== ">") cursor = ">";
-          continue;
-        }
-        await this.process(entries);
-        if (cursor !== ">") cursor = entries.ids[entries.ids.length - 1];
-        else if (this.o.lingerMs && entries.ids.length < (this.o.count ?? 500)) await sleep(this.o.lingerMs, this.abort.signal);
-        if (failures) this.log.info("stream consumer recovered", { failures });
-        failures = 0;
-        delay = min;
-      } catch (err) {
-        if (this.stopped) break;
-        if (String((err as Error)?.message).includes("NOGROUP")) ready = false;
-        // The first failure of a streak at warn, the retries at debug: an outage logs once, not every 5 s.
-        if (failures++ === 0) this.log.warn("stream batch failed, retrying with backoff", { err, retryMs: delay });
-        else this.log.debug("stream batch failed again", { err: (err as Error)?.message, failures, retryMs: delay });
-        cursor = "0";
-        await sleep(delay, this.abort.signal);
-        delay = Math.min(delay * 2, max);
+      const now = Date.now();
+      const idle = [...this.owned.values()].filter((o) => !o.busy);
+      const due = idle.filter((o) => o.retryAt <= now);
+      if (!due.length) {
+        const next = Math.min(...idle.map((o) => o.retryAt));
+        await this.idle(Number.isFinite(next) ? Math.max(1, next - now) : this.o.blockMs ?? 200);
+        continue;
       }
+      // remove() waits for what is in progress of a stream: its setup and the read, then its batch.
+      const reading = new Map<Owned, () => void>();
+      for (const o of due) {
+        const { promise, resolve } = Promise.withResolvers<void>();
+        o.work = promise;
+        reading.set(o, resolve);
+      }
+      let batches: Batch[] = [];
+      try {
+        batches = await this.round(due, now);
+      } finally {
+        for (const b of batches) this.start(b);
+        for (const resolve of reading.values()) resolve();
+      }
+      // Normally every batch is done in a few ms and the next round reads all streams again; one
+      // that takes longer (a push retrying a failing connect instance) is left to finish on its
+      // own, and the other streams go on without it.
+      if (batches.length) await settledWithin(Promise.all(batches.map((b) => b.owned.busy)), ROUND_WAIT_MS);
+      const full = batches.some((b) => b.ids.length >= (this.o.count ?? 500));
+      if (this.o.lingerMs && !full) await sleep(this.o.lingerMs, this.abort.signal);
     }
+  }
+
+  /** Setup where needed, then one read of the due streams; the batches to handle. */
+  private async round(due: Owned[], now: number): Promise<Batch[]> {
+    for (const o of due) if (!o.ready && this.owned.has(o.stream)) await this.setup(o);
+    const ready = due.filter((o) => o.ready && this.owned.has(o.stream));
+    if (!ready.length) return [];
+    let batches: Batch[];
+    try {
+      batches = await this.read(ready, now);
+    } catch (err) {
+      if (this.stopped) return [];
+      if (String((err as Error)?.message).includes("NOGROUP")) for (const o of ready) o.ready = false;
+      for (const o of ready) this.failed(o, err);
+      return [];
+    }
+    if (this.stopped) return [];
+    // ioredis resends a read cut by a dropped connection. The lost reply may have delivered
+    // entries to our pending lists: re-read them from the start, or they would be overtaken.
+    if (this.resync) {
+      this.resync = false;
+      for (const o of this.owned.values()) o.cursor = "0";
+      return [];
+    }
+    return batches;
+  }
+
+  /** Handles a batch in the background; the stream is not read again until it is done. */
+  private start(b: Batch): void {
+    const o = b.owned;
+    const work = this.handle(b).finally(() => {
+      o.busy = undefined;
+      this.inFlight.delete(work);
+      this.wake?.();
+    });
+    o.busy = work;
+    o.work = work;
+    this.inFlight.add(work);
+  }
+
+  /**
+   * Runs the stream's handler on the batch and acks it: through the ack buffer, or with the
+   * handler's hook in one transaction. A failure backs the stream off.
+   */
+  private async handle(b: Batch): Promise<void> {
+    const o = b.owned;
+    try {
+      const hook = b.entries.length ? await o.handler(b.entries, o.abort.signal) : undefined;
+      if (hook) {
+        const tx = this.o.redis.multi();
+        hook(tx);
+        tx.xack(o.stream, this.o.group, ...b.ids);
+        const res = await tx.exec();
+        const err = res?.find(([e]) => e)?.[0];
+        if (!res || err) throw err ?? new Error("ack transaction aborted");
+      } else {
+        this.acks.add(o.stream, this.o.group, b.ids, () => {
+          this.log.warn("ack failed, replaying the pending lists");
+          this.resync = true;
+        });
+      }
+      this.succeeded(b);
+    } catch (err) {
+      this.failed(o, err);
+    }
+  }
+
+  /** Waits up to ms, or until a stream is added or removed, or the consumer stops. */
+  private async idle(ms: number): Promise<void> {
+    await new Promise<void>((res) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        res();
+      }
+      this.wake = done;
+    });
+    this.wake = undefined;
   }
 
   /** Creates the group if missing and takes over every pending entry of other consumers. */
-  private async setup(): Promise<void> {
-    const { redis, stream, group, consumer } = this.o;
+  private async setup(o: Owned): Promise<void> {
+    const { redis, group, consumer } = this.o;
+    const { stream } = o;
     try {
-      await redis.xgroup("CREATE", stream, group, "0", "MKSTREAM");
+      try {
+        await redis.xgroup("CREATE", stream, group, "0", "MKSTREAM");
+      } catch (err) {
+        if (!String((err as Error)?.message).includes("BUSYGROUP")) throw err;
+      }
+      // Safe with min-idle 0 only because this worker owns the partition exclusively.
+      let start = "0-0";
+      let claimed = 0;
+      do {
+        const reply = (await redis.xautoclaim(stream, group, consumer, 0, start, "COUNT", 1000, "JUSTID")) as [string, string[]];
+        start = reply[0];
+        claimed += reply[1].length;
+      } while (start !== "0-0" && !o.abort.signal.aborted);
+      if (claimed) this.log.info("claimed pending entries", { stream, claimed });
+      // Every former owner left a consumer name in the group; drop those with nothing pending.
+      const consumers = (await redis.xinfo("CONSUMERS", stream, group)) as unknown[][];
+      for (const c of consumers) {
+        const name = String(c[c.indexOf("name") + 1]);
+        if (name !== consumer && Number(c[c.indexOf("pending") + 1]) === 0) await redis.xgroup("DELCONSUMER", stream, group, name);
+      }
+      o.ready = true;
+      o.cursor = "0";
     } catch (err) {
-      if (!String((err as Error)?.message).includes("BUSYGROUP")) throw err;
-    }
-    // Safe with min-idle 0 only because this worker owns the partition exclusively.
-    let start = "0-0";
-    let claimed = 0;
-    do {
-      const reply = (await redis.xautoclaim(stream, group, consumer, 0, start, "COUNT", 1000, "JUSTID")) as [string, string[]];
-      start = reply[0];
-      claimed += reply[1].length;
-    } while (start !== "0-0" && !this.stopped);
-    if (claimed) this.log.info("claimed pending entries", { claimed });
-    // Every former owner left a consumer name in the group; drop those with nothing pending.
-    const consumers = (await redis.xinfo("CONSUMERS", stream, group)) as unknown[][];
-    for (const c of consumers) {
-      const name = String(c[c.indexOf("name") + 1]);
-      if (name !== consumer && Number(c[c.indexOf("pending") + 1]) === 0) await redis.xgroup("DELCONSUMER", stream, group, name);
+      this.failed(o, err);
     }
   }
 
-  private async read(cursor: string): Promise<{ ids: string[]; entries: StreamEntry[] } | null> {
-    const { blocking, stream, group, consumer } = this.o;
+  /**
+   * One XREADGROUP: the streams replaying their pending lists at their cursors (no blocking), or
+   * else every stream's new entries, blocking up to blockMs (less if a backoff ends sooner).
+   */
+  private async read(ready: Owned[], now: number): Promise<Batch[]> {
+    const { blocking, group, consumer } = this.o;
     const count = this.o.count ?? 500;
+    const replaying = ready.filter((o) => o.cursor !== ">");
     let reply: ReadReply;
-    if (cursor === ">") {
+    if (replaying.length) {
+      // A replay must not see entries whose ack is still on its way.
+      await this.acks.flush();
+      const args = [...replaying.map((o) => o.stream), ...replaying.map((o) => o.cursor)];
+      reply = (await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "STREAMS", ...args)) as ReadReply;
+      // A stream whose pending list is exhausted reads new entries from now on.
+      const got = new Set((reply ?? []).filter(([, items]) => items.length).map(([key]) => key.toString()));
+      for (const o of replaying) if (!got.has(o.stream)) o.cursor = ">";
+    } else {
+      const backingOff = [...this.owned.values()].filter((o) => o.retryAt > now).map((o) => o.retryAt - now);
+      const block = Math.max(1, Math.min(this.o.blockMs ?? 200, ...backingOff));
+      const args = [...ready.map((o) => o.stream), ...ready.map(() => ">")];
       this.blockingRead = true;
       try {
-        reply = (await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "BLOCK", this.o.blockMs ?? 1000, "STREAMS", stream, ">")) as ReadReply;
+        reply = (await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "BLOCK", block, "STREAMS", ...args)) as ReadReply;
       } finally {
         this.blockingRead = false;
       }
-    } else {
-      // A replay must not see entries whose ack is still on its way.
-      await this.acks.flush();
-      reply = (await blocking.xreadgroupBuffer("GROUP", group, consumer, "COUNT", count, "STREAMS", stream, cursor)) as ReadReply;
     }
-    const items = reply?.[0]?.[1];
-    if (!items?.length) return null;
-    const ids: string[] = [];
-    const entries: StreamEntry[] = [];
-    for (const [rawId, fields] of items) {
-      const id = rawId.toString();
-      ids.push(id);
-      // Null fields: the entry was trimmed while pending. Nothing to do but ack it.
-      if (!fields) continue;
-      const { d, n } = entryFields(fields);
-      if (d) entries.push({ id, d, n });
-      else this.log.warn("dropping stream entry without field d", { id });
+    const batches: Batch[] = [];
+    for (const [key, items] of reply ?? []) {
+      const owned = this.owned.get(key.toString());
+      if (!owned || !items.length) continue;
+      const ids: string[] = [];
+      const entries: StreamEntry[] = [];
+      for (const [rawId, fields] of items) {
+        const id = rawId.toString();
+        ids.push(id);
+        // Null fields: the entry was trimmed while pending. Nothing to do but ack it.
+        if (!fields) continue;
+        const { d, n } = entryFields(fields);
+        if (d) entries.push({ id, d, n });
+        else this.log.warn("dropping stream entry without field d", { stream: owned.stream, id });
+      }
+      batches.push({ owned, ids, entries });
     }
-    return { ids, entries };
+    return batches;
   }
 
-  private async process(batch: { ids: string[]; entries: StreamEntry[] }): Promise<void> {
-    const hook = batch.entries.length ? await this.o.handler(batch.entries, this.abort.signal) : undefined;
-    if (!hook) {
-      this.acks.add(this.o.stream, this.o.group, batch.ids, () => {
-        this.log.warn("ack failed, replaying the pending list");
-        this.resync = true;
-      });
-      return;
-    }
-    const tx = this.o.redis.multi();
-    hook(tx);
-    tx.xack(this.o.stream, this.o.group, ...batch.ids);
-    const res = await tx.exec();
-    const failed = res?.find(([e]) => e);
-    if (!res || failed) throw failed?.[0] ?? new Error("ack transaction aborted");
-    this.log.debug("batch acked", { entries: batch.ids.length, first: batch.ids[0] });
+  private succeeded(b: Batch): void {
+    const o = b.owned;
+    if (o.cursor !== ">") o.cursor = b.ids[b.ids.length - 1];
+    if (o.failures) this.log.info("stream consumer recovered", { stream: o.stream, failures: o.failures });
+    o.failures = 0;
+    o.delay = this.minDelay;
+  }
+
+  /** Leaves the stream's batch pending: replayed from the start of its pending list after a backoff. */
+  private failed(o: Owned, err: unknown): void {
+    if (this.stopped || o.abort.signal.aborted) return;
+    // The first failure of a streak at warn, the retries at debug: an outage logs once, not every 5 s.
+    if (o.failures++ === 0) this.log.warn("stream batch failed, retrying with backoff", { stream: o.stream, err, retryMs: o.delay });
+    else this.log.debug("stream batch failed again", { stream: o.stream, err: (err as Error)?.message, failures: o.failures, retryMs: o.delay });
+    o.cursor = "0";
+    o.retryAt = Date.now() + o.delay;
+    o.delay = Math.min(o.delay * 2, this.o.backoffMaxMs ?? 5000);
   }
 }
 
@@ -261,6 +408,16 @@ export class AckBuffer {
     );
     return this.sent;
   }
+}
+
+/** How long a round waits for its slowest batch before reading the other streams again. */
+const ROUND_WAIT_MS = 100;
+
+/** Resolves when p settles or after ms, whichever is first (the timer is cleared either way). */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  let t: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([p.then(() => undefined, () => undefined), new Promise<void>((res) => (t = setTimeout(res, ms)))]);
+  clearTimeout(t);
 }
 
 /** Orders stream ids ("ms-seq"): negative, zero or positive like a comparator. */

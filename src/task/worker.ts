@@ -1,7 +1,7 @@
-// A task worker: owns a share of the stream partitions (see ownership.ts) and runs, per owned
-// partition, a "push" consumer (deliver to connect instances) and a "persist" consumer (write to
-// MySQL), and trims the stream below what both groups have acked. Everything is passed in, so
-// several workers can run in one process.
+// A task worker: owns a share of the stream partitions (see ownership.ts) and reads all of them
+// with one "push" consumer (deliver to connect instances) and one "persist" consumer (write to
+// MySQL), each with a handler per partition, and trims the streams below what both groups have
+// acked. Everything is passed in, so several workers can run in one process.
 import { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import type { Config } from "../shared/config.ts";
@@ -41,10 +41,6 @@ export interface TaskWorkerOptions {
   blockMs?: number;
 }
 
-interface Running {
-  consumers: StreamConsumer[];
-}
-
 export class TaskWorker {
   readonly registry: Registry;
   readonly metrics: TaskMetrics;
@@ -56,7 +52,9 @@ export class TaskWorker {
   private acks?: AckBuffer;
   private senders?: ConnectSenders;
   private ownership?: PartitionOwnership;
-  private readonly running = new Map<number, Running>();
+  /** Owned partitions being read. */
+  private readonly running = new Set<number>();
+  private consumers?: { push: StreamConsumer; persist: StreamConsumer };
   private trimTimer?: ReturnType<typeof setInterval>;
   private trimming = false;
   private started = false;
@@ -93,6 +91,9 @@ export class TaskWorker {
     const { discovery, instanceId, config } = this.o;
     this.redis = this.connect();
     this.acks = new AckBuffer(this.redis, this.log);
+    // Persist lingers: one multi-row insert per partition per PERSIST_LINGER_MS instead of one per
+    // trickling entry. History meanwhile reads the pending set, so nothing is invisible for that long.
+    this.consumers = { push: this.consumer(PUSH_GROUP), persist: this.consumer(PERSIST_GROUP, PERSIST_LINGER_MS) };
     this.senders = new ConnectSenders({
       discovery,
       log: this.log.child({ component: "senders" }),
@@ -118,6 +119,7 @@ export class TaskWorker {
     this.stopping ??= (async () => {
       clearInterval(this.trimTimer);
       await this.ownership?.stop();
+      await Promise.all([this.consumers?.push.stop(), this.consumers?.persist.stop()]);
       await this.senders?.close();
       await this.redis?.quit().catch(() => this.redis?.disconnect());
       this.log.info("task worker stopped");
@@ -127,47 +129,36 @@ export class TaskWorker {
 
   private startPartition(p: number): void {
     const stream = this.keys.stream(p);
-    const redis = this.redis!;
-    const consumer = (group: string, handler: BatchHandler, lingerMs = 0) => {
-      const blocking = this.connect();
-      const wrapped: BatchHandler = async (entries, signal) => {
-        try {
-          return await handler(entries, signal);
-        } catch (err) {
-          this.metrics.batchFailures.inc({ group });
-          throw err;
-        }
-      };
-      return new StreamConsumer({
-        redis,
-        blocking,
-        stream,
-        group,
-        consumer: this.o.instanceId,
-        handler: wrapped,
-        log: this.log.child({ partition: p }),
-        blockMs: this.o.blockMs,
-        acks: this.acks,
-        lingerMs,
-      });
-    };
     const common = { keys: this.keys, metrics: this.metrics };
-    const push = new PushHandler({ ...common, redis, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
+    const push = new PushHandler({ ...common, redis: this.redis!, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
     const persist = new PersistHandler({ ...common, pool: poolOf(this.o.db), log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
-    // Persist lingers: one multi-row insert per PERSIST_LINGER_MS instead of one per trickling
-    // entry. History meanwhile reads the pending set, so nothing is invisible for that long.
-    const consumers = [consumer(PUSH_GROUP, push.handle), consumer(PERSIST_GROUP, persist.handle, PERSIST_LINGER_MS)];
-    for (const c of consumers) c.start();
-    this.running.set(p, { consumers });
+    this.consumers!.push.add(stream, this.counted(PUSH_GROUP, push.handle));
+    this.consumers!.persist.add(stream, this.counted(PERSIST_GROUP, persist.handle));
+    this.running.add(p);
     this.metrics.ownedPartitions.set(this.running.size);
   }
 
   private async stopPartition(p: number): Promise<void> {
-    const r = this.running.get(p);
-    if (!r) return;
-    this.running.delete(p);
+    if (!this.running.delete(p)) return;
     this.metrics.ownedPartitions.set(this.running.size);
-    await Promise.all(r.consumers.map((c) => c.stop()));
+    const stream = this.keys.stream(p);
+    await Promise.all([this.consumers!.push.remove(stream), this.consumers!.persist.remove(stream)]);
+  }
+
+  /** The group's consumer over every owned partition, on a blocking connection of its own. */
+  private consumer(group: string, lingerMs = 0): StreamConsumer {
+    return new StreamConsumer({ redis: this.redis!, blocking: this.connect(), group, consumer: this.o.instanceId, log: this.log, blockMs: this.o.blockMs, lingerMs, acks: this.acks });
+  }
+
+  private counted(group: string, handler: BatchHandler): BatchHandler {
+    return async (entries, signal) => {
+      try {
+        return await handler(entries, signal);
+      } catch (err) {
+        this.metrics.batchFailures.inc({ group });
+        throw err;
+      }
+    };
   }
 
   private async trim(): Promise<void> {
@@ -181,7 +172,7 @@ export class TaskWorker {
   }
 
   private async trimOwned(): Promise<void> {
-    for (const p of this.running.keys()) {
+    for (const p of this.running) {
       const stream = this.keys.stream(p);
       try {
         const removed = await trimStream(this.redis!, stream, GROUPS);
