@@ -30,8 +30,8 @@ const { values: o } = parseArgs({
     target: { type: "string", default: "both" },
     "p99-ms": { type: "string", default: "50" },
     api: { type: "string", default: "1" },
-    logic: { type: "string", default: "2" },
-    task: { type: "string", default: "2" },
+    logic: { type: "string", default: "1" },
+    task: { type: "string", default: "1" },
     connect: { type: "string", default: "2" },
     "base-port": { type: "string" },
     /** extra IM_* settings for the cluster's roles, e.g. --im IM_STREAM_PARTITIONS=2 (repeatable) */
