@@ -37,7 +37,7 @@ export interface TaskWorkerOptions {
   registry?: Registry;
   /** How often owned streams are trimmed, in ms (default 5000). */
   trimIntervalMs?: number;
-  /** XREADGROUP BLOCK in ms (default 1000). */
+  /** XREADGROUP BLOCK in ms (default 200: how long an added or removed partition may wait for the read in progress). */
   blockMs?: number;
 }
 
