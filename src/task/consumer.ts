@@ -74,6 +74,8 @@ interface Owned {
 
 interface Batch {
   owned: Owned;
+  /** The cursor the batch was read at: "0" or an id when replaying, ">" for new entries. */
+  cursor: string;
   ids: string[];
   entries: StreamEntry[];
 }
@@ -331,14 +333,16 @@ export class StreamConsumer {
         if (d) entries.push({ id, d, n });
         else this.log.warn("dropping stream entry without field d", { stream: owned.stream, id });
       }
-      batches.push({ owned, ids, entries });
+      batches.push({ owned, cursor: owned.cursor, ids, entries });
     }
     return batches;
   }
 
   private succeeded(b: Batch): void {
     const o = b.owned;
-    if (o.cursor !== ">") o.cursor = b.ids[b.ids.length - 1];
+    // A replay pages on from the batch, unless a resync sent the stream back to "0" meanwhile
+    // (the batch may have been in flight when an ack failed or the connection dropped).
+    if (o.cursor !== ">" && o.cursor === b.cursor) o.cursor = b.ids[b.ids.length - 1];
     if (o.failures) this.log.info("stream consumer recovered", { stream: o.stream, failures: o.failures });
     o.failures = 0;
     o.delay = this.minDelay;
