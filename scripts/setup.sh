@@ -1,6 +1,8 @@
 #!/bin/sh
-# Installs what `npm start` and `npm test` need, only what is missing: Bun, redis-server,
-# MariaDB and etcd (Debian/Ubuntu packages, as root), then node_modules from bun.lock.
+# Installs what `npm start` and `npm test` need, only what is missing: Bun, then the Debian/Ubuntu
+# packages (as root) redis-server, redis-sentinel, MariaDB, etcd, and for the tests nginx,
+# Prometheus (promtool), docker-compose (the parser only) and Chromium (driven by
+# playwright-core; no browser is ever downloaded), then node_modules from bun.lock.
 # Idempotent and quiet when everything is there; every message goes to stderr.
 set -eu
 cd "$(dirname "$0")/.."
@@ -33,6 +35,11 @@ have_daemon redis-server || missing="$missing redis-server"
 { have_daemon mariadbd || have_daemon mysqld; } && { have mariadb-install-db || have mysql_install_db; } ||
   missing="$missing mariadb-server"
 have_daemon etcd || missing="$missing etcd-server etcd-client"
+have_daemon redis-sentinel || missing="$missing redis-sentinel"
+have_daemon nginx || missing="$missing nginx"
+{ have prometheus && have promtool; } || missing="$missing prometheus"
+have docker-compose || missing="$missing docker-compose"
+{ have chromium || have chromium-browser; } || missing="$missing chromium"
 
 if [ -n "$missing" ]; then
   if have apt-get && [ "$(id -u)" = 0 ]; then
@@ -49,10 +56,12 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086 # word splitting of the package list is intended
     quiet apt-get install -y --no-install-recommends $missing || die "apt-get install$missing failed"
   else
-    die "missing:$missing. Install them (Debian/Ubuntu: apt-get install redis-server mariadb-server etcd-server etcd-client; macOS: brew install redis mariadb etcd), run this script as root on Debian/Ubuntu to install them, or run the stack in containers: docker compose up --build"
+    die "missing:$missing. Install them (Debian/Ubuntu: apt-get install redis-server redis-sentinel mariadb-server etcd-server etcd-client nginx prometheus docker-compose chromium; macOS: brew install redis mariadb etcd nginx prometheus), run this script as root on Debian/Ubuntu to install them, or run the stack in containers: docker compose up --build"
   fi
-  have_daemon redis-server && { have_daemon mariadbd || have_daemon mysqld; } && have_daemon etcd ||
-    die "still missing after install: redis-server, mariadbd or etcd"
+  have_daemon redis-server && { have_daemon mariadbd || have_daemon mysqld; } && have_daemon etcd &&
+    have_daemon redis-sentinel && have_daemon nginx && have promtool && have docker-compose &&
+    { have chromium || have chromium-browser; } ||
+    die "still missing after install: one of redis-server, redis-sentinel, mariadbd, etcd, nginx, promtool, docker-compose, chromium"
 fi
 
 # --- node_modules ---
