@@ -255,12 +255,12 @@ describe("malformed frames", () => {
 });
 
 describe("frame size", () => {
-  /** A ping frame of exactly n bytes of UTF-8, padded in its ref with `pad` characters. */
+  /** A ping frame of exactly n bytes of UTF-8, padded in an extra field with `pad` characters (a ref is at most 64 characters). */
   function pingOf(n: number, pad: string): string {
-    const base = JSON.stringify({ op: "ping", ref: "" });
+    const base = JSON.stringify({ op: "ping", pad: "" });
     const padBytes = n - Buffer.byteLength(base);
     const unit = Buffer.byteLength(pad);
-    const s = JSON.stringify({ op: "ping", ref: pad.repeat(Math.floor(padBytes / unit)) + "x".repeat(padBytes % unit) });
+    const s = JSON.stringify({ op: "ping", pad: pad.repeat(Math.floor(padBytes / unit)) + "x".repeat(padBytes % unit) });
     expect(Buffer.byteLength(s)).toBe(n);
     return s;
   }
@@ -278,9 +278,9 @@ describe("frame size", () => {
   test("binary frames are measured in bytes too", async () => {
     const { ws } = await newUser("msgpack");
     const frame = (n: number) => {
-      const base = pack({ op: "ping", ref: new Uint8Array(0) }).byteLength;
+      const base = pack({ op: "ping", pad: new Uint8Array(0) }).byteLength;
       // bin 16 header: 2 more length bytes than the empty bin 8.
-      return pack({ op: "ping", ref: new Uint8Array(n - base - 1) });
+      return pack({ op: "ping", pad: new Uint8Array(n - base - 1) });
     };
     expect(frame(LIMITS.maxFrameBytes).byteLength).toBe(LIMITS.maxFrameBytes);
     ws.raw(frame(LIMITS.maxFrameBytes));

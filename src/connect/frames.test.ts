@@ -46,6 +46,19 @@ test("refOf: the ref of an object frame, null counting as none", () => {
   expect(refOf("x")).toBeUndefined();
 });
 
+test("refOf (v1.1): a string of at most 64 characters or a safe integer; anything else is false (no echo)", () => {
+  expect(refOf({ ref: "x".repeat(64) })).toBe("x".repeat(64));
+  expect(refOf({ ref: -(2 ** 53 - 1) })).toBe(-(2 ** 53 - 1));
+  for (const ref of ["x".repeat(65), "a\ud800", 2 ** 53, 1.5, NaN, true, [], {}, new Uint8Array(1), 1n]) expect(refOf({ ref })).toBe(false);
+});
+
+test("strings with a lone surrogate are BAD_REQUEST", () => {
+  expect(parseClientFrame({ op: "send", room: "r", body: "A\ud800B" })).toBeString();
+  expect(parseClientFrame({ op: "send", room: "r", body: "ok", clientMsgId: "\udc00" })).toBeString();
+  expect(parseClientFrame({ op: "sync", conv: "room:\ud800", afterSeq: 0 })).toBeString();
+  expect(parseClientFrame({ op: "send", room: "r", body: "😀" })).toBeObject();
+});
+
 test("syncLimit defaults to 100 and clamps to 500", () => {
   expect(syncLimit(undefined)).toBe(LIMITS.syncDefaultLimit);
   expect(syncLimit(7)).toBe(7);

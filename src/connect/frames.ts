@@ -4,17 +4,21 @@
 import { pack } from "../shared/codec.ts";
 import type { WireError } from "../shared/errors.ts";
 import { CLIENT_OPS, LIMITS, ROOM_ID_RE, type Message, type PresenceEvent } from "../shared/protocol.ts";
+import { illFormedMessage, isWellFormed } from "../shared/text.ts";
 import type { SendAck } from "../../proto/logic.ts";
 
 export type Format = "json" | "msgpack";
 /** An encoded frame: a string goes out as a text frame, bytes as a binary frame. */
 export type Wire = string | Uint8Array;
 
+/** A `ref` that may be echoed (CONTRACT.md v1.1): a string of at most 64 characters or a safe integer. */
+export type Ref = string | number;
+
 export type ClientFrame =
-  | { op: "join" | "leave"; room: string; ref?: unknown }
-  | { op: "send"; room?: string | null; toUserId?: number | null; body: string; clientMsgId?: string | null; ref?: unknown }
-  | { op: "sync"; conv: string; afterSeq: number; limit?: number | null; ref?: unknown }
-  | { op: "ping"; ref?: unknown };
+  | { op: "join" | "leave"; room: string }
+  | { op: "send"; room?: string | null; toUserId?: number | null; body: string; clientMsgId?: string | null }
+  | { op: "sync"; conv: string; afterSeq: number; limit?: number | null }
+  | { op: "ping" };
 
 // Optional fields may be absent or null (msgpack clients often send nil for "not set"); the
 // types say so, so handlers test them with typeof.
@@ -23,6 +27,7 @@ const isRoom = (v: unknown): v is string => typeof v === "string" && ROOM_ID_RE.
 const isInt = (v: unknown, min: number): v is number => Number.isSafeInteger(v) && (v as number) >= min;
 
 const ROOM_RULE = "room must be 1-64 characters of [A-Za-z0-9_-]";
+const MAX_REF_CHARS = 64;
 
 /** The frame itself (narrowed) if it is well-formed, else the reason it is not. */
 export function parseClientFrame(v: unknown): ClientFrame | string {
@@ -38,11 +43,14 @@ export function parseClientFrame(v: unknown): ClientFrame | string {
       if (toRoom && !isRoom(f.room)) return ROOM_RULE;
       if (!toRoom && !isInt(f.toUserId, 1)) return "toUserId must be a positive integer";
       if (typeof f.body !== "string") return "body must be a string";
+      if (!isWellFormed(f.body)) return illFormedMessage("body");
       if (!absent(f.clientMsgId) && typeof f.clientMsgId !== "string") return "clientMsgId must be a string";
+      if (typeof f.clientMsgId === "string" && !isWellFormed(f.clientMsgId)) return illFormedMessage("clientMsgId");
       return f as ClientFrame;
     }
     case "sync":
       if (typeof f.conv !== "string") return "conv must be a string";
+      if (!isWellFormed(f.conv)) return illFormedMessage("conv");
       if (!isInt(f.afterSeq, 0)) return "afterSeq must be an integer >= 0";
       if (!absent(f.limit) && !isInt(f.limit, 1)) return "limit must be an integer >= 1";
       return f as ClientFrame;
@@ -53,10 +61,21 @@ export function parseClientFrame(v: unknown): ClientFrame | string {
   }
 }
 
-/** The ref of a decoded frame, if it had one, so even error replies to bad frames can echo it. */
-export function refOf(v: unknown): unknown {
-  return typeof v === "object" && v !== null ? (v as { ref?: unknown }).ref ?? undefined : undefined;
+/**
+ * The ref of a decoded frame, so even error replies to bad frames can echo it: undefined if the
+ * frame has none (or null), the ref if it is a valid Unicode string of at most 64 characters or a
+ * safe integer, and `false` for any other ref — the frame is then BAD_REQUEST, answered without
+ * an echo (CONTRACT.md v1.1), so nothing a client sends is ever encoded back unless it is plain.
+ */
+export function refOf(v: unknown): Ref | undefined | false {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return undefined;
+  const ref = (v as { ref?: unknown }).ref;
+  if (ref === undefined || ref === null) return undefined;
+  if (typeof ref === "string") return ref.length <= MAX_REF_CHARS && isWellFormed(ref) ? ref : false;
+  return Number.isSafeInteger(ref) ? (ref as number) : false;
 }
+
+export const REF_RULE = `ref must be a string of at most ${MAX_REF_CHARS} characters or an integer within ±(2^53-1)`;
 
 export const syncLimit = (limit: number | null | undefined) => Math.min(limit ?? LIMITS.syncDefaultLimit, LIMITS.syncMaxLimit);
 
@@ -65,26 +84,27 @@ export function textBytes(s: string): number {
   return s.length * 3 <= LIMITS.maxFrameBytes || s.length > LIMITS.maxFrameBytes ? s.length : Buffer.byteLength(s, "utf8");
 }
 
+/** Encodes a server frame; throws if the frame cannot be encoded (see Outbox, which answers INTERNAL instead). */
 export const encode = (format: Format, frame: object): Wire => (format === "json" ? JSON.stringify(frame) : pack(frame));
 
 type Frame = Record<string, unknown>;
 
 // Reply frames are built key by key: msgpack would encode an undefined ref as an extension
 // value other clients cannot read, so an absent ref must be left out, not set to undefined.
-function reply(op: string, ref: unknown): Frame {
+function reply(op: string, ref: Ref | undefined): Frame {
   const f: Frame = { op };
   if (ref !== undefined) f.ref = ref;
   return f;
 }
 
-export function errorFrame(ref: unknown, e: WireError): Frame {
+export function errorFrame(ref: Ref | undefined, e: WireError): Frame {
   const f = reply("error", ref);
   f.code = e.code;
   f.message = e.message;
   return f;
 }
 
-export function joinedFrame(ref: unknown, room: string, conv: string, onlineCount: number, lastSeq: number): Frame {
+export function joinedFrame(ref: Ref | undefined, room: string, conv: string, onlineCount: number, lastSeq: number): Frame {
   const f = reply("joined", ref);
   f.room = room;
   f.conv = conv;
@@ -93,13 +113,13 @@ export function joinedFrame(ref: unknown, room: string, conv: string, onlineCoun
   return f;
 }
 
-export function leftFrame(ref: unknown, room: string): Frame {
+export function leftFrame(ref: Ref | undefined, room: string): Frame {
   const f = reply("left", ref);
   f.room = room;
   return f;
 }
 
-export function ackFrame(ref: unknown, a: SendAck): Frame {
+export function ackFrame(ref: Ref | undefined, a: SendAck): Frame {
   const f = reply("ack", ref);
   f.id = a.id;
   f.conv = a.conv;
@@ -108,7 +128,7 @@ export function ackFrame(ref: unknown, a: SendAck): Frame {
   return f;
 }
 
-export function syncedFrame(ref: unknown, conv: string, lastSeq: number, hasMore: boolean): Frame {
+export function syncedFrame(ref: Ref | undefined, conv: string, lastSeq: number, hasMore: boolean): Frame {
   const f = reply("synced", ref);
   f.conv = conv;
   f.lastSeq = lastSeq;
@@ -116,7 +136,7 @@ export function syncedFrame(ref: unknown, conv: string, lastSeq: number, hasMore
   return f;
 }
 
-export function pongFrame(ref: unknown, ts: number): Frame {
+export function pongFrame(ref: Ref | undefined, ts: number): Frame {
   const f = reply("pong", ref);
   f.ts = ts;
   return f;

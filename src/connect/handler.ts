@@ -1,9 +1,9 @@
 // What happens on a socket: open and close (presence ops), and every client frame (join, leave,
 // send, sync, ping). Frames are decoded and dispatched synchronously, so sends enter their lane
 // in the order they arrived; join and leave are chained per connection.
-import { unpack } from "../shared/codec.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
+import { decodeJson, decodeMsgpack, WireDecodeError } from "../shared/wire-codec.ts";
 import { CLOSE, LIMITS, roomConv } from "../shared/protocol.ts";
 import type { JoinInfo, PresenceOp, SendReq } from "../../proto/logic.ts";
 import { SlidingWindow, type Conn, type Socket } from "./conn.ts";
@@ -15,10 +15,12 @@ import {
   parseClientFrame,
   pongFrame,
   refOf,
+  REF_RULE,
   syncLimit,
   syncedFrame,
   textBytes,
   type ClientFrame,
+  type Ref,
 } from "./frames.ts";
 import type { Hub } from "./hub.ts";
 import type { ConnectMetrics } from "./metrics.ts";
@@ -84,11 +86,14 @@ export class FrameHandler {
     if (size > LIMITS.maxFrameBytes) return this.out.close(ws, CLOSE.FRAME_TOO_LARGE, "frame too large");
     let v: unknown;
     try {
-      v = typeof raw === "string" ? JSON.parse(raw) : unpack(raw);
-    } catch {
-      return this.malformed(ws, undefined, "frame is neither JSON text nor MessagePack binary", now);
+      v = typeof raw === "string" ? decodeJson(raw) : decodeMsgpack(raw);
+    } catch (e) {
+      // Only our own decoder's messages go back to the client; anything else is a generic reason.
+      const why = e instanceof WireDecodeError ? e.message : "frame is neither JSON text nor MessagePack binary";
+      return this.malformed(ws, undefined, why, now);
     }
     const ref = refOf(v);
+    if (ref === false) return this.malformed(ws, undefined, REF_RULE, now);
     const f = parseClientFrame(v);
     if (typeof f === "string") return this.malformed(ws, ref, f, now);
     if (f.op === "ping") return this.out.send(ws, pongFrame(ref, now));
@@ -97,26 +102,26 @@ export class FrameHandler {
     const done = () => void c.inFlight--;
     switch (f.op) {
       case "send":
-        return void this.send(ws, f, ref).finally(done);
+        return void this.settle(this.send(ws, f, ref), "send").finally(done);
       case "sync":
-        return void this.sync(ws, f, ref).finally(done);
+        return void this.settle(this.sync(ws, f, ref), "sync").finally(done);
       case "join":
-        c.ctl = c.ctl.then(() => this.join(ws, f.room, ref)).finally(done);
+        c.ctl = c.ctl.then(() => this.settle(this.join(ws, f.room, ref), "join")).finally(done);
         return;
       case "leave":
-        c.ctl = c.ctl.then(() => this.leave(ws, f.room, ref)).finally(done);
+        c.ctl = c.ctl.then(() => this.settle(this.leave(ws, f.room, ref), "leave")).finally(done);
         return;
     }
   }
 
-  private malformed(ws: Socket, ref: unknown, why: string, now: number): void {
+  private malformed(ws: Socket, ref: Ref | undefined, why: string, now: number): void {
     const c = ws.data;
     c.malformed ??= new SlidingWindow(LIMITS.malformedPerWindow, LIMITS.malformedWindowMs);
     if (c.malformed.hit(now)) return this.out.close(ws, CLOSE.MALFORMED, "too many malformed frames");
     this.out.error(ws, ref, badRequest(why));
   }
 
-  private async send(ws: Socket, f: SendFrame, ref: unknown): Promise<void> {
+  private async send(ws: Socket, f: SendFrame, ref: Ref | undefined): Promise<void> {
     const c = ws.data;
     const item: SendReq = { from: c.user, body: f.body, retryKey: `${this.inst}:${c.no}:${++c.sendNo}` };
     if (typeof f.room === "string") item.room = f.room;
@@ -133,7 +138,7 @@ export class FrameHandler {
   }
 
   /** Answers RATE_LIMITED, or closes with 4429 once the connection got too many in the window. */
-  private rateLimited(ws: Socket, ref: unknown, err: AppError, held = false): void {
+  private rateLimited(ws: Socket, ref: Ref | undefined, err: AppError, held = false): void {
     if (this.abusive(ws.data)) return this.out.close(ws, CLOSE.ABUSE, "rate limit abuse");
     this.out.error(ws, ref, err, held);
   }
@@ -145,7 +150,7 @@ export class FrameHandler {
     return c.rateLimited.hit(Date.now());
   }
 
-  private async sync(ws: Socket, f: SyncFrame, ref: unknown): Promise<void> {
+  private async sync(ws: Socket, f: SyncFrame, ref: Ref | undefined): Promise<void> {
     const c = ws.data;
     try {
       const res = await this.up.logic.history(
@@ -165,7 +170,7 @@ export class FrameHandler {
     }
   }
 
-  private async join(ws: Socket, room: string, ref: unknown): Promise<void> {
+  private async join(ws: Socket, room: string, ref: Ref | undefined): Promise<void> {
     const c = ws.data;
     if (c.closed) return;
     try {
@@ -190,12 +195,12 @@ export class FrameHandler {
   }
 
   /** A second join of a room: the current state, without counting the connection twice. */
-  private async rejoined(room: string, ref: unknown): Promise<object> {
+  private async rejoined(room: string, ref: Ref | undefined): Promise<object> {
     const info = await this.up.logic.roomInfo({ room }, { retries: 1 });
     return joinedFrame(ref, room, roomConv(room), info.onlineCount, info.lastSeq);
   }
 
-  private async leave(ws: Socket, room: string, ref: unknown): Promise<void> {
+  private async leave(ws: Socket, room: string, ref: Ref | undefined): Promise<void> {
     const c = ws.data;
     if (c.closed) return;
     if (c.rooms.delete(room)) {
@@ -212,6 +217,15 @@ export class FrameHandler {
     } catch (e) {
       this.d.log.warn("presence op failed", { k: op.k, userId: op.user.userId, err: e });
     }
+  }
+
+  /**
+   * The request's promise, never rejecting: each op answers its own errors, so a rejection here
+   * is a bug; it is logged rather than left unhandled (which would end the process) or left to
+   * break the connection's join/leave chain.
+   */
+  private settle(p: Promise<void>, op: string): Promise<void> {
+    return p.catch((err) => this.d.log.error("request failed unexpectedly", { op, err }));
   }
 
   private track(p: Promise<unknown>): void {

@@ -8,10 +8,11 @@
 // single reply gets it written directly, as before; what a write costs is the syscall, so that
 // case cannot get cheaper. While a connection has replies held, anything else sent to it queues
 // behind them, so frames still leave in the order they were sent.
-import type { AppError } from "../shared/errors.ts";
+import { AppError } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
 import { CLOSE } from "../shared/protocol.ts";
 import type { Socket } from "./conn.ts";
-import { encode, errorFrame, type Wire } from "./frames.ts";
+import { encode, errorFrame, type Ref, type Wire } from "./frames.ts";
 import type { ConnectMetrics } from "./metrics.ts";
 
 /** Bun's send status when the frame was queued behind unsent data. */
@@ -25,10 +26,30 @@ export class Outbox {
   constructor(
     private readonly maxBuffered: number,
     private readonly metrics: ConnectMetrics,
+    private readonly log?: Logger,
   ) {}
 
   send(ws: Socket, frame: object): void {
-    this.wire(ws, encode(ws.data.format, frame));
+    const data = this.encode(ws, frame);
+    if (data !== undefined) this.wire(ws, data);
+  }
+
+  /**
+   * The frame in the connection's format; if it cannot be encoded, an INTERNAL error frame
+   * (without ref) instead, so an encoding failure is answered, never thrown (CONTRACT.md v1.1).
+   */
+  private encode(ws: Socket, frame: object): Wire | undefined {
+    try {
+      return encode(ws.data.format, frame);
+    } catch (err) {
+      this.log?.error("frame encoding failed", { conn: ws.data.no, op: (frame as { op?: unknown }).op, err });
+      this.metrics.errors.child("INTERNAL").inc();
+      try {
+        return encode(ws.data.format, errorFrame(undefined, new AppError("INTERNAL", "reply could not be encoded")));
+      } catch {
+        return undefined;
+      }
+    }
   }
 
   /** An already encoded frame (fan-out encodes once per format, not once per socket). */
@@ -43,10 +64,12 @@ export class Outbox {
 
   /** A reply that may be one of many resolving in this turn: written at the end of the turn. */
   reply(ws: Socket, frame: object): void {
-    if (!ws.data.closed) this.hold(ws, encode(ws.data.format, frame));
+    if (ws.data.closed) return;
+    const data = this.encode(ws, frame);
+    if (data !== undefined) this.hold(ws, data);
   }
 
-  error(ws: Socket, ref: unknown, e: AppError, held = false): void {
+  error(ws: Socket, ref: Ref | undefined, e: AppError, held = false): void {
     this.metrics.errors.child(e.code).inc();
     if (held) this.reply(ws, errorFrame(ref, e));
     else this.send(ws, errorFrame(ref, e));

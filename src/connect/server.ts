@@ -21,8 +21,14 @@ import { connectMetrics, type ConnectMetrics } from "./metrics.ts";
 import { Outbox } from "./outbox.ts";
 import { Upstream, type LogicPort } from "./upstream.ts";
 
-/** Bun drops frames above this before we see them (close 1009); we close at LIMITS.maxFrameBytes with 4413. */
-const MAX_PAYLOAD = 1 << 20;
+/**
+ * Bun's hard cap on a client frame. uWebSockets checks it against each frame header (and a
+ * fragmented message's running total) before buffering any payload, and refuses a frame above it
+ * by closing with 1009 itself (our close handler sees 1006); that code cannot be changed. Frames
+ * above LIMITS.maxFrameBytes and up to this cap are read and closed by us with 4413. The cap
+ * bounds what one connection can make us buffer; see README "Behaviour" for the trade-off.
+ */
+const MAX_PAYLOAD = 16 << 20;
 /** How often the connection count in etcd is refreshed (only when it changed). */
 const REGISTRATION_REFRESH_MS = 2000;
 /** Bounds on stop(): etcd deregistration, then the presence cleanup of the closed sockets. */
@@ -67,7 +73,7 @@ export class ConnectServer {
     this.registry = newRegistry("connect", opts.instanceId);
     this.metrics = connectMetrics(this.registry, { connections: () => this.hub.all.size, rooms: () => this.hub.roomCount });
     this.upstream = new Upstream(opts.logic);
-    this.out = new Outbox(this.cfg.wsMaxBuffered, this.metrics);
+    this.out = new Outbox(this.cfg.wsMaxBuffered, this.metrics, this.log);
     this.hub = new Hub((topic, data) => this.http?.publish(topic, data, false) ?? 0, this.out, this.metrics, this.log);
     this.handler = new FrameHandler({
       upstream: this.upstream,
@@ -166,7 +172,16 @@ export class ConnectServer {
           // Upgraded after stop() closed the others: close this one the same way.
           if (this.stopping) this.out.close(ws, CLOSE.RESTARTING, "server restarting");
         },
-        message: (ws, raw) => handler.message(ws, raw),
+        message: (ws, raw) => {
+          // A handler bug must not end the process (Bun treats a throw here as uncaught): the
+          // frame is answered INTERNAL and the connection stays open.
+          try {
+            handler.message(ws, raw);
+          } catch (err) {
+            this.log.error("frame handling failed", { conn: ws.data.no, err });
+            this.out.error(ws, undefined, new AppError("INTERNAL", "internal error"));
+          }
+        },
         close: (ws, code) => handler.close(ws, code),
         ping: (ws) => {
           ws.data.lastSeen = Date.now();

@@ -1,0 +1,66 @@
+// The client-frame decoder: plain MessagePack only, bounded depth, exact length.
+import { describe, expect, test } from "bun:test";
+import { Packr } from "msgpackr";
+import { pack } from "./codec.ts";
+import { decodeJson, decodeMsgpack, MAX_DEPTH, WireDecodeError } from "./wire-codec.ts";
+
+const hex = (h: string) => Uint8Array.from(Buffer.from(h.replace(/\s/g, ""), "hex"));
+const refused = (b: Uint8Array) => expect(() => decodeMsgpack(b)).toThrow(WireDecodeError);
+
+describe("decodeMsgpack", () => {
+  test("plain values round-trip through msgpackr's encoding", () => {
+    const v = { op: "send", room: "r", body: "héllo ☃ 𝄞", n: -5, big: 2 ** 53 - 1, neg: -(2 ** 53 - 1), f: 1.5, t: true, z: null, a: [1, [2, [3]]], m: { k: "v" } };
+    expect(decodeMsgpack(pack(v))).toEqual(v);
+    expect(decodeMsgpack(pack(new Uint8Array([1, 2, 3])))).toEqual(new Uint8Array([1, 2, 3]));
+    for (const n of [0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1])
+      expect(decodeMsgpack(pack(n))).toBe(n);
+    expect(decodeMsgpack(hex("ca3fc00000"))).toBe(1.5);
+  });
+
+  test("the issue's crashing ping (structured-clone 0x69/0x70 ext) is refused", () => {
+    refused(hex("82a26f70a470696e67a3726566d6690000000091d67000000000"));
+  });
+
+  test("every extension type is refused: big integers (0x42), timestamps, records, any ext", () => {
+    refused(hex("82a26f70a470696e67a3726566") as Uint8Array); // truncated map
+    const bigRef = new Packr({ useBigIntExtension: true } as never).pack({ op: "ping", ref: 2n ** 100n });
+    refused(bigRef);
+    refused(new Packr().pack({ op: "ping", ref: new Date(0) }));
+    refused(new Packr({ useRecords: true }).pack([{ op: "ping" }, { op: "ping" }]));
+    for (const h of ["d40100", "d5010000", "d601" + "00".repeat(4), "d701" + "00".repeat(8), "d801" + "00".repeat(16), "c70101" + "00", "c8000101" + "00", "c90000000101" + "00", "c1"])
+      refused(hex(h));
+  });
+
+  test("integers beyond ±(2^53-1), non-string keys, bad UTF-8, trailing bytes and lying lengths are refused", () => {
+    refused(hex("cf0020000000000000")); // 2^53
+    refused(hex("d3ffe0000000000000")); // -2^53
+    expect(decodeMsgpack(hex("cf001fffffffffffff"))).toBe(2 ** 53 - 1);
+    refused(hex("810102")); // {1: 2}
+    refused(hex("a2c328")); // invalid UTF-8
+    refused(hex("a3eda080")); // UTF-8 of a lone surrogate
+    refused(hex("c0c0"));
+    refused(hex("ddffffffff")); // array of 2^32-1 elements in 5 bytes
+    refused(hex("dfffffffff"));
+    refused(hex("dbffffffff61"));
+  });
+
+  test("nesting is bounded; __proto__ is an ordinary key", () => {
+    const nest = (n: number) => Uint8Array.from([...Array(n).fill(0x91), 0xc0]);
+    expect(decodeMsgpack(nest(MAX_DEPTH))).toBeArray();
+    refused(nest(MAX_DEPTH + 1));
+    refused(nest(100_000));
+    const o = decodeMsgpack(hex("81a95f5f70726f746f5f5f81a178c3")) as Record<string, unknown>;
+    expect(Object.getPrototypeOf(o)).toBeNull();
+    expect(o.__proto__).toEqual({ x: true } as never);
+    expect(({} as Record<string, unknown>).x).toBeUndefined();
+  });
+});
+
+describe("decodeJson", () => {
+  test("JSON within the depth bound parses; deeper or invalid is refused", () => {
+    expect(decodeJson('{"op":"ping","ref":1}')).toEqual({ op: "ping", ref: 1 });
+    expect(() => decodeJson("[".repeat(MAX_DEPTH + 1) + "]".repeat(MAX_DEPTH + 1))).toThrow(WireDecodeError);
+    expect(() => decodeJson("[".repeat(20_000))).toThrow(WireDecodeError);
+    expect(() => decodeJson("{")).toThrow(WireDecodeError);
+  });
+});
