@@ -110,3 +110,17 @@ test("tallies reach /metrics at scrape time, each count once", async () => {
   expect(text).toMatch(/^bunchat_connect_push_events_total\{t="m"\} 5$/m);
   expect(text).toMatch(/^bunchat_connect_push_events_total\{t="p"\} 1$/m);
 });
+
+test("a frame that cannot be encoded goes out as an INTERNAL error frame, never a throw", async () => {
+  const { out, metrics } = setup();
+  const log: (string | string[])[] = [];
+  const ws = fakeSocket("json", log);
+  const cyclic: Record<string, unknown> = { op: "pong" };
+  cyclic.self = cyclic;
+  expect(() => out.send(ws, cyclic)).not.toThrow();
+  expect(() => out.reply(ws, { op: "ack", big: 1n })).not.toThrow();
+  await Promise.resolve();
+  const internal = '{"op":"error","code":"INTERNAL","message":"reply could not be encoded"}';
+  expect(log).toEqual([internal, internal]);
+  expect(metrics.errors.child("INTERNAL").n).toBe(2);
+});
