@@ -10,6 +10,7 @@ import { opsResponse } from "../shared/ops.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
+import { checkUrl, intQuery, pathSegment, readBody } from "./request.ts";
 
 export interface ApiDeps {
   logic: Client<LogicApi>;
@@ -31,14 +32,6 @@ const fail = (code: ErrorCode, message: string) => errorResponse(new AppError(co
 
 const Credentials = t.Object({ userName: t.String(), password: t.String() });
 const SendBody = t.Object({ body: t.String(), clientMsgId: t.Optional(t.String()) });
-
-/** Parses an optional non-negative integer query parameter. */
-function intParam(q: Record<string, string | undefined>, name: string): number | undefined {
-  const v = q[name];
-  if (v === undefined || v === "") return undefined;
-  if (!/^\d{1,15}$/.test(v)) throw badRequest(`${name} must be a non-negative integer`);
-  return Number(v);
-}
 
 export function createApiApp(deps: ApiDeps) {
   const { logic, log, registry } = deps;
@@ -69,43 +62,42 @@ export function createApiApp(deps: ApiDeps) {
     );
   };
 
+  const errorFor = (code: string | number, error: unknown, path: string): Response => {
+    if (error instanceof AppError) return errorResponse(error);
+    // Elysia wraps what a parse hook throws (ours: readBody's 400 and 413) in a ParseError.
+    const cause = (error as { cause?: unknown }).cause;
+    if (code === "PARSE" && cause instanceof AppError) return errorResponse(cause);
+    if (code === "VALIDATION") return fail("BAD_REQUEST", "request does not match the expected shape");
+    if (code === "PARSE") return fail("BAD_REQUEST", "request body is not valid JSON");
+    if (code === "NOT_FOUND") return fail("NOT_FOUND", "no such endpoint");
+    const status = (error as { status?: number }).status;
+    if (status === 413) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
+    log.error("unhandled api error", { path, code, err: error });
+    return fail("INTERNAL", "internal error");
+  };
+
   return new Elysia()
     .onRequest(({ request }) => {
       const len = Number(request.headers.get("content-length") ?? 0);
       if (len > LIMITS.maxHttpBody) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
-    })
-    // A body that does not say its length (chunked) is read here, so one over the limit is refused
-    // with 413 like any other; bodies with a content-length go to Elysia's parser.
-    .onParse(async ({ request }) => {
-      if (request.headers.has("content-length")) return;
-      const text = await request.text();
-      if (Buffer.byteLength(text) > LIMITS.maxHttpBody) throw new AppError("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
-      let v: unknown;
       try {
-        v = JSON.parse(text);
-      } catch {
-        throw new AppError("BAD_REQUEST", "request body is not valid JSON");
+        checkUrl(new URL(request.url));
+      } catch (e) {
+        return errorResponse(e as AppError);
       }
-      // Every body here is an object; a falsy value would send Elysia on to its own parser.
-      if (!v) throw new AppError("BAD_REQUEST", "request does not match the expected shape");
-      return v;
     })
-    .onAfterResponse(({ request, route, set }) => {
-      requests.inc({ route: route || "unmatched", status: String(set.status ?? 200) });
-      void request;
+    // Every body is read here, and only here (Elysia's own parsers, which accept forms and text,
+    // never run): JSON only, and only for endpoints that take a body (see readBody).
+    .onParse(({ request }) => readBody(request))
+    .onAfterResponse(({ response, route, set }) => {
+      // Handlers return Response objects (their status is on them); onError puts its status in set.
+      const status = response instanceof Response ? response.status : (set.status ?? 200);
+      requests.inc({ route: route || "unmatched", status: String(status) });
     })
-    .onError(({ code, error, path }) => {
-      if (error instanceof AppError) return errorResponse(error);
-      // Elysia wraps what a parse hook throws (ours: 413 for a chunked body) in a ParseError.
-      const cause = (error as { cause?: unknown }).cause;
-      if (code === "PARSE" && cause instanceof AppError) return errorResponse(cause);
-      if (code === "VALIDATION") return fail("BAD_REQUEST", "request does not match the expected shape");
-      if (code === "PARSE") return fail("BAD_REQUEST", "request body is not valid JSON");
-      if (code === "NOT_FOUND") return fail("NOT_FOUND", "no such endpoint");
-      const status = (error as { status?: number }).status;
-      if (status === 413) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
-      log.error("unhandled api error", { path, code, err: error });
-      return fail("INTERNAL", "internal error");
+    .onError(({ code, error, path, set }) => {
+      const res = errorFor(code, error, path);
+      set.status = res.status;
+      return res;
     })
     .get("/", () => new Response(Bun.file(WEB_PAGE), { headers: { "content-type": "text/html; charset=utf-8" } }))
     .get("/healthz", ({ request }) => opsResponse(request, registry, deps.ready))
@@ -140,19 +132,16 @@ export function createApiApp(deps: ApiDeps) {
       const u = await user(request);
       return json(200, await logic.conversations({ userId: u.userId }));
     })
-    .get("/api/conversations/:conv/messages", async ({ request, params, query }) => {
+    .get("/api/conversations/:conv/messages", async ({ request }) => {
       const u = await user(request);
-      const limit = query.limit === undefined || query.limit === "" ? undefined : Number(query.limit);
-      if (limit !== undefined && !Number.isSafeInteger(limit)) throw badRequest("limit must be an integer");
+      const url = new URL(request.url);
+      // From the raw path, decoded once here (Elysia's params are decoded leniently).
+      const conv = pathSegment(url, 2);
+      const afterSeq = intQuery(url, "afterSeq");
+      const beforeSeq = intQuery(url, "beforeSeq");
+      const limit = intQuery(url, "limit");
       const res = await timed(latency, "history", () =>
-        logic.history({
-          userId: u.userId,
-          conv: safeDecode(params.conv),
-          afterSeq: intParam(query, "afterSeq"),
-          beforeSeq: intParam(query, "beforeSeq"),
-          limit,
-          maxLimit: LIMITS.historyMaxLimit,
-        }),
+        logic.history({ userId: u.userId, conv, afterSeq, beforeSeq, limit, maxLimit: LIMITS.historyMaxLimit }),
       );
       return json(200, res);
     })
@@ -161,14 +150,6 @@ export function createApiApp(deps: ApiDeps) {
       if (!wsUrl) throw new AppError("UNAVAILABLE", "no connect instance is available");
       return json(200, { wsUrl });
     });
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    throw badRequest("malformed percent-encoding in conv");
-  }
 }
 
 async function timed<T>(h: Histogram<"route">, route: string, fn: () => Promise<T>): Promise<T> {
