@@ -1,13 +1,16 @@
 // The gRPC transport of src/shared/rpc.ts (every service over long-lived bidirectional streams):
 // replies and errors, deadlines, and what callers see when the server stops or dies mid-call.
 import { afterEach, expect, test } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
 import type { Server } from "@grpc/grpc-js";
 import { addService, makeClient, serviceDefinition, startServer, stopServer } from "../src/shared/rpc.ts";
 import { AppError } from "../src/shared/errors.ts";
 import { createLogger } from "../src/shared/log.ts";
 
-const svc = serviceDefinition("bunchat.test.Rpc", ["echo", "fail", "slow", "never"]);
+const svc = serviceDefinition("bunchat.test.Rpc", ["echo", "fail", "slow", "never", "throwSync", "unencodable"]);
 type Rpc = {
+  throwSync(req: object): Promise<never>;
+  unencodable(req: object): Promise<unknown>;
   echo(req: { x: unknown }): Promise<unknown>;
   fail(req: object): Promise<never>;
   slow(req: { ms: number }): Promise<string>;
@@ -32,6 +35,10 @@ async function start(): Promise<{ server: Server; port: number; started: number[
       return "done";
     },
     never: () => new Promise<never>(() => {}),
+    throwSync: () => {
+      throw new AppError("BAD_REQUEST", "thrown before any promise");
+    },
+    unencodable: async () => 2n ** 100n,
   };
   const { server, port } = await startServer((s) => addService(s, svc, impl, log), "127.0.0.1", 0);
   cleanups.push(() => server.forceShutdown());
@@ -91,4 +98,21 @@ test("a server gone mid-call fails the call UNAVAILABLE at once, not at its dead
   const err = await call;
   expect(err.code).toBe("UNAVAILABLE");
   expect(Date.now() - t0).toBeLessThan(2000);
+});
+
+test("a method that throws synchronously, a reply that cannot be encoded and a frame that is not an object end nothing", async () => {
+  const { port } = await start();
+  const c = client(port);
+  await expect(c.throwSync({})).rejects.toMatchObject({ code: "BAD_REQUEST" });
+  await expect(c.unencodable({})).rejects.toBeInstanceOf(AppError);
+  // A raw peer writing frames that are not {n, m, req}.
+  const Ctor = grpc.makeGenericClientConstructor(svc.def, "svc");
+  const raw = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as { pipe(): grpc.ClientDuplexStream<unknown, unknown>; close(): void };
+  cleanups.push(() => raw.close());
+  const pipe = raw.pipe();
+  pipe.on("error", () => undefined);
+  for (const f of [5, "x", [], true, { n: 1 }, { n: 2, m: "echo" }]) pipe.write(f);
+  pipe.end();
+  await Bun.sleep(100);
+  expect(await c.echo({ x: "still up" })).toBe("still up");
 });

@@ -32,6 +32,10 @@ export async function runRole(role: string, start: (ctx: { config: Readonly<Conf
     clearTimeout(force);
     process.exit(0);
   };
+  // Last resort: every promise in the tiers is handled at its source; one that is not is a bug,
+  // logged here rather than ending the process (Bun exits on an unhandled rejection), since the
+  // rejection may have been caused by a client's input.
+  process.on("unhandledRejection", (err) => log.error("unhandled promise rejection (a bug)", { err }));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
   try {

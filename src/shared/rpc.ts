@@ -76,21 +76,23 @@ export function addService<T extends Api>(server: grpc.Server, svc: Service, imp
       // Ended (stopping) or cancelled: a frame that crossed our end is not run; the client's lane
       // sees the end and fails the call at once, so the caller retries elsewhere.
       if (done) return;
+      // A frame that is not {n, m, req} is dropped: nothing here may throw on what a peer sends.
+      if (typeof f !== "object" || f === null) return;
       const { n, m } = f;
       if (!methods.has(m)) {
-        call.write({ n, err: { code: "BAD_REQUEST", message: "unknown method" } });
+        reply(call, { n, err: { code: "BAD_REQUEST", message: "unknown method" } }, log);
         return;
       }
       inFlight++;
-      impl[m]
-        .call(impl, f.req)
+      // new Promise: a method that throws synchronously is answered like one that rejects.
+      new Promise((res) => res(impl[m].call(impl, f.req)))
         .then(
           (ok: unknown): ReplyFrame => ({ n, ok: ok ?? null }),
           (e: unknown): ReplyFrame => ({ n, err: toWire(e, log, { method: m }) }),
         )
         .then((r) => {
           inFlight--;
-          if (!done) call.write(r);
+          if (!done) reply(call, r, log);
           finish();
         });
     });
@@ -105,6 +107,23 @@ export function addService<T extends Api>(server: grpc.Server, svc: Service, imp
     call.on("cancelled", gone);
   };
   server.addService(svc.def, { pipe } as grpc.UntypedServiceImplementation);
+}
+
+/**
+ * Writes a reply frame; one that cannot be encoded (grpc-js serializes inside write) is answered
+ * INTERNAL instead of throwing, so no reply can leave a rejection unhandled.
+ */
+function reply(call: grpc.ServerDuplexStream<CallFrame, ReplyFrame>, r: ReplyFrame, log: Logger): void {
+  try {
+    call.write(r);
+  } catch (err) {
+    log.error("rpc reply could not be encoded", { err });
+    try {
+      call.write({ n: r.n, err: { code: "INTERNAL", message: "reply could not be encoded" } });
+    } catch {
+      // The stream itself is gone.
+    }
+  }
 }
 
 export async function startServer(
@@ -169,7 +188,7 @@ class Lane {
 
   constructor(private readonly call: grpc.ClientDuplexStream<CallFrame, ReplyFrame>) {
     call.on("data", (f: ReplyFrame) => {
-      const w = this.waiting.get(f.n);
+      const w = typeof f === "object" && f !== null ? this.waiting.get(f.n) : undefined;
       if (!w) return;
       this.waiting.delete(f.n);
       if (f.err) w.rej(fromWire(f.err));
