@@ -21,6 +21,7 @@ export interface Session extends UserRef {
 }
 
 export interface SendReq {
+  /** userId from a verified token; userName is ignored (logic takes it from its own records). */
   from: UserRef;
   room?: string;
   toUserId?: number;

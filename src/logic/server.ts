@@ -9,6 +9,7 @@ import type { DbHandle } from "../shared/db/index.ts";
 import type { Discovery, Registration, ServiceWatch } from "../shared/discovery.ts";
 import { redisKeys, partitionOf } from "../shared/keys.ts";
 import { addService, startServer, stopServer } from "../shared/rpc.ts";
+import { clusterAuthFor, refusedCounter } from "../shared/cluster-auth.ts";
 import { newRegistry, serveOps } from "../shared/ops.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import { LIMITS } from "../shared/protocol.ts";
@@ -117,7 +118,10 @@ export class LogicServer {
       log.info("snowflake worker id", { workerId: n });
     });
     const impl = this.api();
-    const { server, port } = await startServer((s) => addService(s, LogicService, impl, log), "0.0.0.0", config.logicPort);
+    // Bound to the internal address only; every call must carry the cluster secret.
+    const auth = { auth: clusterAuthFor(config, { redis: true, mysql: true }), onRefused: refusedCounter(this.registry) };
+    if (auth.auth.open) log.warn("IM_CLUSTER_SECRET is not set: internal calls are not authenticated (loopback-only setup)");
+    const { server, port } = await startServer((s) => addService(s, LogicService, impl, log), config.host, config.logicPort, auth);
     this.grpc = server;
     this.port = port;
     this.ops = serveOps(config.metricsPort, this.registry, () => this.ready);
