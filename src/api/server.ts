@@ -50,7 +50,7 @@ export class ApiServer {
     });
     // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (by content-length,
     // or after reading a chunked one); Bun's own cap, set higher, bounds what such a read can hold.
-    app.listen({ port: config.apiPort, hostname: "0.0.0.0", maxRequestBodySize: 16 * LIMITS.maxHttpBody });
+    app.listen({ port: config.apiPort, hostname: config.publicBindHost, maxRequestBodySize: 16 * LIMITS.maxHttpBody });
     this.server = app.server ?? undefined;
     this.port = this.server?.port ?? 0;
     this.ready = true;

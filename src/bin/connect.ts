@@ -9,8 +9,8 @@ import { LOGIC_SERVICE, LogicService, type LogicApi } from "../../proto/logic.ts
 import { runRole } from "./run.ts";
 
 await runRole("connect", async ({ config, log }) => {
+  const auth = clusterAuthFor(config); // refuses to start open off loopback, before anything else
   const discovery = new Discovery({ endpoints: config.etcdEndpoints, prefix: config.etcdPrefix, leaseTtlSec: config.leaseTtlSec, log });
-  const auth = clusterAuthFor(config);
   const logicTarget = etcdTarget(discovery, LOGIC_SERVICE);
   const logic = makeClient<LogicApi>(LogicService, logicTarget.target, undefined, auth);
   const server = new ConnectServer({ config, log, logic, discovery, instanceId: newInstanceId("connect") });

@@ -51,6 +51,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     IM_HOST: "127.0.0.1",
     IM_BASE_PORT: String(opts.basePort),
     IM_CLUSTER_SECRET: clusterSecret(dataDir, opts.env),
+    // Nothing of a local cluster listens beyond loopback unless the caller says so.
+    IM_PUBLIC_BIND: opts.env.IM_PUBLIC_BIND ?? "127.0.0.1",
   };
   const onLine = opts.onLine ?? toStderr;
   const command = opts.roleCommand ?? defaultCommand;

@@ -153,7 +153,7 @@ export class ConnectServer {
     const handler = this.handler;
     return Bun.serve<Conn>({
       port: this.cfg.connectPort,
-      hostname: "0.0.0.0",
+      hostname: this.cfg.publicBindHost,
       fetch: (req, server) => this.fetch(req, server),
       websocket: {
         // Our own sweep does heartbeats and idle timeouts, so the contract's close codes are used.

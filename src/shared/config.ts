@@ -64,6 +64,8 @@ export interface Config {
   /** Password hashes/verifications run at once per logic instance, and how many may wait; more is 429. */
   hashConcurrency: number;
   hashQueue: number;
+  /** Address the public listeners (api HTTP, connect WebSocket) bind to; the local cluster uses loopback. */
+  publicBindHost: string;
 }
 
 type Env = Record<string, string | undefined>;
@@ -111,6 +113,7 @@ const SPECS: Record<string, Spec> = {
   IM_AUTH_ADDR_WINDOW: { key: "authAddrWindowSec", kind: "int", def: () => "60", min: 1 },
   IM_HASH_CONCURRENCY: { key: "hashConcurrency", kind: "int", def: () => "2", min: 1 },
   IM_HASH_QUEUE: { key: "hashQueue", kind: "int", def: () => "16", min: 0 },
+  IM_PUBLIC_BIND: { key: "publicBindHost", kind: "string", def: () => "0.0.0.0" },
 };
 /** Read by the cluster runner and config defaults, not a Config field. */
 const EXTRA_KNOWN = new Set(["IM_BASE_PORT"]);
