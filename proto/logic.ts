@@ -8,6 +8,8 @@ import type { Message, UserRef } from "../src/shared/protocol.ts";
 export interface Credentials {
   userName: string;
   password: string;
+  /** The client's address as the api saw it (socket peer or trusted proxy's X-Forwarded-For): login limits are per address. */
+  clientAddr?: string;
 }
 
 export interface SessionGrant extends UserRef {

@@ -69,7 +69,7 @@ for (const [label, auth] of [
     const before = { logic: await refusedCount(c.logic[0].registry), connect: await refusedCount(c.connect[0].registry) };
     const logic = logicClient(auth);
     for (const m of LOGIC_METHODS) {
-      const err = await logic[m](reqs[m]).then(
+      const err = await logic[m](reqs[m] as never).then(
         () => undefined,
         (e) => e,
       );
@@ -142,7 +142,7 @@ test("logic ignores a caller-supplied userName: the stored message carries the n
 });
 
 test("without a secret a role starts only on loopback; otherwise the error names IM_CLUSTER_SECRET", async () => {
-  const cfg = (env: Record<string, string>) => loadConfig(env).config;
+  const cfg = (env: Record<string, string | undefined>) => loadConfig(env).config;
   expect(clusterAuthFor(cfg({})).open).toBe(true);
   for (const env of [
     { IM_HOST: "10.1.2.3" },

@@ -17,6 +17,7 @@ import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { defineScripts, type Scripts } from "./scripts.ts";
 import { Accounts } from "./accounts.ts";
+import { HashPool } from "./hash-pool.ts";
 import { Messages } from "./messages.ts";
 import { Presence } from "./presence.ts";
 import { Snowflake, leaseWorkerId } from "./snowflake.ts";
@@ -53,7 +54,8 @@ export class LogicServer {
     this.redis.on("error", (e) => log.warn("redis error", { err: e.message }));
     const keys = redisKeys(config.redisPrefix);
     this.registry = newRegistry("logic", deps.instanceId);
-    this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config });
+    const hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, registry: this.registry });
+    this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config, hashes });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
   }

@@ -45,7 +45,7 @@ export function serviceDefinition(name: string, methods: readonly string[]): Ser
 
 /** Turns a thrown error into a reply; unknown errors are logged once and answered INTERNAL. */
 export function toWire(err: unknown, log: Logger, context: Record<string, unknown>): WireError {
-  if (err instanceof AppError) return err.toJSON();
+  if (err instanceof AppError) return err.retryAfterSec ? { ...err.toJSON(), retryAfterSec: err.retryAfterSec } : err.toJSON();
   log.error("unhandled error", { ...context, err });
   return { code: "INTERNAL", message: "internal error" };
 }
