@@ -1,9 +1,11 @@
 // Do sends and token checks slow down while a flood of registrations keeps argon2 busy? Against
 // `bun run cluster` (1 api, 1 logic, 1 task, 1 connect), in one run: steps without and with a
 // flood, alternating. Each step paces GET /api/me and POST /api/rooms/{room}/messages (open loop,
-// fixed rates) and reports their p50/p99; a flood step also runs `--flood` concurrent loops of
-// POST /api/users with random names (each one an argon2id hash unless the pool refuses it with 429).
-// Usage: bun bench/hash-flood.ts [--seconds 10] [--rate 40] [--flood 64] [--rounds 2] [--base-port 31000]
+// fixed rates) and reports their p50/p99; a flood step also sends POST /api/users with random names
+// at --flood-rate per second, open loop (each one an argon2id hash unless the pool refuses it with
+// 429), several times what the hashing pool can do. --hash-concurrency/--hash-queue set
+// IM_HASH_CONCURRENCY/IM_HASH_QUEUE (e.g. 64/100000 to see unbounded hashing).
+// Usage: bun bench/hash-flood.ts [--seconds 10] [--rate 40] [--flood-rate 100] [--rounds 2] [--base-port 31000]
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { newHistogram, report, startCluster, summary } from "./lib.ts";
@@ -12,18 +14,22 @@ const { values } = parseArgs({
   options: {
     seconds: { type: "string", default: "10" },
     rate: { type: "string", default: "40" },
-    flood: { type: "string", default: "64" },
+    "flood-rate": { type: "string", default: "100" },
+    "hash-concurrency": { type: "string" },
+    "hash-queue": { type: "string" },
     rounds: { type: "string", default: "2" },
     "base-port": { type: "string", default: "31000" },
   },
 });
 const seconds = Number(values.seconds);
 const rate = Number(values.rate); // per second, for /me and for sends each
-const floodConns = Number(values.flood);
+const floodRate = Number(values["flood-rate"]);
 
 const cluster = await startCluster(["--base-port", values["base-port"]!, "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], {
   // The flood comes from one address: lift the per-address limit so the hashing pool is what is measured.
   IM_AUTH_ADDR_LIMIT: "1000000000",
+  ...(values["hash-concurrency"] ? { IM_HASH_CONCURRENCY: values["hash-concurrency"] } : {}),
+  ...(values["hash-queue"] ? { IM_HASH_QUEUE: values["hash-queue"] } : {}),
 });
 const stop = async () => cluster.stop();
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stop().finally(() => process.exit(130)));
@@ -47,13 +53,13 @@ for (let i = 0; i < Math.max(1, Math.ceil(rate / 20)); i++) {
   senders.push(((await r.json()) as { token: string }).token);
 }
 
-/** Fires fn `rate` times a second for `ms`, without waiting for answers; records latency in µs. */
-async function paced(fn: (i: number) => Promise<Response>, ms: number) {
+/** Fires fn `rate` times a second until `ms` passed or `until()` is false, without waiting for answers; latency in µs. */
+async function paced(fn: (i: number) => Promise<Response>, ms: number, rate: number, until = () => true) {
   const h = newHistogram();
   const statuses: Record<string, number> = {};
   const inflight: Promise<void>[] = [];
   const t0 = performance.now();
-  for (let i = 0; performance.now() - t0 < ms; i++) {
+  for (let i = 0; performance.now() - t0 < ms && until(); i++) {
     const due = t0 + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 0) await Bun.sleep(wait);
@@ -77,25 +83,26 @@ async function paced(fn: (i: number) => Promise<Response>, ms: number) {
 
 async function step(name: string, flood: boolean) {
   let flooding = flood;
-  const floodStatuses: Record<string, number> = {};
-  const loops = flood
-    ? Array.from({ length: floodConns }, async () => {
-        while (flooding) {
-          const r = await post("/api/users", { userName: freshName(), password: "bench-password" }).catch(() => undefined);
-          const k = r ? String(r.status) : "error";
-          floodStatuses[k] = (floodStatuses[k] ?? 0) + 1;
-          await r?.arrayBuffer();
-        }
-      })
-    : [];
+  const floodRun = flood
+    ? paced(() => post("/api/users", { userName: freshName(), password: "bench-password" }), 3_600_000, floodRate, () => flooding)
+    : undefined;
   if (flood) await Bun.sleep(1000); // let the flood fill the pool before measuring
   const [me, send] = await Promise.all([
-    paced(() => fetch(`${api}/api/me`, { headers: { authorization: `Bearer ${senders[0]}` } }), seconds * 1000),
-    paced((i) => post(`/api/rooms/hf${tag}/messages`, { body: `m${i}` }, senders[i % senders.length]), seconds * 1000),
+    paced(() => fetch(`${api}/api/me`, { headers: { authorization: `Bearer ${senders[0]}` } }), seconds * 1000, rate),
+    paced((i) => post(`/api/rooms/hf${tag}/messages`, { body: `m${i}` }, senders[i % senders.length]), seconds * 1000, rate),
   ]);
   flooding = false;
-  await Promise.all(loops);
-  report({ step: name, seconds, ratePerSec: rate, floodConnections: flood ? floodConns : 0, me, send, flood: flood ? floodStatuses : undefined, loadavg1m: Math.round(loadavg()[0] * 100) / 100 });
+  const floodRes = await floodRun;
+  report({
+    step: name,
+    seconds,
+    ratePerSec: rate,
+    floodRatePerSec: flood ? floodRate : 0,
+    me,
+    send,
+    flood: floodRes && { statuses: floodRes.statuses, p50: floodRes.p50, p99: floodRes.p99, max: floodRes.max },
+    loadavg1m: Math.round(loadavg()[0] * 100) / 100,
+  });
 }
 
 try {

@@ -95,7 +95,7 @@ test("50 concurrent registrations of one name: one 201, the rest 409 or 429 with
   const count = (s: number) => statuses.filter((x) => x === s).length;
   expect(count(201)).toBe(1);
   expect(count(201) + count(409) + count(429)).toBe(50);
-  expect(count(429)).toBeGreaterThan(0); // 50 > IM_HASH_CONCURRENCY + IM_HASH_QUEUE (2 + 16)
+  expect(count(429)).toBeGreaterThan(0); // 50 > IM_HASH_CONCURRENCY + IM_HASH_QUEUE (half the cores + 16)
   for (const r of res.filter((r) => r.status === 429)) {
     expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0);
     expect(((await r.json()) as { error: { code: string } }).error.code).toBe("RATE_LIMITED");

@@ -1,6 +1,8 @@
 // Configuration is read once, from IM_* environment variables, by one pure function.
 // Every problem is reported at once; unknown IM_* names are returned as warnings.
 
+import { availableParallelism } from "node:os";
+
 export const DEFAULT_BASE_PORT = 17000;
 
 /** Port offsets from the base port; the local cluster moves them all with --base-port. */
@@ -111,7 +113,8 @@ const SPECS: Record<string, Spec> = {
   IM_TRUSTED_PROXIES: { key: "trustedProxies", kind: "optlist", def: () => "" },
   IM_AUTH_ADDR_LIMIT: { key: "authAddrLimit", kind: "int", def: () => "300", min: 1 },
   IM_AUTH_ADDR_WINDOW: { key: "authAddrWindowSec", kind: "int", def: () => "60", min: 1 },
-  IM_HASH_CONCURRENCY: { key: "hashConcurrency", kind: "int", def: () => "2", min: 1 },
+  // Half the cores: the other half keeps serving sends and token checks during a login flood.
+  IM_HASH_CONCURRENCY: { key: "hashConcurrency", kind: "int", def: () => String(Math.max(1, Math.floor(availableParallelism() / 2))), min: 1 },
   IM_HASH_QUEUE: { key: "hashQueue", kind: "int", def: () => "16", min: 0 },
   IM_PUBLIC_BIND: { key: "publicBindHost", kind: "string", def: () => "0.0.0.0" },
 };
