@@ -8,6 +8,8 @@ import type { Message, UserRef } from "../src/shared/protocol.ts";
 export interface Credentials {
   userName: string;
   password: string;
+  /** The client's address as the api saw it (socket peer or trusted proxy's X-Forwarded-For): login limits are per address. */
+  clientAddr?: string;
 }
 
 export interface SessionGrant extends UserRef {
@@ -21,6 +23,7 @@ export interface Session extends UserRef {
 }
 
 export interface SendReq {
+  /** userId from a verified token; userName is ignored (logic takes it from its own records). */
   from: UserRef;
   room?: string;
   toUserId?: number;

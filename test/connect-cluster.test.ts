@@ -6,6 +6,7 @@ import { newInstanceId } from "../src/shared/instance.ts";
 import { CLOSE } from "../src/shared/protocol.ts";
 import { etcdTarget } from "../src/shared/resolver.ts";
 import { makeClient } from "../src/shared/rpc.ts";
+import { ClusterAuth } from "../src/shared/cluster-auth.ts";
 import { TaskWorker } from "../src/task/worker.ts";
 import { LOGIC_SERVICE, LogicService, type LogicApi } from "../proto/logic.ts";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
@@ -19,7 +20,7 @@ const clients: WsClient[] = [];
 async function startConnect(): Promise<ConnectServer> {
   const discovery = c.discovery();
   const target = etcdTarget(discovery, LOGIC_SERVICE);
-  const logic = makeClient<LogicApi>(LogicService, target.target);
+  const logic = makeClient<LogicApi>(LogicService, target.target, undefined, new ClusterAuth(c.config.clusterSecrets));
   const server = new ConnectServer({ config: c.config, log: c.log.child({ role: "connect" }), logic, discovery, instanceId: newInstanceId("connect") });
   await server.start();
   c.track({

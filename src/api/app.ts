@@ -11,6 +11,7 @@ import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
 import { checkUrl, intQuery, pathSegment, readBody } from "./request.ts";
+import { clientAddressResolver } from "./client-addr.ts";
 
 export interface ApiDeps {
   logic: Client<LogicApi>;
@@ -20,6 +21,8 @@ export interface ApiDeps {
   /** ws URL of the least-loaded live connect instance, or undefined if none. */
   gateway: () => string | undefined;
   ready: () => boolean;
+  /** IM_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client address (see client-addr.ts). */
+  trustedProxies?: readonly string[];
 }
 
 /** A small browser client of the public contract, so `npm start` has something to point a browser at. */
@@ -47,6 +50,10 @@ export function createApiApp(deps: ApiDeps) {
   const auth = new Batcher<string, Session>((tokens) => logic.authenticate({ tokens }, { retries: 2 }), { concurrency: 4 });
   const send = new Batcher<SendReq, SendAck>((items) => logic.send({ items }, { retries: 2 }), { concurrency: 4, lingerMs: 1 });
   let sendNo = 0;
+  const resolveAddr = clientAddressResolver(deps.trustedProxies ?? []);
+  /** Logins and registrations are limited per client address, which logic learns from us. */
+  const clientAddr = (req: Request, server: { requestIP(r: Request): { address: string } | null } | null) =>
+    resolveAddr(server?.requestIP(req)?.address, req.headers.get("x-forwarded-for"));
 
   const user = async (req: Request): Promise<Session & { token: string }> => {
     const h = req.headers.get("authorization") ?? "";
@@ -102,8 +109,12 @@ export function createApiApp(deps: ApiDeps) {
     .get("/", () => new Response(Bun.file(WEB_PAGE), { headers: { "content-type": "text/html; charset=utf-8" } }))
     .get("/healthz", ({ request }) => opsResponse(request, registry, deps.ready))
     .get("/metrics", ({ request }) => opsResponse(request, registry, deps.ready))
-    .post("/api/users", async ({ body }) => json(201, await timed(latency, "register", () => logic.register(body))), { body: Credentials })
-    .post("/api/sessions", async ({ body }) => json(200, await timed(latency, "login", () => logic.login(body))), { body: Credentials })
+    .post("/api/users", async ({ body, request, server }) => json(201, await timed(latency, "register", () => logic.register({ ...body, clientAddr: clientAddr(request, server) }))), {
+      body: Credentials,
+    })
+    .post("/api/sessions", async ({ body, request, server }) => json(200, await timed(latency, "login", () => logic.login({ ...body, clientAddr: clientAddr(request, server) }))), {
+      body: Credentials,
+    })
     .delete("/api/sessions/current", async ({ request }) => {
       const u = await user(request);
       await logic.logout({ token: u.token });

@@ -5,6 +5,7 @@ import type { Logger } from "../shared/log.ts";
 import type { Discovery, ServiceWatch } from "../shared/discovery.ts";
 import { etcdTarget } from "../shared/resolver.ts";
 import { makeClient, type Client } from "../shared/rpc.ts";
+import { clusterAuthFor } from "../shared/cluster-auth.ts";
 import { newRegistry } from "../shared/ops.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
@@ -34,9 +35,10 @@ export class ApiServer {
 
   async start(): Promise<void> {
     const { config, log, discovery, instanceId } = this.deps;
+    const auth = clusterAuthFor(config);
     const t = etcdTarget(discovery, LOGIC_SERVICE);
     this.releaseTarget = t.release;
-    this.logic = makeClient<LogicApi>(LogicService, t.target);
+    this.logic = makeClient<LogicApi>(LogicService, t.target, undefined, auth);
     this.connects = await discovery.watch(CONNECT_SERVICE);
     const app = createApiApp({
       logic: this.logic,
@@ -45,10 +47,11 @@ export class ApiServer {
       instanceId,
       gateway: () => this.gateway(),
       ready: () => this.ready,
+      trustedProxies: config.trustedProxies,
     });
     // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (by content-length,
     // or after reading a chunked one); Bun's own cap, set higher, bounds what such a read can hold.
-    app.listen({ port: config.apiPort, hostname: "0.0.0.0", maxRequestBodySize: 16 * LIMITS.maxHttpBody });
+    app.listen({ port: config.apiPort, hostname: config.publicBindHost, maxRequestBodySize: 16 * LIMITS.maxHttpBody });
     this.server = app.server ?? undefined;
     this.port = this.server?.port ?? 0;
     this.ready = true;

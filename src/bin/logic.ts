@@ -5,8 +5,10 @@ import { Discovery } from "../shared/discovery.ts";
 import { newInstanceId } from "../shared/instance.ts";
 import { LogicServer } from "../logic/server.ts";
 import { runRole } from "./run.ts";
+import { clusterAuthFor } from "../shared/cluster-auth.ts";
 
 await runRole("logic", async ({ config, log }) => {
+  clusterAuthFor(config, { redis: true, mysql: true }); // refuses to start open off loopback, before anything else
   await migrate(config.mysqlUrl);
   const db = openDb(config.mysqlUrl);
   const discovery = new Discovery({ endpoints: config.etcdEndpoints, prefix: config.etcdPrefix, leaseTtlSec: config.leaseTtlSec, log });

@@ -41,6 +41,8 @@ export async function runRole(role: string, start: (ctx: { config: Readonly<Conf
   try {
     stop = await start({ config, log });
   } catch (e) {
+    // A configuration problem found at start (e.g. IM_CLUSTER_SECRET missing) names its variable.
+    if (e instanceof ConfigError) process.stderr.write(`${role}: ${e.message}\n`);
     log.error("start failed", { err: e });
     process.exit(1);
   }

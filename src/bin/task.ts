@@ -7,8 +7,10 @@ import { newInstanceId } from "../shared/instance.ts";
 import { serveOps } from "../shared/ops.ts";
 import { TaskWorker } from "../task/worker.ts";
 import { runRole } from "./run.ts";
+import { clusterAuthFor } from "../shared/cluster-auth.ts";
 
 await runRole("task", async ({ config, log }) => {
+  clusterAuthFor(config, { redis: true, mysql: true }); // refuses to start open off loopback, before anything else
   const db = openDb(config.mysqlUrl);
   const discovery = new Discovery({ endpoints: config.etcdEndpoints, prefix: config.etcdPrefix, leaseTtlSec: config.leaseTtlSec, log });
   const worker = new TaskWorker({ config, log, redis: config.redisUrl, db: db.db, discovery, instanceId: newInstanceId("task") });

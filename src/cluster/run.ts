@@ -1,5 +1,6 @@
 // The local cluster: infrastructure first, then every role instance as its own OS process
 // (`bun src/bin/<role>.ts`), supervised, until stop(): roles first, then infrastructure.
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OrphanGuard } from "../infra/guard.ts";
 import { isPortFree, startInfra, type Infra } from "../infra/index.ts";
@@ -49,6 +50,9 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     IM_ETCD_ENDPOINTS: infra.etcdEndpoints.join(","),
     IM_HOST: "127.0.0.1",
     IM_BASE_PORT: String(opts.basePort),
+    IM_CLUSTER_SECRET: clusterSecret(dataDir, opts.env),
+    // Nothing of a local cluster listens beyond loopback unless the caller says so.
+    IM_PUBLIC_BIND: opts.env.IM_PUBLIC_BIND ?? "127.0.0.1",
   };
   const onLine = opts.onLine ?? toStderr;
   const command = opts.roleCommand ?? defaultCommand;
@@ -82,6 +86,20 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     throw err;
   }
   return { infra, instances, stop };
+}
+
+/**
+ * The secret every role sends and checks on internal calls: IM_CLUSTER_SECRET from the environment
+ * if set, else the one kept in <dataDir>/cluster-secret (mode 0600), made of 32 random bytes the
+ * first time, so a cluster restarted on the same data keeps its secret.
+ */
+function clusterSecret(dataDir: string, env: Record<string, string | undefined>): string {
+  if (env.IM_CLUSTER_SECRET) return env.IM_CLUSTER_SECRET;
+  const file = join(dataDir, "cluster-secret");
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  const secret = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
+  writeFileSync(file, secret + "\n", { mode: 0o600 });
+  return secret;
 }
 
 /** A port already taken would make a health check answer for someone else: refuse to start. */

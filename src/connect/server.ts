@@ -11,6 +11,7 @@ import type { Logger } from "../shared/log.ts";
 import { newRegistry, opsResponse } from "../shared/ops.ts";
 import { CLOSE } from "../shared/protocol.ts";
 import { addService, startServer, stopServer } from "../shared/rpc.ts";
+import { clusterAuthFor, refusedCounter } from "../shared/cluster-auth.ts";
 import { CONNECT_SERVICE, ConnectService, type ConnectApi } from "../../proto/connect.ts";
 import type { Session } from "../../proto/logic.ts";
 import { Conn, type Socket } from "./conn.ts";
@@ -112,7 +113,9 @@ export class ConnectServer {
           return null;
         },
       };
-      const rpc = await startServer((s) => addService(s, ConnectService, impl, this.log), "0.0.0.0", this.cfg.connectRpcPort);
+      // Bound to the internal address only; every call must carry the cluster secret.
+      const auth = { auth: clusterAuthFor(this.cfg), onRefused: refusedCounter(this.registry) };
+      const rpc = await startServer((s) => addService(s, ConnectService, impl, this.log), this.cfg.host, this.cfg.connectRpcPort, auth);
       this.grpc = rpc.server;
       this.rpcPort = rpc.port;
       this.timers.push(setInterval(() => this.sweep(), this.sweepEveryMs()));
@@ -156,7 +159,7 @@ export class ConnectServer {
     const handler = this.handler;
     return Bun.serve<Conn>({
       port: this.cfg.connectPort,
-      hostname: "0.0.0.0",
+      hostname: this.cfg.publicBindHost,
       fetch: (req, server) => this.fetch(req, server),
       websocket: {
         // Our own sweep does heartbeats and idle timeouts, so the contract's close codes are used.

@@ -11,10 +11,18 @@ import { USER_NAME_RE, dmConv, type UserRef } from "../shared/protocol.ts";
 import type { Config } from "../shared/config.ts";
 import type { Result } from "../shared/batcher.ts";
 import type { Credentials, Session, SessionGrant } from "../../proto/logic.ts";
+import type { HashPool } from "./hash-pool.ts";
 
 export const sessionId = (token: string) => new Bun.CryptoHasher("sha256").update(token).digest("hex");
 
 const newToken = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
+
+/**
+ * The client address a login or registration is limited by: what the api saw (socket peer, or a
+ * trusted proxy's X-Forwarded-For), at most 64 characters; "unknown" when a caller gave none.
+ */
+const clientAddrOf = (c: Credentials): string =>
+  typeof c.clientAddr === "string" && c.clientAddr.length > 0 && c.clientAddr.length <= 64 ? c.clientAddr : "unknown";
 
 /** Verified against when the user does not exist, so a miss costs as much as a wrong password. */
 const DUMMY_HASH = Bun.password.hashSync("bunchat-dummy-password", { algorithm: "argon2id" });
@@ -29,12 +37,30 @@ function checkCredentials(c: Credentials): { userName: string; password: string 
 
 export class Accounts {
   constructor(
-    private readonly deps: { db: Db; redis: Redis; keys: Keys; config: Readonly<Config> },
+    private readonly deps: { db: Db; redis: Redis; keys: Keys; config: Readonly<Config>; hashes: HashPool },
   ) {}
+
+  /**
+   * Counts one attempt in a fixed window (INCR, and the TTL set by the first) and returns the
+   * count including it, atomically (MULTI), so concurrent attempts each see a distinct count.
+   */
+  private async reserve(key: string, windowSec: number): Promise<{ n: number; ttl: number }> {
+    const res = await this.deps.redis.multi().incr(key).expire(key, windowSec, "NX").ttl(key).exec();
+    if (!res || res.some(([e]) => e)) throw new AppError("UNAVAILABLE", "service temporarily unavailable");
+    return { n: Number(res[0][1]), ttl: Math.max(1, Number(res[2][1])) };
+  }
+
+  /** The per-client-address limit on logins and registrations together, whatever the names (CONTRACT.md v1.1). */
+  private async limitAddress(addr: string): Promise<void> {
+    const { config, keys } = this.deps;
+    const { n, ttl } = await this.reserve(keys.authByAddr(addr), config.authAddrWindowSec);
+    if (n > config.authAddrLimit) throw new AppError("RATE_LIMITED", "too many logins or registrations from this address; try again later", ttl);
+  }
 
   async register(c: Credentials): Promise<SessionGrant> {
     const { userName, password } = checkCredentials(c);
-    const passwordHash = await Bun.password.hash(password, { algorithm: "argon2id" });
+    await this.limitAddress(clientAddrOf(c));
+    const passwordHash = await this.deps.hashes.hash(password);
     let userId: number;
     try {
       const [res] = await this.deps.db
@@ -49,22 +75,36 @@ export class Accounts {
     return this.openSession({ userId, userName });
   }
 
+  /**
+   * At most config.loginMaxFailures password checks per user name and client address per
+   * loginLockSec window, however many arrive at once: each attempt is reserved (counted) in
+   * Redis before the password is checked, and only a success clears the count for that name and
+   * address (CONTRACT.md v1.1). Other addresses keep their own count. Errors: BAD_REQUEST,
+   * RATE_LIMITED (with retryAfterSec), UNAUTHENTICATED.
+   */
   async login(c: Credentials): Promise<SessionGrant> {
     const { redis, keys, config } = this.deps;
     if (!c || typeof c.userName !== "string" || typeof c.password !== "string") throw badRequest("userName and password must be strings");
+    if (c.userName.length > 64 || c.password.length > 512) throw new AppError("UNAUTHENTICATED", "wrong userName or password");
+    const addr = clientAddrOf(c);
+    await this.limitAddress(addr);
     const lower = c.userName.toLowerCase();
-    const failKey = keys.loginFailures(lower);
-    const failures = Number(await redis.get(failKey)) || 0;
-    if (failures >= config.loginMaxFailures) throw new AppError("RATE_LIMITED", "too many failed logins; try again later");
+    const attemptKey = keys.loginFailures(lower, addr);
+    const { n, ttl } = await this.reserve(attemptKey, config.loginLockSec);
+    if (n > config.loginMaxFailures) throw new AppError("RATE_LIMITED", "too many failed logins; try again later", ttl);
     const [row] = USER_NAME_RE.test(c.userName)
       ? await this.deps.db.select().from(users).where(eq(users.nameLower, lower)).limit(1)
       : [];
-    const ok = await Bun.password.verify(c.password, row?.passwordHash ?? DUMMY_HASH);
-    if (!row || !ok) {
-      await redis.multi().incr(failKey).expire(failKey, config.loginLockSec, "NX").exec();
-      throw new AppError("UNAUTHENTICATED", "wrong userName or password");
+    let ok: boolean;
+    try {
+      ok = await this.deps.hashes.verify(c.password, row?.passwordHash ?? DUMMY_HASH);
+    } catch (e) {
+      // Refused before checking (pool full): give the reserved attempt back.
+      if (e instanceof AppError && e.code === "RATE_LIMITED") await redis.decr(attemptKey);
+      throw e;
     }
-    if (failures) await redis.del(failKey);
+    if (!row || !ok) throw new AppError("UNAUTHENTICATED", "wrong userName or password");
+    await redis.del(attemptKey);
     return this.openSession({ userId: Number(row.id), userName: row.name });
   }
 

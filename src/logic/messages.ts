@@ -86,9 +86,11 @@ export class Messages {
         return undefined;
       }
     });
-    // Direct-message targets must exist: one bulk lookup for the whole batch.
-    const targets = [...new Set(items.filter((r, i) => convs[i] && r.toUserId !== undefined).map((r) => r.toUserId as number))];
-    const known = await this.deps.accounts.names(targets);
+    // Direct-message targets must exist, and a sender's name comes from our records, never from
+    // the caller (only from.userId, which api/connect took from a verified token): one bulk lookup.
+    const targets = new Set(items.filter((r, i) => convs[i] && r.toUserId !== undefined).map((r) => r.toUserId as number));
+    for (let i = 0; i < items.length; i++) if (convs[i]) targets.add(items[i].from.userId);
+    const known = await this.deps.accounts.names([...targets]);
     const now = Date.now();
     const nowS = String(now);
     const ids = this.deps.ids();
@@ -107,8 +109,13 @@ export class Messages {
         out[i] = { err: { code: "NOT_FOUND", message: "no such user" } };
         continue;
       }
+      const userName = known.get(r.from.userId);
+      if (userName === undefined) {
+        out[i] = { err: { code: "UNAUTHENTICATED", message: "unknown sender" } };
+        continue;
+      }
       const id = ids.next(now);
-      const ev: StreamEvent = { t: "m", id, conv, from: { userId: r.from.userId, userName: r.from.userName }, body: r.body, ts: now };
+      const ev: StreamEvent = { t: "m", id, conv, from: { userId: r.from.userId, userName }, body: r.body, ts: now };
       if (r.clientMsgId !== undefined) ev.cmid = r.clientMsgId;
       const idemKey = r.clientMsgId ?? r.retryKey;
       const uid = r.from.userId;

@@ -4,7 +4,7 @@
 import type Redis from "ioredis";
 import type { Keys } from "../shared/keys.ts";
 import { partitionOf } from "../shared/keys.ts";
-import { badRequest } from "../shared/errors.ts";
+import { AppError, badRequest } from "../shared/errors.ts";
 import { ROOM_ID_RE, roomConv, type UserRef } from "../shared/protocol.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import type { Config } from "../shared/config.ts";
@@ -42,11 +42,16 @@ export class Presence {
   /** Applies ops in order (issued without awaiting in between, so Redis runs them in order). */
   async apply(ops: PresenceOp[]): Promise<Result<JoinInfo | null>[]> {
     const { redis, keys } = this.deps;
+    // The name in join/leave events comes from our records, never from the caller's op.user.
+    const uids = ops.filter((op) => op?.user && Number.isSafeInteger(op.user.userId) && (op.k === "join" || op.k === "leave")).map((op) => op.user.userId);
+    const names = await this.deps.accounts.names([...new Set(uids)]);
     const calls = ops.map(async (op): Promise<Result<JoinInfo | null>> => {
       if (!op || typeof op.inst !== "string" || !Number.isSafeInteger(op.conn) || !op.user || !Number.isSafeInteger(op.user.userId))
         throw badRequest("malformed presence op");
       const holdings = keys.instanceHoldings(op.inst);
       const uid = op.user.userId;
+      const user: UserRef = { userId: uid, userName: names.get(uid) ?? "" };
+      if ((op.k === "join" || op.k === "leave") && !names.has(uid)) throw new AppError("UNAUTHENTICATED", "unknown user");
       switch (op.k) {
         case "connect":
           await redis.imConnect([keys.userInstances(uid), holdings, keys.instances], [op.inst, userField(uid, op.conn)]);
@@ -59,13 +64,13 @@ export class Presence {
           const conv = roomConv(op.room);
           const [onlineCount, lastSeq] = await redis.imJoin(
             [keys.roomMembers(op.room), keys.roomInstances(op.room), holdings, this.streamOf(op.room), keys.conv(conv), keys.userConvs(uid), keys.instances],
-            [op.inst, uid, roomField(op.room, uid, op.conn), encodeEvent({ t: "p", room: op.room, event: "join", user: op.user }), conv, encodeEvent({ t: "r", room: op.room })],
+            [op.inst, uid, roomField(op.room, uid, op.conn), encodeEvent({ t: "p", room: op.room, event: "join", user }), conv, encodeEvent({ t: "r", room: op.room })],
           );
           return { ok: { conv, onlineCount, lastSeq } };
         }
         case "leave":
           if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");
-          await this.leave(holdings, op.inst, op.user, op.room, roomField(op.room, uid, op.conn));
+          await this.leave(holdings, op.inst, user, op.room, roomField(op.room, uid, op.conn));
           return { ok: null };
         default:
           throw badRequest("unknown presence op");

@@ -9,6 +9,7 @@ import type { DbHandle } from "../shared/db/index.ts";
 import type { Discovery, Registration, ServiceWatch } from "../shared/discovery.ts";
 import { redisKeys, partitionOf } from "../shared/keys.ts";
 import { addService, startServer, stopServer } from "../shared/rpc.ts";
+import { clusterAuthFor, refusedCounter } from "../shared/cluster-auth.ts";
 import { newRegistry, serveOps } from "../shared/ops.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import { LIMITS } from "../shared/protocol.ts";
@@ -16,6 +17,7 @@ import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { defineScripts, type Scripts } from "./scripts.ts";
 import { Accounts } from "./accounts.ts";
+import { HashPool } from "./hash-pool.ts";
 import { Messages } from "./messages.ts";
 import { Presence } from "./presence.ts";
 import { Snowflake, leaseWorkerId } from "./snowflake.ts";
@@ -52,7 +54,8 @@ export class LogicServer {
     this.redis.on("error", (e) => log.warn("redis error", { err: e.message }));
     const keys = redisKeys(config.redisPrefix);
     this.registry = newRegistry("logic", deps.instanceId);
-    this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config });
+    const hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, registry: this.registry });
+    this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config, hashes });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
   }
@@ -117,7 +120,10 @@ export class LogicServer {
       log.info("snowflake worker id", { workerId: n });
     });
     const impl = this.api();
-    const { server, port } = await startServer((s) => addService(s, LogicService, impl, log), "0.0.0.0", config.logicPort);
+    // Bound to the internal address only; every call must carry the cluster secret.
+    const auth = { auth: clusterAuthFor(config, { redis: true, mysql: true }), onRefused: refusedCounter(this.registry) };
+    if (auth.auth.open) log.warn("IM_CLUSTER_SECRET is not set: internal calls are not authenticated (loopback-only setup)");
+    const { server, port } = await startServer((s) => addService(s, LogicService, impl, log), config.host, config.logicPort, auth);
     this.grpc = server;
     this.port = port;
     this.ops = serveOps(config.metricsPort, this.registry, () => this.ready);

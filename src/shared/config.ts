@@ -1,6 +1,8 @@
 // Configuration is read once, from IM_* environment variables, by one pure function.
 // Every problem is reported at once; unknown IM_* names are returned as warnings.
 
+import { availableParallelism } from "node:os";
+
 export const DEFAULT_BASE_PORT = 17000;
 
 /** Port offsets from the base port; the local cluster moves them all with --base-port. */
@@ -50,13 +52,29 @@ export interface Config {
   /** Bytes a slow WebSocket reader may have queued before it is closed with 4429. */
   wsMaxBuffered: number;
   logLevel: "debug" | "info" | "warn" | "error";
+  /**
+   * Shared secrets for calls between tiers (IM_CLUSTER_SECRET, comma list): the first is sent,
+   * every one is accepted, so a secret is rotated by listing new,old on every instance, then new.
+   * Empty only in a loopback-only setup (see src/shared/cluster-auth.ts).
+   */
+  clusterSecrets: string[];
+  /** Peers (addresses or CIDRs) whose X-Forwarded-For the api believes; empty: none. */
+  trustedProxies: string[];
+  /** Logins plus registrations per client address per authAddrWindowSec, whatever the names. */
+  authAddrLimit: number;
+  authAddrWindowSec: number;
+  /** Password hashes/verifications run at once per logic instance, and how many may wait; more is 429. */
+  hashConcurrency: number;
+  hashQueue: number;
+  /** Address the public listeners (api HTTP, connect WebSocket) bind to; the local cluster uses loopback. */
+  publicBindHost: string;
 }
 
 type Env = Record<string, string | undefined>;
 
 interface Spec {
   key: keyof Config;
-  kind: "string" | "port" | "int" | "list" | "level";
+  kind: "string" | "port" | "int" | "list" | "optlist" | "level";
   def: (env: Env) => string;
   min?: number;
 }
@@ -91,6 +109,14 @@ const SPECS: Record<string, Spec> = {
   IM_IDLE_TIMEOUT_MS: { key: "idleTimeoutMs", kind: "int", def: () => "60000", min: 200 },
   IM_WS_MAX_BUFFERED: { key: "wsMaxBuffered", kind: "int", def: () => String(4 << 20), min: 1024 },
   IM_LOG_LEVEL: { key: "logLevel", kind: "level", def: () => "info" },
+  IM_CLUSTER_SECRET: { key: "clusterSecrets", kind: "optlist", def: () => "" },
+  IM_TRUSTED_PROXIES: { key: "trustedProxies", kind: "optlist", def: () => "" },
+  IM_AUTH_ADDR_LIMIT: { key: "authAddrLimit", kind: "int", def: () => "300", min: 1 },
+  IM_AUTH_ADDR_WINDOW: { key: "authAddrWindowSec", kind: "int", def: () => "60", min: 1 },
+  // Half the cores: the other half keeps serving sends and token checks during a login flood.
+  IM_HASH_CONCURRENCY: { key: "hashConcurrency", kind: "int", def: () => String(Math.max(1, Math.floor(availableParallelism() / 2))), min: 1 },
+  IM_HASH_QUEUE: { key: "hashQueue", kind: "int", def: () => "16", min: 0 },
+  IM_PUBLIC_BIND: { key: "publicBindHost", kind: "string", def: () => "0.0.0.0" },
 };
 /** Read by the cluster runner and config defaults, not a Config field. */
 const EXTRA_KNOWN = new Set(["IM_BASE_PORT"]);
@@ -115,6 +141,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       case "string":
         if (!raw) problems.push(`${name} must not be empty`);
         out[spec.key] = raw;
+        break;
+      case "optlist":
+        out[spec.key] = raw.split(",").map((s) => s.trim()).filter(Boolean);
         break;
       case "list": {
         const list = raw.split(",").map((s) => s.trim()).filter(Boolean);

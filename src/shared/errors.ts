@@ -20,6 +20,8 @@ export class AppError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
+    /** For RATE_LIMITED: seconds after which a retry may succeed (HTTP Retry-After). */
+    readonly retryAfterSec?: number,
   ) {
     super(message);
     this.name = "AppError";
@@ -36,6 +38,8 @@ export class AppError extends Error {
 export interface WireError {
   code: ErrorCode;
   message: string;
+  /** Only between tiers (rpc.ts), never in client frames. */
+  retryAfterSec?: number;
 }
 
 export const badRequest = (m: string) => new AppError("BAD_REQUEST", m);
@@ -45,7 +49,8 @@ export function isErrorCode(c: unknown): c is ErrorCode {
 }
 
 export function fromWire(e: WireError): AppError {
-  return new AppError(isErrorCode(e.code) ? e.code : "INTERNAL", e.message);
+  const retry = Number.isSafeInteger(e.retryAfterSec) && (e.retryAfterSec as number) > 0 ? e.retryAfterSec : undefined;
+  return new AppError(isErrorCode(e.code) ? e.code : "INTERNAL", e.message, retry);
 }
 
 /** gRPC transport failures (no instance, deadline, reset) become UNAVAILABLE; the rest INTERNAL. */
@@ -60,5 +65,6 @@ export function fromGrpc(err: unknown): AppError {
 
 /** The HTTP form of an error: the contract's {"error":{"code","message"}} envelope and status. */
 export function errorResponse(e: AppError): Response {
-  return Response.json({ error: e.toJSON() }, { status: e.httpStatus });
+  const headers: Record<string, string> = e.retryAfterSec ? { "retry-after": String(e.retryAfterSec) } : {};
+  return Response.json({ error: e.toJSON() }, { status: e.httpStatus, headers });
 }

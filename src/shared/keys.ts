@@ -8,8 +8,10 @@ export function redisKeys(p: string) {
     session: (sid: string) => `${p}sess:${sid}`,
     /** hash userId → userName, for member lists and direct-message targets. */
     userNames: `${p}unames`,
-    /** counter of failed logins for a lower-cased user name; TTL = lock window. */
-    loginFailures: (nameLower: string) => `${p}lf:${nameLower}`,
+    /** counter of password checks for a lower-cased user name from one client address; TTL = lock window. */
+    loginFailures: (nameLower: string, addr: string) => `${p}lf:${addr}:${nameLower}`,
+    /** counter of logins and registrations from one client address; TTL = IM_AUTH_ADDR_WINDOW. */
+    authByAddr: (addr: string) => `${p}la:${addr}`,
     /** hash {t, v}: send token bucket of a user. */
     rate: (uid: number) => `${p}rl:${uid}`,
     /** "id|seq|ts" of the first acceptance of a clientMsgId (or an internal retry key). */

@@ -10,6 +10,7 @@ import * as grpc from "@grpc/grpc-js";
 import { AppError, fromGrpc, fromWire, type WireError } from "./errors.ts";
 import { pack, unpack } from "./codec.ts";
 import type { Logger } from "./log.ts";
+import { SECRET_METADATA_KEY, type ClusterAuth } from "./cluster-auth.ts";
 
 type Reply<T> = { ok: T; err?: undefined } | { ok?: undefined; err: WireError };
 interface CallFrame {
@@ -44,7 +45,7 @@ export function serviceDefinition(name: string, methods: readonly string[]): Ser
 
 /** Turns a thrown error into a reply; unknown errors are logged once and answered INTERNAL. */
 export function toWire(err: unknown, log: Logger, context: Record<string, unknown>): WireError {
-  if (err instanceof AppError) return err.toJSON();
+  if (err instanceof AppError) return err.retryAfterSec ? { ...err.toJSON(), retryAfterSec: err.retryAfterSec } : err.toJSON();
   log.error("unhandled error", { ...context, err });
   return { code: "INTERNAL", message: "internal error" };
 }
@@ -126,12 +127,52 @@ function reply(call: grpc.ServerDuplexStream<CallFrame, ReplyFrame>, r: ReplyFra
   }
 }
 
+export interface ServerAuth {
+  auth: ClusterAuth;
+  /** Called once per refused call (no or wrong secret), with the gRPC path; counts it in a metric. */
+  onRefused?: (path: string) => void;
+}
+
+/**
+ * A server interceptor that ends every call without the cluster secret with UNAUTHENTICATED
+ * before its handler starts: the handler is never called, so no frame of such a stream runs
+ * (messages and half-close that still arrive are dropped here). Covers every method of every
+ * service on the server, unary or streaming.
+ */
+function authInterceptor({ auth, onRefused }: ServerAuth): grpc.ServerInterceptor {
+  return (desc, call) => {
+    let refused = false;
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (md, pass) => {
+            if (auth.verify(md)) return pass(md);
+            refused = true;
+            onRefused?.(desc.path);
+            call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: "missing or wrong cluster credentials", metadata: null });
+          },
+          onReceiveMessage: (msg, pass) => {
+            if (!refused) pass(msg);
+          },
+          onReceiveHalfClose: (pass) => {
+            if (!refused) pass();
+          },
+        }),
+    });
+  };
+}
+
+/**
+ * Binds a gRPC server on host:port (port 0: any). With `auth`, every call must carry the cluster
+ * secret (see authInterceptor); without it the server is open, which only tests use.
+ */
 export async function startServer(
   build: (s: grpc.Server) => void,
   host: string,
   port: number,
+  auth?: ServerAuth,
 ): Promise<{ server: grpc.Server; port: number }> {
-  const server = new grpc.Server({ "grpc.max_receive_message_length": 64 << 20 });
+  const server = new grpc.Server({ "grpc.max_receive_message_length": 64 << 20, interceptors: auth ? [authInterceptor(auth)] : [] });
   build(server);
   const bound = await new Promise<number>((res, rej) =>
     server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))),
@@ -238,13 +279,18 @@ class Lane {
   }
 }
 
-/** A typed client; `target` is "host:port" or an etcd:// target from etcdTarget(). */
-export function makeClient<T extends Api>(svc: Service, target: string, defaultDeadlineMs = 5000): Client<T> {
+/**
+ * A typed client; `target` is "host:port" or an etcd:// target from etcdTarget(). With `auth`,
+ * every stream it opens carries the cluster secret (its first one) in the call metadata.
+ */
+export function makeClient<T extends Api>(svc: Service, target: string, defaultDeadlineMs = 5000, auth?: ClusterAuth): Client<T> {
   const Ctor = grpc.makeGenericClientConstructor(svc.def, "svc");
   const raw = new Ctor(target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as {
-    pipe(): grpc.ClientDuplexStream<CallFrame, ReplyFrame>;
+    pipe(md: grpc.Metadata): grpc.ClientDuplexStream<CallFrame, ReplyFrame>;
     close(): void;
   };
+  const md = new grpc.Metadata();
+  if (auth?.outgoing) md.set(SECRET_METADATA_KEY, auth.outgoing);
   const lanes: (Lane | undefined)[] = new Array(LANES);
   let next = 0;
   const lane = (): Lane => {
@@ -252,7 +298,7 @@ export function makeClient<T extends Api>(svc: Service, target: string, defaultD
     let l = lanes[i];
     if (!l || l.broken || Date.now() - l.openedAt > LANE_REOPEN_MS) {
       l?.retire();
-      l = lanes[i] = new Lane(raw.pipe());
+      l = lanes[i] = new Lane(raw.pipe(md.clone()));
     }
     return l;
   };

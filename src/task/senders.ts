@@ -6,6 +6,7 @@ import { Batcher } from "../shared/batcher.ts";
 import type { Discovery, Instances, ServiceWatch } from "../shared/discovery.ts";
 import type { Logger } from "../shared/log.ts";
 import { makeClient, type Client } from "../shared/rpc.ts";
+import type { ClusterAuth } from "../shared/cluster-auth.ts";
 import { CONNECT_SERVICE, ConnectService, type ConnectApi, type PushEvent } from "../../proto/connect.ts";
 
 interface Peer {
@@ -22,6 +23,8 @@ export interface SendersOptions {
   /** Partition batches combined into one call at most (default 16, i.e. up to 8000 events). */
   maxBatch?: number;
   onCall?: (ok: boolean) => void;
+  /** The cluster credentials sent on every push (see src/shared/cluster-auth.ts). */
+  auth?: ClusterAuth;
 }
 
 export class ConnectSenders {
@@ -58,7 +61,7 @@ export class ConnectSenders {
     let peer = this.peers.get(id);
     if (peer && peer.addr === info.addr) return peer;
     peer?.client.close();
-    const client = makeClient<ConnectApi>(ConnectService, info.addr, this.o.deadlineMs ?? 3000);
+    const client = makeClient<ConnectApi>(ConnectService, info.addr, this.o.deadlineMs ?? 3000, this.o.auth);
     const batcher = new Batcher<PushEvent[], null>(
       async (items) => {
         try {

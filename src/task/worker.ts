@@ -16,6 +16,7 @@ import { PartitionOwnership } from "./ownership.ts";
 import { PersistHandler } from "./persist.ts";
 import { PushHandler } from "./push.ts";
 import { ConnectSenders } from "./senders.ts";
+import { clusterAuthFor } from "../shared/cluster-auth.ts";
 import { trimStream } from "./trim.ts";
 
 /** How long the persist group waits after a partial batch before reading again. */
@@ -89,6 +90,7 @@ export class TaskWorker {
 
   async start(): Promise<void> {
     const { discovery, instanceId, config } = this.o;
+    const auth = clusterAuthFor(config, { redis: true, mysql: true });
     this.redis = this.connect();
     this.acks = new AckBuffer(this.redis, this.log);
     // Persist lingers: one multi-row insert per partition per PERSIST_LINGER_MS instead of one per
@@ -98,6 +100,7 @@ export class TaskWorker {
       discovery,
       log: this.log.child({ component: "senders" }),
       onCall: (ok) => this.metrics.pushCalls.inc({ result: ok ? "ok" : "error" }),
+      auth,
     });
     await this.senders.start();
     this.ownership = new PartitionOwnership({

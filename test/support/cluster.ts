@@ -11,6 +11,7 @@ import { ConnectServer } from "../../src/connect/server.ts";
 import { TaskWorker } from "../../src/task/worker.ts";
 import { etcdTarget } from "../../src/shared/resolver.ts";
 import { makeClient } from "../../src/shared/rpc.ts";
+import { ClusterAuth } from "../../src/shared/cluster-auth.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
 import { getInfra } from "./infra.ts";
 
@@ -55,6 +56,8 @@ export async function testConfig(overrides: Partial<Config> = {}): Promise<Reado
       IM_METRICS_PORT: "0",
       IM_LEASE_TTL: "2",
       IM_LOG_LEVEL: (process.env.TEST_LOG_LEVEL as string) ?? "error",
+      // Every test cluster authenticates its internal calls, as a deployment does.
+      IM_CLUSTER_SECRET: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url"),
     },
     overrides,
   );
@@ -92,7 +95,7 @@ export async function startCluster(
   for (let i = 0; i < (opts.connect ?? 0); i++) {
     const d = discovery();
     const t = etcdTarget(d, LOGIC_SERVICE);
-    const client = makeClient<LogicApi>(LogicService, t.target);
+    const client = makeClient<LogicApi>(LogicService, t.target, undefined, new ClusterAuth(config.clusterSecrets));
     const s = new ConnectServer({ config, log: log.child({ role: "connect", i }), logic: client, discovery: d, instanceId: newInstanceId("connect") });
     await s.start();
     connect.push(s);

@@ -10,6 +10,7 @@ import { AppError, type WireError } from "../../src/shared/errors.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 import { LIMITS, dmConv, roomConv, type Message, type UserRef } from "../../src/shared/protocol.ts";
 import { makeClient, type Client } from "../../src/shared/rpc.ts";
+import { ClusterAuth } from "../../src/shared/cluster-auth.ts";
 import { ConnectService, type ConnectApi } from "../../proto/connect.ts";
 import type { HistoryReq, HistoryRes, JoinInfo, PresenceOp, RoomInfo, SendAck, SendReq, Session } from "../../proto/logic.ts";
 
@@ -155,7 +156,7 @@ export async function startConnect(overrides: Partial<Config> = {}, logic = new 
   const discovery = new FakeDiscovery();
   const server = new ConnectServer({ config, log: silentLogger, logic, discovery, instanceId: `connect-test-${++instanceNo}` });
   await server.start();
-  const rpc = makeClient<ConnectApi>(ConnectService, server.rpcAddr);
+  const rpc = makeClient<ConnectApi>(ConnectService, server.rpcAddr, undefined, new ClusterAuth(config.clusterSecrets));
   return {
     server,
     logic,

@@ -1,0 +1,116 @@
+// Do sends and token checks slow down while a flood of registrations keeps argon2 busy? Against
+// `bun run cluster` (1 api, 1 logic, 1 task, 1 connect), in one run: steps without and with a
+// flood, alternating. Each step paces GET /api/me and POST /api/rooms/{room}/messages (open loop,
+// fixed rates) and reports their p50/p99; a flood step also sends POST /api/users with random names
+// at --flood-rate per second, open loop (each one an argon2id hash unless the pool refuses it with
+// 429), several times what the hashing pool can do. --hash-concurrency/--hash-queue set
+// IM_HASH_CONCURRENCY/IM_HASH_QUEUE (e.g. 64/100000 to see unbounded hashing).
+// Usage: bun bench/hash-flood.ts [--seconds 10] [--rate 40] [--flood-rate 100] [--rounds 2] [--base-port 31000]
+import { loadavg } from "node:os";
+import { parseArgs } from "node:util";
+import { newHistogram, report, startCluster, summary } from "./lib.ts";
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "10" },
+    rate: { type: "string", default: "40" },
+    "flood-rate": { type: "string", default: "100" },
+    "hash-concurrency": { type: "string" },
+    "hash-queue": { type: "string" },
+    rounds: { type: "string", default: "2" },
+    "base-port": { type: "string", default: "31000" },
+  },
+});
+const seconds = Number(values.seconds);
+const rate = Number(values.rate); // per second, for /me and for sends each
+const floodRate = Number(values["flood-rate"]);
+
+const cluster = await startCluster(["--base-port", values["base-port"]!, "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], {
+  // The flood comes from one address: lift the per-address limit so the hashing pool is what is measured.
+  IM_AUTH_ADDR_LIMIT: "1000000000",
+  ...(values["hash-concurrency"] ? { IM_HASH_CONCURRENCY: values["hash-concurrency"] } : {}),
+  ...(values["hash-queue"] ? { IM_HASH_QUEUE: values["hash-queue"] } : {}),
+});
+const stop = async () => cluster.stop();
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stop().finally(() => process.exit(130)));
+
+const api = cluster.api[0];
+const post = (path: string, body: unknown, token?: string) =>
+  fetch(`${api}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+const tag = Date.now().toString(36);
+let nameNo = 0;
+const freshName = () => `hf${tag}${++nameNo}`;
+
+/** Senders: the per-user send budget is 50/s, so the send rate is spread over several users. */
+const senders: string[] = [];
+for (let i = 0; i < Math.max(1, Math.ceil(rate / 20)); i++) {
+  const r = await post("/api/users", { userName: freshName(), password: "bench-password" });
+  if (r.status !== 201) throw new Error(`register: HTTP ${r.status}`);
+  senders.push(((await r.json()) as { token: string }).token);
+}
+
+/** Fires fn `rate` times a second until `ms` passed or `until()` is false, without waiting for answers; latency in µs. */
+async function paced(fn: (i: number) => Promise<Response>, ms: number, rate: number, until = () => true) {
+  const h = newHistogram();
+  const statuses: Record<string, number> = {};
+  const inflight: Promise<void>[] = [];
+  const t0 = performance.now();
+  for (let i = 0; performance.now() - t0 < ms && until(); i++) {
+    const due = t0 + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 0) await Bun.sleep(wait);
+    const start = performance.now();
+    inflight.push(
+      fn(i).then(
+        async (r) => {
+          await r.arrayBuffer();
+          h.recordValue(Math.max(1, Math.round((performance.now() - start) * 1000)));
+          statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+        },
+        () => {
+          statuses.error = (statuses.error ?? 0) + 1;
+        },
+      ),
+    );
+  }
+  await Promise.all(inflight);
+  return { ...summary(h), statuses };
+}
+
+async function step(name: string, flood: boolean) {
+  let flooding = flood;
+  const floodRun = flood
+    ? paced(() => post("/api/users", { userName: freshName(), password: "bench-password" }), 3_600_000, floodRate, () => flooding)
+    : undefined;
+  if (flood) await Bun.sleep(1000); // let the flood fill the pool before measuring
+  const [me, send] = await Promise.all([
+    paced(() => fetch(`${api}/api/me`, { headers: { authorization: `Bearer ${senders[0]}` } }), seconds * 1000, rate),
+    paced((i) => post(`/api/rooms/hf${tag}/messages`, { body: `m${i}` }, senders[i % senders.length]), seconds * 1000, rate),
+  ]);
+  flooding = false;
+  const floodRes = await floodRun;
+  report({
+    step: name,
+    seconds,
+    ratePerSec: rate,
+    floodRatePerSec: flood ? floodRate : 0,
+    me,
+    send,
+    flood: floodRes && { statuses: floodRes.statuses, p50: floodRes.p50, p99: floodRes.p99, max: floodRes.max },
+    loadavg1m: Math.round(loadavg()[0] * 100) / 100,
+  });
+}
+
+try {
+  await step("warm-up", false);
+  for (let r = 1; r <= Number(values.rounds); r++) {
+    await step(`no flood #${r}`, false);
+    await step(`flood #${r}`, true);
+  }
+} finally {
+  await stop();
+}

@@ -1,0 +1,37 @@
+import { expect, test } from "bun:test";
+import { Registry } from "prom-client";
+import { AppError } from "../shared/errors.ts";
+import { HashPool } from "./hash-pool.ts";
+
+const settle = <T>(p: Promise<T>) => p.then((v) => ({ v, at: performance.now() }), (e) => ({ e, at: performance.now() }));
+
+test("full pool: a job beyond concurrency + queue is refused at once with RATE_LIMITED and a Retry-After", async () => {
+  const registry = new Registry();
+  const pool = new HashPool({ concurrency: 1, maxQueue: 1, registry });
+  const t0 = performance.now();
+  const [a, b, c] = await Promise.all([settle(pool.hash("password-1")), settle(pool.hash("password-2")), settle(pool.hash("password-3"))]);
+  expect("v" in a && typeof a.v).toBe("string");
+  expect("v" in b && typeof b.v).toBe("string");
+  expect("e" in c).toBe(true);
+  const err = (c as { e: AppError }).e;
+  expect(err).toBeInstanceOf(AppError);
+  expect(err.code).toBe("RATE_LIMITED");
+  expect(err.retryAfterSec).toBe(1);
+  // Refused before the first hash was done, not after waiting behind it.
+  expect(c.at).toBeLessThan(a.at);
+  expect(c.at - t0).toBeLessThan(a.at - t0);
+  const jobs = await registry.getSingleMetric("bunchat_logic_password_jobs_total")!.get();
+  const count = (result: string) => jobs.values.filter((v) => v.labels.result === result).reduce((s, v) => s + v.value, 0);
+  expect(count("done")).toBe(2);
+  expect(count("refused")).toBe(1);
+  expect(await pool.verify("password-1", (a as { v: string }).v)).toBe(true);
+});
+
+test("a queued job that waited longer than maxWaitMs is refused instead of run late", async () => {
+  const pool = new HashPool({ concurrency: 1, maxQueue: 4, maxWaitMs: 0 });
+  const [a, b] = await Promise.all([settle(pool.hash("password-1")), settle(pool.hash("password-2"))]);
+  expect("v" in a).toBe(true);
+  expect((b as { e: AppError }).e?.code).toBe("RATE_LIMITED");
+  // The slot was handed back: the pool still works.
+  expect(typeof (await pool.hash("password-3"))).toBe("string");
+});
