@@ -10,6 +10,8 @@ import { opsResponse } from "../shared/ops.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
+import { chatRoutes } from "./chat-routes.ts";
+import { openapiDocs } from "./openapi.ts";
 
 export interface ApiDeps {
   logic: Client<LogicApi>;
@@ -160,7 +162,9 @@ export function createApiApp(deps: ApiDeps) {
       const wsUrl = deps.gateway();
       if (!wsUrl) throw new AppError("UNAVAILABLE", "no connect instance is available");
       return json(200, { wsUrl });
-    });
+    })
+    .use(chatRoutes({ logic, user }))
+    .use(openapiDocs());
 }
 
 function safeDecode(s: string): string {

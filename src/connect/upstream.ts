@@ -10,7 +10,7 @@ import type { Client } from "../shared/rpc.ts";
 import type { JoinInfo, LogicApi, PresenceOp, SendAck, SendReq, Session } from "../../proto/logic.ts";
 
 /** The LogicRPC methods connect uses: a real Client<LogicApi>, or any object with them (tests). */
-export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "send" | "roomInfo" | "history">;
+export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "send" | "roomInfo" | "history" | "markRead" | "typing">;
 
 /**
  * One lane: every lane is its own batch cycle (call, reply), so each extra lane multiplies

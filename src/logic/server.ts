@@ -18,6 +18,9 @@ import { defineScripts, type Scripts } from "./scripts.ts";
 import { Accounts } from "./accounts.ts";
 import { Messages } from "./messages.ts";
 import { Presence } from "./presence.ts";
+import { ReadPositions, withReadState } from "./read.ts";
+import { Typing } from "./typing.ts";
+import { userByName } from "./users.ts";
 import { Snowflake, leaseWorkerId } from "./snowflake.ts";
 
 const RECONCILE_EVERY_MS = 10_000;
@@ -36,6 +39,8 @@ export class LogicServer {
   readonly accounts: Accounts;
   readonly messages: Messages;
   readonly presence: Presence;
+  readonly reads: ReadPositions;
+  readonly typing: Typing;
   private ids?: Snowflake;
   private grpc?: grpc.Server;
   private ops?: ReturnType<typeof serveOps>;
@@ -55,6 +60,8 @@ export class LogicServer {
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
+    this.reads = new ReadPositions({ db: deps.db.db, redis: this.redis, keys, streamPartitions: config.streamPartitions, log });
+    this.typing = new Typing({ redis: this.redis, keys, streamPartitions: config.streamPartitions });
   }
 
   private impl?: LogicApi;
@@ -97,7 +104,15 @@ export class LogicServer {
       },
       roomInfo: (r) => this.presence.roomInfo(r?.room),
       history: (r) => this.messages.history({ ...r, maxLimit: r?.maxLimit ?? LIMITS.historyMaxLimit }),
-      conversations: async (r) => ({ conversations: await this.messages.conversations(r.userId) }),
+      conversations: async (r) => ({
+        conversations: await withReadState(this.reads, (ids) => this.accounts.names(ids), r.userId, await this.messages.conversations(r.userId)),
+      }),
+      markRead: (r) => this.reads.markRead(r),
+      typing: async (r) => {
+        await this.typing.typing(r);
+        return null;
+      },
+      userByName: (r) => userByName(this.deps.db.db, r?.name),
     };
     for (const m of Object.keys(impl)) {
       const fn = impl[m];
@@ -125,6 +140,7 @@ export class LogicServer {
     // A connect instance that vanishes from etcd is cleaned up (presence leave, routing entries).
     this.connectWatch = await discovery.watch(CONNECT_SERVICE, () => this.scheduleReconcile());
     this.reconcileTimer = setInterval(() => this.scheduleReconcile(), RECONCILE_EVERY_MS);
+    this.reads.start();
     this.ready = true;
     log.info("logic ready", { port, metricsPort: this.ops.port });
   }
@@ -158,6 +174,7 @@ export class LogicServer {
     await this.connectWatch?.close().catch(() => undefined);
     if (this.grpc) await stopServer(this.grpc);
     await this.reconciling;
+    await this.reads.stop().catch(() => undefined);
     await this.releaseWorkerId?.().catch(() => undefined);
     this.ops?.stop(true);
     this.redis.disconnect();
