@@ -295,4 +295,11 @@ describe("user look-up", () => {
       expect({ q, status: (await api("GET", `/api/users${q}`, a.token)).status }).toEqual({ q, status: 400 });
     expect((await api("GET", `/api/users?name=${name}`)).status).toBe(401);
   });
+
+  test("the api tier serves its OpenAPI document with the v1.1 endpoints", async () => {
+    const doc = await api("GET", "/api/openapi.json");
+    expect(doc.status).toBe(200);
+    expect(Object.keys(doc.body.paths["/api/conversations/{conv}/read"])).toEqual(["put"]);
+    expect(doc.body.paths["/api/users"].get).toBeDefined();
+  });
 });

@@ -11,7 +11,7 @@ import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
 import { chatRoutes } from "./chat-routes.ts";
-import { openapiDocs } from "./openapi.ts";
+import { withOpenApi } from "./openapi.ts";
 
 export interface ApiDeps {
   logic: Client<LogicApi>;
@@ -71,7 +71,7 @@ export function createApiApp(deps: ApiDeps) {
     );
   };
 
-  return new Elysia()
+  const app = new Elysia()
     .onRequest(({ request }) => {
       const len = Number(request.headers.get("content-length") ?? 0);
       if (len > LIMITS.maxHttpBody) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
@@ -163,8 +163,8 @@ export function createApiApp(deps: ApiDeps) {
       if (!wsUrl) throw new AppError("UNAVAILABLE", "no connect instance is available");
       return json(200, { wsUrl });
     })
-    .use(chatRoutes({ logic, user }))
-    .use(openapiDocs());
+    .use(chatRoutes({ logic, user }));
+  return withOpenApi(app);
 }
 
 function safeDecode(s: string): string {

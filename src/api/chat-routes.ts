@@ -14,11 +14,11 @@ export interface ChatRouteDeps {
 
 const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
 
-export const UserRefSchema = t.Object({ userId: t.Integer({ minimum: 1 }), userName: t.String() });
+export const UserRefSchema = t.Object({ userId: t.Number({ minimum: 1, multipleOf: 1 }), userName: t.String() });
 // t.Number with multipleOf, not t.Integer: Elysia's Integer turns the string "2" into 2, and the
 // contract wants a JSON integer. Logic checks it is a safe integer too.
 const ReadBody = t.Object({ seq: t.Number({ minimum: 0, multipleOf: 1, description: "mark read up to this seq (clamped to the conversation's lastSeq)" }) });
-const ReadResult = t.Object({ conv: t.String(), readSeq: t.Integer({ minimum: 0 }) });
+const ReadResult = t.Object({ conv: t.String(), readSeq: t.Number({ minimum: 0, multipleOf: 1 }) });
 
 export function chatRoutes(d: ChatRouteDeps) {
   return new Elysia({ name: "bunchat-chat-routes" })
