@@ -115,7 +115,15 @@ export class ReadPositions {
   private readonly prefix: string;
 
   constructor(
-    private readonly deps: { db: Db; redis: Redis; keys: Keys; streamPartitions: number; log: Logger },
+    private readonly deps: {
+      db: Db;
+      redis: Redis;
+      keys: Keys;
+      streamPartitions: number;
+      log: Logger;
+      /** How old (ms) another flusher's claim must be to be taken over (default CLAIM_STALE_MS). */
+      claimStaleMs?: number;
+    },
   ) {
     const r = deps.redis;
     r.defineCommand("imMarkRead", { lua: MARK_READ, numberOfKeys: 5 });
@@ -201,7 +209,7 @@ export class ReadPositions {
   private async flushOnce(): Promise<void> {
     const { keys, db } = this.deps;
     const now = String(Date.now());
-    const claimed = await this.redis.imReadClaim(keys.readDirty, keys.readClaims, now, String(FLUSH_BATCH), String(CLAIM_STALE_MS));
+    const claimed = await this.redis.imReadClaim(keys.readDirty, keys.readClaims, now, String(FLUSH_BATCH), String(this.deps.claimStaleMs ?? CLAIM_STALE_MS));
     if (!claimed.length) return;
     const pipe = this.redis.pipeline();
     for (const k of claimed) pipe.hgetall(k);

@@ -29,7 +29,8 @@ export class Typing {
   /** Relays that user is typing in conv, unless relayed within 2 s. Errors: BAD_REQUEST, FORBIDDEN (another pair's DM). */
   async typing(req: { user: UserRef; conv: string }): Promise<boolean> {
     if (!req || !req.user || !Number.isSafeInteger(req.user.userId) || typeof req.user.userName !== "string") throw badRequest("malformed typing");
-    convFor(req.user.userId, req.conv);
+    const pc = convFor(req.user.userId, req.conv);
+    if (pc.kind === "dm" && pc.a === pc.b) return false; // a note to self has no one to tell
     const { keys, streamPartitions } = this.deps;
     const user = { userId: req.user.userId, userName: req.user.userName };
     const ev = encodeEvent({ t: "ty", conv: req.conv, user, ts: Date.now() });
