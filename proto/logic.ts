@@ -111,8 +111,8 @@ export interface LogicApi {
   roomInfo(req: { room: string }): Promise<RoomInfo>;
   history(req: HistoryReq): Promise<HistoryRes>;
   conversations(req: { userId: number }): Promise<{ conversations: ConversationSummary[] }>;
-  /** (v1.1) PUT /api/conversations/{conv}/read and WS read. Errors: BAD_REQUEST, FORBIDDEN. */
-  markRead(req: ReadReq): Promise<ReadRes>;
+  /** (v1.1) PUT /api/conversations/{conv}/read and WS read, batched. Item errors: BAD_REQUEST, FORBIDDEN, UNAVAILABLE. */
+  markRead(req: { items: ReadReq[] }): Promise<Result<ReadRes>[]>;
   /** (v1.1) WS typing: relayed at most once per user and conv per 2 s (null either way). Errors: BAD_REQUEST, FORBIDDEN. */
   typing(req: { user: UserRef; conv: string }): Promise<null>;
   /** (v1.1) GET /api/users?name=: the user of that name, ignoring case. Errors: BAD_REQUEST, NOT_FOUND. */

@@ -4,7 +4,8 @@
 import { Elysia, t } from "elysia";
 import { badRequest } from "../shared/errors.ts";
 import type { Client } from "../shared/rpc.ts";
-import type { LogicApi, Session } from "../../proto/logic.ts";
+import { Batcher } from "../shared/batcher.ts";
+import type { LogicApi, ReadReq, ReadRes, Session } from "../../proto/logic.ts";
 
 export interface ChatRouteDeps {
   logic: Client<LogicApi>;
@@ -21,6 +22,8 @@ const ReadBody = t.Object({ seq: t.Number({ minimum: 0, multipleOf: 1, descripti
 const ReadResult = t.Object({ conv: t.String(), readSeq: t.Number({ minimum: 0, multipleOf: 1 }) });
 
 export function chatRoutes(d: ChatRouteDeps) {
+  // Like sends: every read of this process in flight shares a few RPCs.
+  const reads = new Batcher<ReadReq, ReadRes>((items) => d.logic.markRead({ items }, { retries: 2 }), { concurrency: 4 });
   return new Elysia({ name: "bunchat-chat-routes" })
     .put(
       "/api/conversations/:conv/read",
@@ -28,7 +31,7 @@ export function chatRoutes(d: ChatRouteDeps) {
         const u = await d.user(request);
         // Elysia has percent-decoded the path parameter once (null if malformed): not again, so
         // dm%253A1%253A2 stays "dm%3A1%3A2" and is refused.
-        return json(200, await d.logic.markRead({ user: { userId: u.userId, userName: u.userName }, conv: params.conv, seq: body.seq }));
+        return json(200, await reads.call({ user: { userId: u.userId, userName: u.userName }, conv: params.conv, seq: body.seq }));
       },
       {
         params: t.Object({ conv: t.String({ description: "room:<roomId> or dm:<a>:<b>, raw or percent-encoded" }) }),

@@ -174,7 +174,7 @@ export class FrameHandler {
   private async read(ws: Socket, f: ReadFrame, ref: unknown): Promise<void> {
     const c = ws.data;
     try {
-      const res = await this.up.logic.markRead({ user: c.user, conv: f.conv, seq: f.seq, origin: `${this.inst}|${c.no}` }, { retries: 1 });
+      const res = await this.up.reads.call({ user: c.user, conv: f.conv, seq: f.seq, origin: `${this.inst}|${c.no}` });
       this.out.send(ws, readFrame(ref, res.conv, res.readSeq));
     } catch (e) {
       this.out.error(ws, ref, this.appError(e, "read"));

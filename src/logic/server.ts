@@ -12,7 +12,9 @@ import { addService, startServer, stopServer } from "../shared/rpc.ts";
 import { newRegistry, serveOps } from "../shared/ops.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import { LIMITS } from "../shared/protocol.ts";
-import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
+import { LogicService, LOGIC_SERVICE, type LogicApi, type ReadReq } from "../../proto/logic.ts";
+import { AppError } from "../shared/errors.ts";
+import type { Result } from "../shared/batcher.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { defineScripts, type Scripts } from "./scripts.ts";
 import { Accounts } from "./accounts.ts";
@@ -81,6 +83,12 @@ export class LogicServer {
     const kick = async (userId: number, sid: string, conv: string) => {
       await this.redis.xadd(keys.stream(partitionOf(conv, config.streamPartitions)), "*", "n", 0, "d", encodeEvent({ t: "k", userId, sid }));
     };
+    const ok = <T>(v: T): Result<T> => ({ ok: v });
+    const fail = (e: unknown, op: string): Result<never> => {
+      if (e instanceof AppError) return { err: e.toJSON() };
+      this.deps.log.warn("logic op failed", { op, err: e });
+      return { err: { code: "UNAVAILABLE", message: "store unavailable" } };
+    };
     const impl: LogicApi = {
       register: (r) => this.accounts.register(r),
       login: (r) => this.accounts.login(r),
@@ -107,7 +115,10 @@ export class LogicServer {
       conversations: async (r) => ({
         conversations: await withReadState(this.reads, (ids) => this.accounts.names(ids), r.userId, await this.messages.conversations(r.userId)),
       }),
-      markRead: (r) => this.reads.markRead(r),
+      markRead: async (r) => {
+        batch.observe({ method: "markRead" }, r.items.length);
+        return Promise.all(r.items.map((item: ReadReq) => this.reads.markRead(item).then(ok, (e) => fail(e, "markRead"))));
+      },
       typing: async (r) => {
         await this.typing.typing(r);
         return null;

@@ -56,8 +56,12 @@ export class FakeLogic implements LogicPort {
   readonly reads = new Map<number, Map<string, number>>();
   readonly typings: { user: UserRef; conv: string }[] = [];
 
-  async markRead(req: ReadReq): Promise<ReadRes> {
+  async markRead(req: { items: ReadReq[] }): Promise<Result<ReadRes>[]> {
     this.check();
+    return req.items.map((r) => ({ ok: this.read1(r) }));
+  }
+
+  private read1(req: ReadReq): ReadRes {
     const mine = this.reads.get(req.user.userId) ?? new Map<string, number>();
     this.reads.set(req.user.userId, mine);
     const last = this.messages.get(req.conv)?.length ?? 0;
