@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { and, eq } from "drizzle-orm";
 import Redis from "ioredis";
 import { readPositions } from "../src/shared/db/schema.ts";
-import { redisKeys } from "../src/shared/keys.ts";
+import { partitionOf, redisKeys } from "../src/shared/keys.ts";
 import { dmConv } from "../src/shared/protocol.ts";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
 import { WsClient } from "./support/connect.ts";
@@ -104,6 +104,31 @@ describe("read positions", () => {
       await ws.flush();
       expect(ws.frames.filter((f) => f.op === "read" || f.op === "receipt")).toEqual([]);
     }
+  });
+
+  test("a WS room read of a user with one connection appends no stream event; once a second is open, it gets the push", async () => {
+    const a = await registerUser(c.apiUrl());
+    const b = await registerUser(c.apiUrl());
+    const r = room();
+    const conv = `room:${r}`;
+    for (let i = 0; i < 2; i++) await api("POST", `/api/rooms/${r}/messages`, b.token, { body: "x" });
+    const keys = redisKeys(c.config.redisPrefix);
+    const connections = async () => (await redis.hvals(keys.userInstances(a.userId))).reduce((n, v) => n + Number(v), 0);
+    const readEvents = async () => {
+      const entries = await redis.xrange(keys.stream(partitionOf(conv, c.config.streamPartitions)), "-", "+");
+      return entries.filter(([, f]) => f[3].includes('"t":"rd"') && f[3].includes(`"userId":${a.userId},`)).length;
+    };
+    const a0 = await open(0, a);
+    await eventually(async () => (await connections()) === 1, 10_000, "A's connection counted");
+    a0.send({ op: "read", conv, seq: 1, ref: 1 });
+    expect(await a0.op("read", 1, 10_000)).toMatchObject({ readSeq: 1 });
+    expect(await readEvents()).toBe(0);
+    const a1 = await open(1, a);
+    await eventually(async () => (await connections()) === 2, 10_000, "A's second connection counted");
+    a0.send({ op: "read", conv, seq: 2, ref: 2 });
+    expect(await a0.op("read", 2, 10_000)).toMatchObject({ readSeq: 2 });
+    expect(await a1.op("read", undefined, 10_000)).toEqual({ op: "read", conv, readSeq: 2 });
+    expect(await readEvents()).toBe(1);
   });
 
   test("marking a room read adds it to the user's conversations", async () => {
