@@ -56,6 +56,9 @@ const logicRequests = (name: string): Record<(typeof LOGIC_METHODS)[number], unk
   roomInfo: { room: "lobby" },
   history: { userId: 1, conv: "dm:1:2", maxLimit: 200 },
   conversations: { userId: 1 },
+  markRead: { items: [{ user: { userId: 1, userName: "mallory" }, conv: "dm:1:2", seq: 1 }] },
+  typing: { user: { userId: 1, userName: "mallory" }, conv: "room:lobby" },
+  userByName: { name },
 });
 
 for (const [label, auth] of [

@@ -12,6 +12,8 @@ import { Batcher } from "../shared/batcher.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
 import { checkUrl, intQuery, pathSegment, readBody } from "./request.ts";
 import { clientAddressResolver } from "./client-addr.ts";
+import { chatRoutes } from "./chat-routes.ts";
+import { withOpenApi } from "./openapi.ts";
 
 export interface ApiDeps {
   logic: Client<LogicApi>;
@@ -83,7 +85,7 @@ export function createApiApp(deps: ApiDeps) {
     return fail("INTERNAL", "internal error");
   };
 
-  return new Elysia()
+  const app = new Elysia()
     .onRequest(({ request }) => {
       const len = Number(request.headers.get("content-length") ?? 0);
       if (len > LIMITS.maxHttpBody) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
@@ -160,7 +162,9 @@ export function createApiApp(deps: ApiDeps) {
       const wsUrl = deps.gateway();
       if (!wsUrl) throw new AppError("UNAVAILABLE", "no connect instance is available");
       return json(200, { wsUrl });
-    });
+    })
+    .use(chatRoutes({ logic, user }));
+  return withOpenApi(app);
 }
 
 async function timed<T>(h: Histogram<"route">, route: string, fn: () => Promise<T>): Promise<T> {

@@ -132,6 +132,8 @@ export class Messages {
         conv,
         id,
         encodeEvent(ev),
+        keys.readSeqs(uid),
+        keys.readDirty,
       );
       sent.push(i);
       if (w.count === SEND_CHUNK) {
@@ -220,7 +222,7 @@ export class Messages {
     return { messages: [...bySeq.values()].sort((a, b) => a.seq - b.seq), hasMore };
   }
 
-  async conversations(userId: number): Promise<ConversationSummary[]> {
+  async conversations(userId: number): Promise<Pick<ConversationSummary, "conv" | "lastSeq" | "lastTs">[]> {
     const { redis, keys } = this.deps;
     const convs = await redis.smembers(keys.userConvs(userId));
     const pipe = redis.pipeline();

@@ -34,6 +34,14 @@ export function redisKeys(p: string) {
     instanceHoldings: (inst: string) => `${p}ih:${inst}`,
     /** set of connect instance ids that hold presence state. */
     instances: `${p}instances`,
+    /** (v1.1) hash conv → readSeq of a user, plus field "_" once loaded from MySQL (see logic/read.ts). */
+    readSeqs: (uid: number) => `${p}rd:${uid}`,
+    /** (v1.1) set of readSeqs keys changed since their last write to MySQL. */
+    readDirty: `${p}rdd`,
+    /** (v1.1) hash readSeqs key → ms a flusher claimed it: in MySQL write now, reclaimed when stale. */
+    readClaims: `${p}rdc`,
+    /** (v1.1) "1" while a user's typing in a conversation was relayed within the last 2 s. */
+    typingGate: (uid: number, conv: string) => `${p}ty:${uid}:${conv}`,
   };
 }
 
