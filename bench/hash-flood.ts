@@ -4,8 +4,10 @@
 // fixed rates) and reports their p50/p99; a flood step also sends POST /api/users with random names
 // at --flood-rate per second, open loop (each one an argon2id hash unless the pool refuses it with
 // 429), several times what the hashing pool can do. --hash-concurrency/--hash-queue set
-// IM_HASH_CONCURRENCY/IM_HASH_QUEUE (e.g. 64/100000 to see unbounded hashing).
-// Usage: bun bench/hash-flood.ts [--seconds 10] [--rate 40] [--flood-rate 100] [--rounds 2] [--base-port 31000]
+// IM_HASH_CONCURRENCY/IM_HASH_QUEUE (e.g. 64/100000 to see unbounded hashing). --flood-closed N
+// floods closed loop instead: N connections, each sending the next registration on an answer
+// (with fast 429s that is a plain request flood, as fast as the api answers).
+// Usage: bun bench/hash-flood.ts [--seconds 10] [--rate 40] [--flood-rate 100 | --flood-closed 64] [--rounds 2] [--base-port 31000]
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { newHistogram, report, startCluster, summary } from "./lib.ts";
@@ -15,6 +17,7 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "10" },
     rate: { type: "string", default: "40" },
     "flood-rate": { type: "string", default: "100" },
+    "flood-closed": { type: "string" },
     "hash-concurrency": { type: "string" },
     "hash-queue": { type: "string" },
     rounds: { type: "string", default: "2" },
@@ -24,10 +27,10 @@ const { values } = parseArgs({
 const seconds = Number(values.seconds);
 const rate = Number(values.rate); // per second, for /me and for sends each
 const floodRate = Number(values["flood-rate"]);
+const floodClosed = Number(values["flood-closed"] ?? 0);
 
+// The flood comes from one address: lib.ts lifts the per-address limit, so the hashing pool is what is measured.
 const cluster = await startCluster(["--base-port", values["base-port"]!, "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], {
-  // The flood comes from one address: lift the per-address limit so the hashing pool is what is measured.
-  IM_AUTH_ADDR_LIMIT: "1000000000",
   ...(values["hash-concurrency"] ? { IM_HASH_CONCURRENCY: values["hash-concurrency"] } : {}),
   ...(values["hash-queue"] ? { IM_HASH_QUEUE: values["hash-queue"] } : {}),
 });
@@ -81,26 +84,62 @@ async function paced(fn: (i: number) => Promise<Response>, ms: number, rate: num
   return { ...summary(h), statuses };
 }
 
+/**
+ * The closed-loop flood runs in its own process, so its event loop does not delay the measured
+ * requests' timers: `conns` loops each send the next registration as soon as the last answered,
+ * until SIGTERM, then print their status counts and latency (ms) as one JSON line.
+ */
+const FLOOD_WORKER = `
+const [api, conns, tag] = [process.argv[1], Number(process.argv[2]), process.argv[3]];
+const statuses = {}; const lat = []; let n = 0; let on = true;
+process.on("SIGTERM", () => { on = false; });
+await Promise.all(Array.from({ length: conns }, async () => {
+  while (on) {
+    const t = performance.now();
+    const r = await fetch(api + "/api/users", { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ userName: tag + "f" + ++n, password: "bench-password" }) }).catch(() => undefined);
+    await r?.arrayBuffer();
+    lat.push(performance.now() - t);
+    const k = r ? String(r.status) : "error"; statuses[k] = (statuses[k] ?? 0) + 1;
+  }
+}));
+lat.sort((a, b) => a - b);
+const q = (p) => Math.round(lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] * 100) / 100;
+console.log(JSON.stringify({ statuses, p50: q(0.5), p99: q(0.99), max: q(1) }));
+`;
+
+let floodNo = 0;
+async function closedLoop(conns: number, stopped: Promise<void>) {
+  const child = Bun.spawn([process.execPath, "-e", FLOOD_WORKER, api, String(conns), `hc${tag}${++floodNo}`], { stdout: "pipe", stderr: "inherit" });
+  await stopped;
+  child.kill("SIGTERM");
+  const out = await new Response(child.stdout).text();
+  await child.exited;
+  return JSON.parse(out.trim()) as { statuses: Record<string, number>; p50: number; p99: number; max: number };
+}
+
 async function step(name: string, flood: boolean) {
   let flooding = flood;
-  const floodRun = flood
-    ? paced(() => post("/api/users", { userName: freshName(), password: "bench-password" }), 3_600_000, floodRate, () => flooding)
-    : undefined;
+  const register = () => post("/api/users", { userName: freshName(), password: "bench-password" });
+  let endFlood!: () => void;
+  const floodEnded = new Promise<void>((res) => (endFlood = res));
+  const floodRun = !flood ? undefined : floodClosed ? closedLoop(floodClosed, floodEnded) : paced(register, 3_600_000, floodRate, () => flooding);
   if (flood) await Bun.sleep(1000); // let the flood fill the pool before measuring
   const [me, send] = await Promise.all([
     paced(() => fetch(`${api}/api/me`, { headers: { authorization: `Bearer ${senders[0]}` } }), seconds * 1000, rate),
     paced((i) => post(`/api/rooms/hf${tag}/messages`, { body: `m${i}` }, senders[i % senders.length]), seconds * 1000, rate),
   ]);
   flooding = false;
+  endFlood();
   const floodRes = await floodRun;
   report({
     step: name,
     seconds,
     ratePerSec: rate,
-    floodRatePerSec: flood ? floodRate : 0,
+    flood: flood ? (floodClosed ? `closed loop, ${floodClosed} connections` : `${floodRate}/s`) : "none",
     me,
     send,
-    flood: floodRes && { statuses: floodRes.statuses, p50: floodRes.p50, p99: floodRes.p99, max: floodRes.max },
+    floodResult: floodRes && { statuses: floodRes.statuses, p50: floodRes.p50, p99: floodRes.p99, max: floodRes.max },
     loadavg1m: Math.round(loadavg()[0] * 100) / 100,
   });
 }
