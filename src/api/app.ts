@@ -10,6 +10,7 @@ import { opsResponse } from "../shared/ops.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
+import { contentSecurityPolicy, webAssets } from "./web/build.ts";
 
 export interface ApiDeps {
   logic: Client<LogicApi>;
@@ -19,10 +20,10 @@ export interface ApiDeps {
   /** ws URL of the least-loaded live connect instance, or undefined if none. */
   gateway: () => string | undefined;
   ready: () => boolean;
+  /** ws origins (ws://host:port) of the live connect instances, for the web page's connect-src. */
+  wsOrigins?: () => string[];
 }
 
-/** A small browser client of the public contract, so `npm start` has something to point a browser at. */
-const WEB_PAGE = new URL("./web/index.html", import.meta.url).pathname;
 
 const json = (status: number, body: unknown) =>
   new Response(body === null ? null : JSON.stringify(body), { status, headers: body === null ? {} : { "content-type": "application/json" } });
@@ -107,7 +108,11 @@ export function createApiApp(deps: ApiDeps) {
       log.error("unhandled api error", { path, code, err: error });
       return fail("INTERNAL", "internal error");
     })
-    .get("/", () => new Response(Bun.file(WEB_PAGE), { headers: { "content-type": "text/html; charset=utf-8" } }))
+    // The web app (src/api/web), bundled at start; the page may only talk to us and the connect tier.
+    .get("/", async () => web("html", "text/html; charset=utf-8", { "content-security-policy": contentSecurityPolicy(deps.wsOrigins?.() ?? []) }))
+    .get("/app.js", () => web("js", "text/javascript; charset=utf-8"))
+    .get("/app.css", () => web("css", "text/css; charset=utf-8"))
+    .get("/favicon.svg", () => web("icon", "image/svg+xml"))
     .get("/healthz", ({ request }) => opsResponse(request, registry, deps.ready))
     .get("/metrics", ({ request }) => opsResponse(request, registry, deps.ready))
     .post("/api/users", async ({ body }) => json(201, await timed(latency, "register", () => logic.register(body))), { body: Credentials })
@@ -161,6 +166,11 @@ export function createApiApp(deps: ApiDeps) {
       if (!wsUrl) throw new AppError("UNAVAILABLE", "no connect instance is available");
       return json(200, { wsUrl });
     });
+}
+
+async function web(part: "html" | "js" | "css" | "icon", type: string, headers: Record<string, string> = {}): Promise<Response> {
+  const body = (await webAssets())[part];
+  return new Response(body, { headers: { "content-type": type, "cache-control": "no-cache", "x-content-type-options": "nosniff", ...headers } });
 }
 
 function safeDecode(s: string): string {

@@ -10,6 +10,7 @@ import { LIMITS } from "../shared/protocol.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { createApiApp } from "./app.ts";
+import { webAssets } from "./web/build.ts";
 
 export class ApiServer {
   private logic?: Client<LogicApi>;
@@ -45,7 +46,9 @@ export class ApiServer {
       instanceId,
       gateway: () => this.gateway(),
       ready: () => this.ready,
+      wsOrigins: () => [...(this.connects?.instances().values() ?? [])].flatMap((i) => (typeof i.meta?.wsUrl === "string" ? [new URL(i.meta.wsUrl).origin] : [])),
     });
+    await webAssets(); // built before the port opens, so a build error stops the start
     // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (by content-length,
     // or after reading a chunked one); Bun's own cap, set higher, bounds what such a read can hold.
     app.listen({ port: config.apiPort, hostname: "0.0.0.0", maxRequestBodySize: 16 * LIMITS.maxHttpBody });
