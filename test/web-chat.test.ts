@@ -7,6 +7,9 @@ import type { ProcessCluster } from "./support/process-cluster.ts";
 import { uniqueName } from "./support/http.ts";
 import { composer, connected, conversations, expectEachOnce, joinRoom, launchChromium, messages, register, sendMessage, webCluster, withShots } from "./support/web.ts";
 
+// Page-side code in evaluate() runs in the browser; this program has no DOM types.
+declare const document: any;
+
 let cluster: ProcessCluster;
 let browser: Browser;
 let base: string;

@@ -7,6 +7,9 @@ import type { ProcessCluster } from "./support/process-cluster.ts";
 import { eventually, http, registerUser, uniqueName } from "./support/http.ts";
 import { composer, connected, expectEachOnce, joinRoom, launchChromium, messages, register, sendMessage, webCluster, withShots } from "./support/web.ts";
 
+// Page-side code in evaluate() runs in the browser; this program has no DOM types.
+declare const document: any, window: any, MutationObserver: any, Event: any;
+
 let cluster: ProcessCluster;
 let browser: Browser;
 let base: string;

@@ -2,7 +2,7 @@
 // state in a Store. It joins every room the user has, keeps each loaded conversation gap-free
 // (a live message past a gap, a reconnect, or a late page triggers `sync` from syncedSeq, paged
 // through hasMore), and sends with a clientMsgId so a retry can never post twice.
-import { dmConv, parseConv, roomConv, type Message, type UserRef } from "../shared/protocol.ts";
+import { LIMITS, dmConv, parseConv, roomConv, type Message, type UserRef } from "../shared/protocol.ts";
 import { HttpApi } from "./http.ts";
 import { Socket, type Format, type SocketState } from "./socket.ts";
 import { Store, type ConvState } from "./store.ts";
@@ -299,9 +299,13 @@ export class ChatClient {
       target.kind === "room"
         ? { op: "send" as const, room: target.room, body: p.body, clientMsgId }
         : { op: "send" as const, toUserId: target.a === this.me.userId ? target.b : target.a, body: p.body, clientMsgId };
-    if (!this.socket?.isOpen) return; // afterOpen resends it, or the timer fails it
+    // A body whose frame would pass the 16 KiB WebSocket limit (4413) goes over HTTP (64 KiB).
+    const viaHttp = new TextEncoder().encode(JSON.stringify(frame)).length > LIMITS.maxFrameBytes - 64;
+    if (!viaHttp && !this.socket?.isOpen) return; // afterOpen resends it, or the timer fails it
     try {
-      const ack = await this.socket.request<FrameOf<"ack">>(frame);
+      const ack = viaHttp
+        ? await ("room" in frame ? this.http.sendToRoom(frame.room!, p.body, clientMsgId) : this.http.sendToUser(frame.toUserId!, p.body, clientMsgId))
+        : await this.socket!.request<FrameOf<"ack">>(frame);
       clearTimeout(timer);
       this.sendTimers.delete(clientMsgId);
       // The echo may already have come; if not, the message is ours: put it under its seq now.

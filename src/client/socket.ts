@@ -85,7 +85,7 @@ export class Socket {
   /** Sends a frame without waiting for a reply; false if the socket is not open. */
   post(frame: ClientFrame): boolean {
     if (!this.isOpen) return false;
-    this.ws!.send(this.opts.format === "json" ? JSON.stringify(frame) : pack(frame));
+    this.ws!.send(this.opts.format === "json" ? JSON.stringify(frame) : (pack(frame) as Uint8Array<ArrayBuffer>));
     return true;
   }
 

@@ -117,7 +117,10 @@ export class Store {
     const c = this.conv(m.conv);
     c.lastSeq = Math.max(c.lastSeq, m.seq);
     c.lastTs = Math.max(c.lastTs ?? 0, m.ts);
-    if (m.clientMsgId && m.from.userId === this.me?.userId) c.pending.delete(m.clientMsgId);
+    if (m.from.userId === this.me?.userId) {
+      if (m.clientMsgId) c.pending.delete(m.clientMsgId);
+      c.readSeq = Math.max(c.readSeq, m.seq); // the server moves the sender's read position too
+    }
     if (c.kind === "dm" && !c.peer && this.me) {
       const p = parseConv(m.conv);
       if (p?.kind === "dm" && m.from.userId !== this.me.userId) c.peer = m.from;
