@@ -1,7 +1,7 @@
 // The typed client library (src/client) against a real in-process cluster: two connect
 // instances, real Redis, MariaDB and etcd. Each test uses fresh users and rooms.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ChatClient, ChatError, type ClientEvent } from "bunchat/client";
+import { ChatClient, ChatError, unreadOf, type ClientEvent } from "bunchat/client";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
 import { eventually, http, registerUser, uniqueName } from "./support/http.ts";
 
@@ -144,4 +144,51 @@ describe("client library", () => {
     expect(a.connection).toBe("open");
   });
 
+
+  test("read positions: reading on one client clears the unread count on the user's other client; the DM peer gets a receipt", async () => {
+    const a = await signedIn();
+    const b1 = await signedIn();
+    const b2 = new ChatClient({ baseUrl: cluster.apiUrl(), format: "msgpack" });
+    clients.push(b2);
+    await b2.resume(b1.token!);
+    await b2.connect();
+    await eventually(() => b2.connection === "open", 15_000, "b2 open");
+    const dm = await a.startDirect(b1.me!.userName);
+    await a.open(dm.conv);
+    a.send(dm.conv, "one");
+    a.send(dm.conv, "two");
+    await eventually(() => unreadOf(b1.store.conv(dm.conv)) === 2 && unreadOf(b2.store.conv(dm.conv)) === 2, 15_000, "2 unread on both");
+    await b1.open(dm.conv);
+    await b1.markRead(dm.conv);
+    await eventually(() => unreadOf(b2.store.conv(dm.conv)) === 0, 15_000, "cleared on b2");
+    await eventually(() => a.store.conv(dm.conv).peerReadSeq === 2, 15_000, "receipt at a");
+    const list = await b2.http.conversations();
+    expect(list.find((c) => c.conv === dm.conv)).toMatchObject({ readSeq: 2, unread: 0, peer: a.me! });
+  });
+
+  test("typing reaches the room's other users, at most once per 2 s", async () => {
+    const a = await signedIn();
+    const b = await signedIn("msgpack");
+    const room = uniqueName("t");
+    const conv = `room:${room}`;
+    await a.joinRoom(room);
+    await b.joinRoom(room);
+    a.typing(conv);
+    a.typing(conv); // throttled locally
+    await eventually(() => b.typingUsers(conv).some((u) => u.userId === a.me!.userId), 15_000, "typing seen");
+    expect(a.typingUsers(conv)).toEqual([]);
+  });
+
+  test("a body whose frame would pass 16 KiB goes over HTTP and is acked; the socket stays open", async () => {
+    const a = await signedIn();
+    const room = uniqueName("big");
+    const conv = `room:${room}`;
+    await a.joinRoom(room);
+    await a.open(conv);
+    const body = "\u0001".repeat(4000); // 6 bytes each in JSON: a 24 KB frame
+    const id = a.send(conv, body);
+    await eventually(() => !a.store.conv(conv).pending.has(id), 15_000, "acked");
+    expect(a.store.timeline(conv).messages.map((m) => m.body)).toEqual([body]);
+    expect(a.connection).toBe("open");
+  });
 });
