@@ -29,6 +29,7 @@ export function Composer(props: { client: ChatClient; conv: string }) {
         placeholder="Write a message…"
         value={text}
         aria-invalid={tooLong ? "true" : undefined}
+        aria-describedby={tooLong ? "composer-hint" : undefined}
         onInput={(e) => {
           setText(e.currentTarget.value);
           if (e.currentTarget.value) props.client.typing(props.conv);
@@ -43,7 +44,7 @@ export function Composer(props: { client: ChatClient; conv: string }) {
       <button type="submit" class="primary" disabled={!text.trim() || tooLong}>
         Send
       </button>
-      {tooLong && <p class="hint">Messages can be at most {MAX_CODE_POINTS} characters.</p>}
+      {tooLong && <p class="hint" id="composer-hint">Messages can be at most {MAX_CODE_POINTS} characters.</p>}
     </form>
   );
 }
