@@ -14,6 +14,7 @@ import { checkUrl, intQuery, pathSegment, readBody } from "./request.ts";
 import { clientAddressResolver } from "./client-addr.ts";
 import { chatRoutes } from "./chat-routes.ts";
 import { withOpenApi } from "./openapi.ts";
+import { contentSecurityPolicy, webAssets } from "./web/build.ts";
 
 export interface ApiDeps {
   logic: Client<LogicApi>;
@@ -25,10 +26,10 @@ export interface ApiDeps {
   ready: () => boolean;
   /** IM_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client address (see client-addr.ts). */
   trustedProxies?: readonly string[];
+  /** ws origins (ws://host:port) of the live connect instances, for the web page's connect-src. */
+  wsOrigins?: () => string[];
 }
 
-/** A small browser client of the public contract, so `npm start` has something to point a browser at. */
-const WEB_PAGE = new URL("./web/index.html", import.meta.url).pathname;
 
 const json = (status: number, body: unknown) =>
   new Response(body === null ? null : JSON.stringify(body), { status, headers: body === null ? {} : { "content-type": "application/json" } });
@@ -108,7 +109,11 @@ export function createApiApp(deps: ApiDeps) {
       set.status = res.status;
       return res;
     })
-    .get("/", () => new Response(Bun.file(WEB_PAGE), { headers: { "content-type": "text/html; charset=utf-8" } }))
+    // The web app (src/api/web), bundled at start; the page may only talk to us and the connect tier.
+    .get("/", async () => web("html", "text/html; charset=utf-8", { "content-security-policy": contentSecurityPolicy(deps.wsOrigins?.() ?? []) }))
+    .get("/app.js", () => web("js", "text/javascript; charset=utf-8"))
+    .get("/app.css", () => web("css", "text/css; charset=utf-8"))
+    .get("/favicon.svg", () => web("icon", "image/svg+xml"))
     .get("/healthz", ({ request }) => opsResponse(request, registry, deps.ready))
     .get("/metrics", ({ request }) => opsResponse(request, registry, deps.ready))
     .post("/api/users", async ({ body, request, server }) => json(201, await timed(latency, "register", () => logic.register({ ...body, clientAddr: clientAddr(request, server) }))), {
@@ -165,6 +170,11 @@ export function createApiApp(deps: ApiDeps) {
     })
     .use(chatRoutes({ logic, user }));
   return withOpenApi(app);
+}
+
+async function web(part: "html" | "js" | "css" | "icon", type: string, headers: Record<string, string> = {}): Promise<Response> {
+  const body = (await webAssets())[part];
+  return new Response(body, { headers: { "content-type": type, "cache-control": "no-cache", "x-content-type-options": "nosniff", ...headers } });
 }
 
 async function timed<T>(h: Histogram<"route">, route: string, fn: () => Promise<T>): Promise<T> {

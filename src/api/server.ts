@@ -11,6 +11,7 @@ import { LIMITS } from "../shared/protocol.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { createApiApp } from "./app.ts";
+import { webAssets } from "./web/build.ts";
 
 export class ApiServer {
   private logic?: Client<LogicApi>;
@@ -48,7 +49,9 @@ export class ApiServer {
       gateway: () => this.gateway(),
       ready: () => this.ready,
       trustedProxies: config.trustedProxies,
+      wsOrigins: () => [...(this.connects?.instances().values() ?? [])].flatMap((i) => (typeof i.meta?.wsUrl === "string" ? [new URL(i.meta.wsUrl).origin] : [])),
     });
+    await webAssets(); // built before the port opens, so a build error stops the start
     // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (by content-length,
     // or after reading a chunked one); Bun's own cap, set higher, bounds what such a read can hold.
     app.listen({ port: config.apiPort, hostname: config.publicBindHost, maxRequestBodySize: 16 * LIMITS.maxHttpBody });
