@@ -92,8 +92,18 @@ export function healthResponse(live: () => boolean): Response {
   return live() ? new Response("ok\n") : new Response("starting or stopping\n", { status: 503 });
 }
 
-/** The ops HTTP server of one process: /healthz, /readyz, /metrics; 404 otherwise. */
+/** The ops HTTP server of one process: /healthz, /readyz, /metrics; 404 otherwise. Also exports bunchat_ready. */
 export function serveOps(host: string, port: number, s: OpsState) {
+  if (!s.registry.getSingleMetric("bunchat_ready")) {
+    new Gauge({
+      name: "bunchat_ready",
+      help: "1 when /readyz would answer 200 (evaluated at scrape time), else 0",
+      registers: [s.registry],
+      async collect() {
+        this.set(s.live() && !(await failedChecks(s.checks)).length ? 1 : 0);
+      },
+    });
+  }
   return Bun.serve({
     port,
     hostname: host,

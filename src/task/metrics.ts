@@ -46,6 +46,7 @@ export function taskMetrics(registry: Registry) {
       registers,
     }),
     ownedPartitions: new Gauge({ name: "bunchat_task_owned_partitions", help: "Stream partitions this worker owns", registers }),
+    partitions: new Gauge({ name: "bunchat_task_partitions", help: "Stream partitions of the deployment (IM_STREAM_PARTITIONS); the sum of owned ones should equal it", registers }),
     persistDelay: new Histogram({
       name: "bunchat_persist_delay_seconds",
       help: "Delay from message acceptance (msg.ts) to its MySQL commit by the persist group",

@@ -66,6 +66,7 @@ export class TaskWorker {
     this.keys = redisKeys(o.config.redisPrefix);
     this.registry = o.registry ?? newRegistry("task");
     this.metrics = taskMetrics(this.registry);
+    this.metrics.partitions.set(o.config.streamPartitions);
     streamGauges(this.registry, { partitions: () => this.running, redis: () => this.redis, stream: (p) => this.keys.stream(p) });
     const url = o.redis;
     this.connect =
