@@ -110,6 +110,7 @@ export class TaskWorker {
       discovery,
       log: this.log.child({ component: "senders" }),
       onCall: (ok) => this.metrics.pushCalls.inc({ result: ok ? "ok" : "error" }),
+      registry: this.registry,
     });
     await this.senders.start();
     this.ownership = new PartitionOwnership({
