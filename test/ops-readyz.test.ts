@@ -86,8 +86,13 @@ describe("ops port", () => {
       expect(down.status).toBe(503);
       expect(JSON.parse(down.text).error.message).toMatch(/^not ready: redis \(/);
       expect(down.text).not.toContain("mysql");
+      const metrics = await get(`${ops(logic.metricsPort)}/metrics`);
+      expect(metrics.text).toContain('bunchat_dependency_up{dependency="redis",role="logic"} 0');
+      expect(metrics.text).toContain('bunchat_dependency_up{dependency="mysql",role="logic"} 1');
+      expect(metrics.text).toContain('bunchat_ready{role="logic"} 0');
       await redis.start();
       await eventually(async () => (await get(url)).status === 200, 15_000, "ready after Redis is back");
+      expect((await get(`${ops(logic.metricsPort)}/metrics`)).text).toContain('bunchat_dependency_up{dependency="redis",role="logic"} 1');
     } finally {
       await logic.stop();
       await discovery.close();

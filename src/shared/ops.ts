@@ -43,9 +43,9 @@ export interface ReadyCheck {
 /** How long one check may take before it counts as down (probes time out at 1–3 s). */
 const CHECK_TIMEOUT_MS = 1000;
 
-/** The names of the checks that failed, with why; empty when ready. Checks run in parallel. */
-export async function failedChecks(checks: readonly ReadyCheck[]): Promise<string[]> {
-  const results = await Promise.all(
+/** Each check's outcome: error is why it failed (undefined when it answered). Checks run in parallel. */
+export async function runChecks(checks: readonly ReadyCheck[]): Promise<{ name: string; error?: string }[]> {
+  return Promise.all(
     checks.map(async ({ name, check }) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       try {
@@ -53,15 +53,19 @@ export async function failedChecks(checks: readonly ReadyCheck[]): Promise<strin
           check(),
           new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS))),
         ]);
-        return undefined;
+        return { name };
       } catch (e) {
-        return `${name} (${errText(e)})`;
+        return { name, error: errText(e) };
       } finally {
         clearTimeout(timer);
       }
     }),
   );
-  return results.filter((r): r is string => r !== undefined);
+}
+
+/** The names of the checks that failed, with why ("redis (ECONNREFUSED)"); empty when ready. */
+export async function failedChecks(checks: readonly ReadyCheck[]): Promise<string[]> {
+  return (await runChecks(checks)).filter((r) => r.error !== undefined).map((r) => `${r.name} (${r.error})`);
 }
 
 /** Short and secret-free: the error's code or first line, never a URL with credentials. */
@@ -92,15 +96,30 @@ export function healthResponse(live: () => boolean): Response {
   return live() ? new Response("ok\n") : new Response("starting or stopping\n", { status: 503 });
 }
 
-/** The ops HTTP server of one process: /healthz, /readyz, /metrics; 404 otherwise. Also exports bunchat_ready. */
+/** The ops HTTP server of one process: /healthz, /readyz, /metrics; 404 otherwise. Also exports bunchat_ready and bunchat_dependency_up{dependency}. */
 export function serveOps(host: string, port: number, s: OpsState) {
   if (!s.registry.getSingleMetric("bunchat_ready")) {
+    // One run of the checks per scrape, shared by both gauges.
+    let shared: Promise<{ name: string; error?: string }[]> | undefined;
+    const results = () => {
+      shared ??= runChecks(s.checks).finally(() => setTimeout(() => (shared = undefined), 100));
+      return shared;
+    };
     new Gauge({
       name: "bunchat_ready",
       help: "1 when /readyz would answer 200 (evaluated at scrape time), else 0",
       registers: [s.registry],
       async collect() {
-        this.set(s.live() && !(await failedChecks(s.checks)).length ? 1 : 0);
+        this.set(s.live() && (await results()).every((r) => r.error === undefined) ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "bunchat_dependency_up",
+      help: "1 when a dependency /readyz checks answers (redis, mysql, etcd registration, ...), else 0",
+      labelNames: ["dependency"],
+      registers: [s.registry],
+      async collect() {
+        for (const r of await results()) this.set({ dependency: r.name }, r.error === undefined ? 1 : 0);
       },
     });
   }
