@@ -6,7 +6,9 @@ import { Counter, Histogram, type Registry } from "prom-client";
 import { AppError, badRequest, errorResponse, type ErrorCode } from "../shared/errors.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import type { Logger } from "../shared/log.ts";
-import { opsResponse } from "../shared/ops.ts";
+import { errorCounter, healthResponse } from "../shared/ops.ts";
+import { instrumentClient } from "../shared/rpc-metrics.ts";
+import { LogicService } from "../../proto/logic.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
@@ -21,7 +23,7 @@ export interface ApiDeps {
   log: Logger;
   registry: Registry;
   instanceId: string;
-  /** ws URL of the least-loaded live connect instance, or undefined if none. */
+  /** ws URL to hand out (IM_PUBLIC_WS_URL, or the least-loaded ready connect instance's), or undefined if none is ready. */
   gateway: () => string | undefined;
   ready: () => boolean;
   /** IM_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client address (see client-addr.ts). */
@@ -40,7 +42,15 @@ const Credentials = t.Object({ userName: t.String(), password: t.String() });
 const SendBody = t.Object({ body: t.String(), clientMsgId: t.Optional(t.String()) });
 
 export function createApiApp(deps: ApiDeps) {
-  const { logic, log, registry } = deps;
+  const { log, registry } = deps;
+  const logic = instrumentClient(LogicService, deps.logic, registry);
+  const errors = errorCounter(registry, "api");
+  /** Every error response leaves through here, so bunchat_api_errors_total{code} sees each once. */
+  const counted = (res: Response, code: ErrorCode) => {
+    errors.inc(code);
+    return res;
+  };
+  const failCounted = (code: ErrorCode, message: string) => counted(fail(code, message), code);
   const requests = new Counter({ name: "bunchat_api_requests_total", help: "HTTP requests", labelNames: ["route", "status"], registers: [registry] });
   const latency = new Histogram({
     name: "bunchat_api_request_seconds",
@@ -73,27 +83,27 @@ export function createApiApp(deps: ApiDeps) {
   };
 
   const errorFor = (code: string | number, error: unknown, path: string): Response => {
-    if (error instanceof AppError) return errorResponse(error);
+    if (error instanceof AppError) return counted(errorResponse(error), error.code);
     // Elysia wraps what a parse hook throws (ours: readBody's 400 and 413) in a ParseError.
     const cause = (error as { cause?: unknown }).cause;
-    if (code === "PARSE" && cause instanceof AppError) return errorResponse(cause);
-    if (code === "VALIDATION") return fail("BAD_REQUEST", "request does not match the expected shape");
-    if (code === "PARSE") return fail("BAD_REQUEST", "request body is not valid JSON");
-    if (code === "NOT_FOUND") return fail("NOT_FOUND", "no such endpoint");
+    if (code === "PARSE" && cause instanceof AppError) return counted(errorResponse(cause), cause.code);
+    if (code === "VALIDATION") return failCounted("BAD_REQUEST", "request does not match the expected shape");
+    if (code === "PARSE") return failCounted("BAD_REQUEST", "request body is not valid JSON");
+    if (code === "NOT_FOUND") return failCounted("NOT_FOUND", "no such endpoint");
     const status = (error as { status?: number }).status;
-    if (status === 413) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
+    if (status === 413) return failCounted("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
     log.error("unhandled api error", { path, code, err: error });
-    return fail("INTERNAL", "internal error");
+    return failCounted("INTERNAL", "internal error");
   };
 
   const app = new Elysia()
     .onRequest(({ request }) => {
       const len = Number(request.headers.get("content-length") ?? 0);
-      if (len > LIMITS.maxHttpBody) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
+      if (len > LIMITS.maxHttpBody) return failCounted("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
       try {
         checkUrl(new URL(request.url));
       } catch (e) {
-        return errorResponse(e as AppError);
+        return counted(errorResponse(e as AppError), (e as AppError).code);
       }
     })
     // Every body is read here, and only here (Elysia's own parsers, which accept forms and text,
@@ -114,8 +124,8 @@ export function createApiApp(deps: ApiDeps) {
     .get("/app.js", () => web("js", "text/javascript; charset=utf-8"))
     .get("/app.css", () => web("css", "text/css; charset=utf-8"))
     .get("/favicon.svg", () => web("icon", "image/svg+xml"))
-    .get("/healthz", ({ request }) => opsResponse(request, registry, deps.ready))
-    .get("/metrics", ({ request }) => opsResponse(request, registry, deps.ready))
+    // /healthz stays on the public port for load balancers; /readyz and /metrics are on the internal ops port.
+    .get("/healthz", () => healthResponse(deps.ready))
     .post("/api/users", async ({ body, request, server }) => json(201, await timed(latency, "register", () => logic.register({ ...body, clientAddr: clientAddr(request, server) }))), {
       body: Credentials,
     })

@@ -10,11 +10,13 @@ import type { Discovery, Registration, ServiceWatch } from "../shared/discovery.
 import { redisKeys, partitionOf } from "../shared/keys.ts";
 import { addService, startServer, stopServer } from "../shared/rpc.ts";
 import { clusterAuthFor, refusedCounter } from "../shared/cluster-auth.ts";
-import { newRegistry, serveOps } from "../shared/ops.ts";
+import { errorCounter, newRegistry, registered, serveOps, type ReadyCheck } from "../shared/ops.ts";
+import { instrumentServer } from "../shared/rpc-metrics.ts";
+import { AppError } from "../shared/errors.ts";
+import { sql } from "drizzle-orm";
 import { encodeEvent } from "../shared/stream.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi, type ReadReq } from "../../proto/logic.ts";
-import { AppError } from "../shared/errors.ts";
 import type { Result } from "../shared/batcher.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { defineScripts, type Scripts } from "./scripts.ts";
@@ -60,7 +62,7 @@ export class LogicServer {
     this.redis = defineScripts(new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true }));
     this.redis.on("error", (e) => log.warn("redis error", { err: e.message }));
     const keys = redisKeys(config.redisPrefix);
-    this.registry = newRegistry("logic", deps.instanceId);
+    this.registry = newRegistry("logic");
     const hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, registry: this.registry });
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config, hashes });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
@@ -83,6 +85,12 @@ export class LogicServer {
     const calls = new Counter({ name: "bunchat_logic_rpc_calls_total", help: "LogicRPC calls by method", labelNames: ["method"], registers: [this.registry] });
     const batch = new Histogram({ name: "bunchat_logic_batch_items", help: "Items per batched call", labelNames: ["method"], buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500], registers: [this.registry] });
     const accepted = new Counter({ name: "bunchat_logic_messages_accepted_total", help: "Messages accepted", registers: [this.registry] });
+    const errors = errorCounter(this.registry, "logic");
+    /** Per-item failures of a batched call (send, authenticate, presence), counted by code. */
+    const countFailures = <R extends { err?: { code: string } }>(res: R[]): R[] => {
+      for (const x of res) if (x.err) errors.inc(x.err.code);
+      return res;
+    };
     const kick = async (userId: number, sid: string, conv: string) => {
       await this.redis.xadd(keys.stream(partitionOf(conv, config.streamPartitions)), "*", "n", 0, "d", encodeEvent({ t: "k", userId, sid }));
     };
@@ -101,17 +109,17 @@ export class LogicServer {
       },
       authenticate: async (r) => {
         batch.observe({ method: "authenticate" }, r.tokens.length);
-        return this.accounts.authenticate(r.tokens);
+        return countFailures(await this.accounts.authenticate(r.tokens));
       },
       send: async (r) => {
         batch.observe({ method: "send" }, r.items.length);
-        const res = await this.messages.send(r.items);
+        const res = countFailures(await this.messages.send(r.items));
         accepted.inc(res.filter((x) => x.ok).length);
         return res;
       },
       presence: async (r) => {
         batch.observe({ method: "presence" }, r.ops.length);
-        return this.presence.apply(r.ops);
+        return countFailures(await this.presence.apply(r.ops));
       },
       roomInfo: (r) => this.presence.roomInfo(r?.room),
       history: (r) => this.messages.history({ ...r, maxLimit: r?.maxLimit ?? LIMITS.historyMaxLimit }),
@@ -130,12 +138,17 @@ export class LogicServer {
     };
     for (const m of Object.keys(impl)) {
       const fn = impl[m];
-      impl[m] = (req) => {
+      impl[m] = async (req) => {
         calls.inc({ method: m });
-        return fn(req);
+        try {
+          return await fn(req);
+        } catch (e) {
+          errors.inc(e instanceof AppError ? e.code : "INTERNAL");
+          throw e;
+        }
       };
     }
-    return impl;
+    return instrumentServer(LogicService, impl, this.registry);
   }
 
   async start(): Promise<void> {
@@ -152,14 +165,24 @@ export class LogicServer {
     const { server, port } = await startServer((s) => addService(s, LogicService, impl, log), config.host, config.logicPort, auth);
     this.grpc = server;
     this.port = port;
-    this.ops = serveOps(config.metricsPort, this.registry, () => this.ready);
     this.reg = await discovery.register(LOGIC_SERVICE, { id: instanceId, addr: `${config.host}:${port}` });
+    this.ops = serveOps(config.metricsHost, config.metricsPort, { registry: this.registry, live: () => this.ready, checks: this.readyChecks() });
     // A connect instance that vanishes from etcd is cleaned up (presence leave, routing entries).
     this.connectWatch = await discovery.watch(CONNECT_SERVICE, () => this.scheduleReconcile());
     this.reconcileTimer = setInterval(() => this.scheduleReconcile(), RECONCILE_EVERY_MS);
     this.reads.start();
     this.ready = true;
     log.info("logic ready", { port, metricsPort: this.ops.port });
+  }
+
+  /** What /readyz checks: Redis, MySQL, and this instance's key in etcd (the lease is live). */
+  private readyChecks(): ReadyCheck[] {
+    const { discovery, instanceId, db } = this.deps;
+    return [
+      { name: "redis", check: () => this.redis.ping() },
+      { name: "mysql", check: () => db.db.execute(sql`SELECT 1`) },
+      { name: "etcd registration", check: () => registered(discovery, LOGIC_SERVICE, instanceId) },
+    ];
   }
 
   get metricsPort(): number {

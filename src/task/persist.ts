@@ -58,6 +58,7 @@ export class PersistHandler {
     let bytes = 0;
     let rows = 0;
     const maxSeq = new Map<string, number>();
+    const acceptedAt: number[] = [];
     for (const e of entries) {
       let ev: StreamEvent;
       let id: bigint, senderId: number, senderName: string, size: number;
@@ -79,6 +80,7 @@ export class PersistHandler {
       }
       cur.params.push(id, ev.conv, e.n, senderId, senderName, ev.body, ev.ts, ev.cmid ?? null);
       cur.rows++;
+      acceptedAt.push(ev.ts);
       bytes += size;
       rows++;
       maxSeq.set(ev.conv, Math.max(maxSeq.get(ev.conv) ?? 0, e.n));
@@ -99,6 +101,8 @@ export class PersistHandler {
       }
     }
     metrics.rowsPersisted.inc(inserted);
+    const now = Date.now();
+    for (const ts of acceptedAt) metrics.persistDelay.observe(Math.max(0, now - ts) / 1000);
     log.debug("persist batch stored", { entries: entries.length, rows, inserted });
     const { keys } = this.o;
     // Stream order is seq order per conversation, so every seq up to the max is now in MySQL.

@@ -5,8 +5,10 @@
 import { Batcher } from "../shared/batcher.ts";
 import type { Discovery, Instances, ServiceWatch } from "../shared/discovery.ts";
 import type { Logger } from "../shared/log.ts";
+import type { Registry } from "prom-client";
 import { makeClient, type Client } from "../shared/rpc.ts";
 import type { ClusterAuth } from "../shared/cluster-auth.ts";
+import { instrumentClient } from "../shared/rpc-metrics.ts";
 import { CONNECT_SERVICE, ConnectService, type ConnectApi, type PushEvent } from "../../proto/connect.ts";
 
 interface Peer {
@@ -25,6 +27,8 @@ export interface SendersOptions {
   onCall?: (ok: boolean) => void;
   /** The cluster credentials sent on every push (see src/shared/cluster-auth.ts). */
   auth?: ClusterAuth;
+  /** Where bunchat_rpc_client_duration_seconds of the push calls goes (none if unset). */
+  registry?: Registry;
 }
 
 export class ConnectSenders {
@@ -61,7 +65,8 @@ export class ConnectSenders {
     let peer = this.peers.get(id);
     if (peer && peer.addr === info.addr) return peer;
     peer?.client.close();
-    const client = makeClient<ConnectApi>(ConnectService, info.addr, this.o.deadlineMs ?? 3000, this.o.auth);
+    const raw = makeClient<ConnectApi>(ConnectService, info.addr, this.o.deadlineMs ?? 3000, this.o.auth);
+    const client = this.o.registry ? instrumentClient(ConnectService, raw, this.o.registry) : raw;
     const batcher = new Batcher<PushEvent[], null>(
       async (items) => {
         try {
