@@ -60,7 +60,12 @@ export class ApiServer {
       gateway: () => this.gateway(),
       ready: () => this.ready,
       trustedProxies: config.trustedProxies,
-      wsOrigins: () => [...(this.connects?.instances().values() ?? [])].flatMap((i) => (typeof i.meta?.wsUrl === "string" ? [new URL(i.meta.wsUrl).origin] : [])),
+      // The page's connect-src: the public WebSocket URL when one is set (behind a balancer), else
+      // every live connect instance's own origin.
+      wsOrigins: () =>
+        config.publicWsUrl
+          ? [new URL(config.publicWsUrl).origin]
+          : [...(this.connects?.instances().values() ?? [])].flatMap((i) => (typeof i.meta?.wsUrl === "string" ? [new URL(i.meta.wsUrl).origin] : [])),
     });
     await webAssets(); // built before the port opens, so a build error stops the start
     // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (by content-length,
