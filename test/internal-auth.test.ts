@@ -14,13 +14,15 @@ import { LOGIC_METHODS, LogicService, LOGIC_SERVICE, type LogicApi } from "../pr
 import { ConnectService, type ConnectApi } from "../proto/connect.ts";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
 import { http, registerUser, uniqueName } from "./support/http.ts";
+import { WsClient } from "./support/connect.ts";
+import { dmConv } from "../src/shared/protocol.ts";
 
 let c: TestCluster;
 const closers: (() => void)[] = [];
 const randomSecret = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
 
 beforeAll(async () => {
-  c = await startCluster({ logic: 1, api: 1, connect: 1 });
+  c = await startCluster({ logic: 1, api: 1, connect: 1, task: 1 });
 });
 afterAll(async () => {
   for (const close of closers) close();
@@ -142,6 +144,23 @@ test("logic ignores a caller-supplied userName: the stored message carries the n
   // A userId nobody registered cannot send at all.
   const [ghost] = await logic.send({ items: [{ from: { userId: 2 ** 40, userName: "ghost" }, room, body: "boo" }] });
   expect(ghost.err?.code).toBe("UNAUTHENTICATED");
+});
+
+test("logic ignores a caller-supplied userName in reads and typing: receipts carry the name from its records", async () => {
+  const a = await registerUser(c.apiUrl());
+  const b = await registerUser(c.apiUrl());
+  const conv = dmConv(a.userId, b.userId);
+  expect((await http(c.apiUrl(), "POST", `/api/users/${a.userId}/messages`, { token: b.token, body: { body: "hi" } })).status).toBe(202);
+  const bws = await WsClient.open(c.wsUrl(0, b.token));
+  closers.push(() => bws.ws.close());
+  const logic = logicClient(new ClusterAuth(c.config.clusterSecrets));
+  const [res] = await logic.markRead({ items: [{ user: { userId: a.userId, userName: "admin" }, conv, seq: 1 }] });
+  expect(res.err).toBeUndefined();
+  expect(await bws.op("receipt", undefined, 10_000)).toEqual({ op: "receipt", conv, user: { userId: a.userId, userName: a.userName }, readSeq: 1 });
+  const [ghost] = await logic.markRead({ items: [{ user: { userId: 2 ** 40, userName: "ghost" }, conv: "room:lobby", seq: 1 }] });
+  expect(ghost.err?.code).toBe("UNAUTHENTICATED");
+  const typed = await logic.typing({ user: { userId: 2 ** 40, userName: "ghost" }, conv: "room:lobby" }).then(() => undefined, (e) => e);
+  expect(typed?.code).toBe("UNAUTHENTICATED");
 });
 
 test("without a secret a role starts only on loopback; otherwise the error names IM_CLUSTER_SECRET", async () => {

@@ -128,10 +128,21 @@ export class LogicServer {
       }),
       markRead: async (r) => {
         batch.observe({ method: "markRead" }, r.items.length);
-        return Promise.all(r.items.map((item: ReadReq) => this.reads.markRead(item).then(ok, (e) => fail(e, "markRead"))));
+        // The name a receipt carries comes from our records, never from the caller.
+        const known = await this.accounts.names([...new Set(r.items.map((i: ReadReq) => i.user.userId))]);
+        return Promise.all(
+          r.items.map((item: ReadReq) => {
+            const userName = known.get(item.user.userId);
+            if (userName === undefined) return { err: { code: "UNAUTHENTICATED" as const, message: "unknown user" } };
+            return this.reads.markRead({ ...item, user: { userId: item.user.userId, userName } }).then(ok, (e) => fail(e, "markRead"));
+          }),
+        );
       },
       typing: async (r) => {
-        await this.typing.typing(r);
+        // As for sends and reads: the relayed name is ours, not the caller's.
+        const userName = (await this.accounts.names([r.user.userId])).get(r.user.userId);
+        if (userName === undefined) throw new AppError("UNAUTHENTICATED", "unknown user");
+        await this.typing.typing({ ...r, user: { userId: r.user.userId, userName } });
         return null;
       },
       userByName: (r) => userByName(this.deps.db.db, r?.name),
