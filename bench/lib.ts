@@ -128,9 +128,9 @@ function readStat(pid: number): ProcStat | undefined {
 function procLabel(pid: number): string {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
-    const script = argv.find((a) => /\.(ts|js)$/.test(a));
+    const script = argv.find((a) => /\.(ts|m?js)$/.test(a));
     // redis-server rewrites its argv[0] to "redis-server host:port"
-    return script ? basename(script).replace(/\.(ts|js)$/, "") : basename((argv[0] ?? "?").split(" ")[0]);
+    return script ? basename(script).replace(/\.(ts|m?js)$/, "") : basename((argv[0] ?? "?").split(" ")[0]);
   } catch {
     return "?";
   }
@@ -234,4 +234,9 @@ export function sampleMachine(): MachineSample {
 /** Busy CPU between two machine samples, in percent of one core (2 cores fully busy = 200). */
 export function machineBusyPct(a: MachineSample, b: MachineSample, cores: number): number {
   return Math.round(((b.busy - a.busy) / (b.total - a.total)) * cores * 100);
+}
+
+/** The 1, 5 and 15 minute load averages of the box (/proc/loadavg). */
+export function loadavg(): number[] {
+  return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).map(Number);
 }
