@@ -99,7 +99,7 @@ export async function register(apis: string[], users: number, prefix: string, co
           r = await post(api, "/api/users", userName);
           if (r.status === 409 && attempt > 0) r = await post(api, "/api/sessions", userName);
         } catch (e) {
-          if (attempt >= 10) throw e;
+          if (attempt >= 40) throw e;
         }
         if (r?.ok) {
           tokens[i] = ((await r.json()) as { token: string }).token;
@@ -107,9 +107,10 @@ export async function register(apis: string[], users: number, prefix: string, co
         }
         const why = r ? String(r.status) : "timeout";
         if (r && r.status !== 429 && r.status !== 503) throw new Error(`register ${userName}: HTTP ${r.status} ${await r.text()}`);
-        if (attempt >= 10) throw new Error(`register ${userName}: still ${why} after ${attempt + 1} attempts`);
+        // a loaded box may keep a fresh cluster unready (503) for tens of seconds: ~60 s in all
+        if (attempt >= 40) throw new Error(`register ${userName}: still ${why} after ${attempt + 1} attempts`);
         retried[why] = (retried[why] ?? 0) + 1;
-        await Bun.sleep(200 * (attempt + 1));
+        await Bun.sleep(Math.min(2000, 200 * (attempt + 1)));
       }
     }
   };
