@@ -7,6 +7,7 @@ import { resolve } from "node:path";
 import { redisPing } from "../src/infra/redis.ts";
 import { freePort } from "../src/infra/ports.ts";
 import { waitUntil } from "../src/infra/wait.ts";
+import { PORT_OFFSETS } from "../src/shared/config.ts";
 import { freeBasePort, report, ROOT, scrapeSum, startCluster } from "./lib.ts";
 import type { Transport } from "./ws-load.ts";
 
@@ -18,6 +19,8 @@ export interface Target {
   pids: number[];
   /** messages persisted so far (sum over task instances), if the target stores them */
   persisted?: () => Promise<number>;
+  /** port of the target's redis-server (for INFO commandstats per step) */
+  redisPort?: number;
 }
 
 export type Cleanups = (() => Promise<void>)[];
@@ -68,6 +71,7 @@ export async function startSocketIo(users: number, instances: number, cleanups: 
     name: "socketio",
     transport: "socketio",
     pids: [redis.pid, ...servers.map((s) => s.pid)],
+    redisPort,
     wsUrl: (i) => withToken(`http://127.0.0.1:${servers[i % instances].port}/`, `u${(i % users) + 1}`),
   };
 }
@@ -144,7 +148,8 @@ export async function startBunchat(o: BunchatOptions, cleanups: Cleanups): Promi
     env.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${dir}`; // summarise with bench/profile-summary.ts
   }
   const t = o.topology;
-  const args = ["--base-port", t.basePort ?? String(freeBasePort()), "--api", t.api, "--logic", t.logic, "--task", t.task, "--connect", t.connect];
+  const basePort = t.basePort ?? String(freeBasePort());
+  const args = ["--base-port", basePort, "--api", t.api, "--logic", t.logic, "--task", t.task, "--connect", t.connect];
   const t0 = performance.now();
   const cluster = await startCluster(args, env);
   cleanups.push(() => cluster.stop());
@@ -163,6 +168,7 @@ export async function startBunchat(o: BunchatOptions, cleanups: Cleanups): Promi
     name: "bunchat",
     transport: "ws",
     pids: [cluster.pid],
+    redisPort: Number(basePort) + PORT_OFFSETS.redis,
     // Client i talks to connect instance i % n: a room's clients span every instance.
     wsUrl: (i) => withToken(cluster.connect[i % cluster.connect.length], tokens[i % o.users]),
     persisted: async () => {

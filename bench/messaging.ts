@@ -16,7 +16,7 @@
 //        [--target all|both|baseline,bunchat,socketio] [--cpu-prof DIR]   (see `options` below)
 import { parseArgs } from "node:util";
 import { availableParallelism } from "node:os";
-import { cpuBetween, loadavg, machineBusyPct, processTree, report, sampleCpu, sampleMachine, summary } from "./lib.ts";
+import { cpuBetween, loadavg, machineBusyPct, processTree, redisCommandStats, redisPerMessage, report, sampleCpu, sampleMachine, summary } from "./lib.ts";
 import { type Cleanups, startBaseline, startBunchat, startSocketIo, type Target } from "./messaging-targets.ts";
 import { LoadGen, type Step } from "./ws-load.ts";
 
@@ -113,6 +113,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
   for (const [step, rate, seconds] of plan) {
     const rows0 = t.persisted ? await t.persisted() : 0;
     const rowsAt0 = performance.now();
+    const redis0 = t.redisPort ? await redisCommandStats(t.redisPort) : undefined;
     const cpu0 = sampleCpu(labels.keys());
     const self0 = process.cpuUsage();
     const m0 = sampleMachine();
@@ -124,6 +125,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     const m1 = sampleMachine();
     const endedAt = Date.now();
     const sendSecs = (cpu1.at - cpu0.at) / 1000;
+    const redis1 = t.redisPort ? await redisCommandStats(t.redisPort) : undefined;
     await gen.drain(st, DRAIN_MS);
     const acc = gen.settle(st);
     const persisted = t.persisted ? (await t.persisted()) - rows0 : undefined;
@@ -158,6 +160,8 @@ async function runLoad(t: Target): Promise<StepResult[]> {
       cpuPct: { ...cpuPct, bench: [benchPct] },
       // CPU µs per accepted message of each process label, its instances summed (from cpuPct)
       cpuUsPerMsg,
+      // Redis commands per accepted message during the sending window: calls and server µs (INFO commandstats)
+      ...(redis0 && redis1 ? { redisPerMsg: redisPerMessage(redis0, redis1, st.acked) } : {}),
       loadavg: loadavg(),
       // the sending window in epoch ms, e.g. for bench/profile-summary.ts --from/--to
       window: [startedAt, endedAt],
