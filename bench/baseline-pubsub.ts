@@ -2,7 +2,7 @@
 // frames as bunchat's connect tier, and nothing else (no auth, no storage, no other process).
 // join → ws.subscribe(room) + joined; send → server.publish(room, msg frame) + ack.
 // The token `u<userId>` names the user. Prints its port on stdout, stops on SIGTERM.
-// Usage (normally started by bench/messaging.ts): bun bench/baseline-pubsub.ts [port]
+// Usage (normally started by bench/messaging.ts): bun bench/baseline-pubsub.ts [port] [hostname]
 
 interface User {
   userId: number;
@@ -14,7 +14,7 @@ let nextId = 1n;
 
 const server = Bun.serve<{ user: User; rooms: Set<string> }>({
   port: Number(process.argv[2] ?? 0),
-  hostname: "127.0.0.1",
+  hostname: process.argv[3] ?? "127.0.0.1",
   fetch(req, srv) {
     const url = new URL(req.url);
     const token = url.searchParams.get("token") ?? "";

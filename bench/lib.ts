@@ -129,9 +129,9 @@ function readStat(pid: number): ProcStat | undefined {
 function procLabel(pid: number): string {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
-    const script = argv.find((a) => /\.(ts|js)$/.test(a));
+    const script = argv.find((a) => /\.(ts|m?js)$/.test(a));
     // redis-server rewrites its argv[0] to "redis-server host:port"
-    return script ? basename(script).replace(/\.(ts|js)$/, "") : basename((argv[0] ?? "?").split(" ")[0]);
+    return script ? basename(script).replace(/\.(ts|m?js)$/, "") : basename((argv[0] ?? "?").split(" ")[0]);
   } catch {
     return "?";
   }
@@ -235,4 +235,31 @@ export function sampleMachine(): MachineSample {
 /** Busy CPU between two machine samples, in percent of one core (2 cores fully busy = 200). */
 export function machineBusyPct(a: MachineSample, b: MachineSample, cores: number): number {
   return Math.round(((b.busy - a.busy) / (b.total - a.total)) * cores * 100);
+}
+
+/** The 1, 5 and 15 minute load averages of the box (/proc/loadavg). */
+export function loadavg(): number[] {
+  return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).map(Number);
+}
+
+/** Calls and server-side µs per Redis command so far (INFO commandstats), by command name. */
+export async function redisCommandStats(port: number): Promise<Record<string, { calls: number; usec: number }>> {
+  const p = Bun.spawn(["redis-cli", "-p", String(port), "INFO", "commandstats"], { stdout: "pipe", stderr: "ignore" });
+  const text = await new Response(p.stdout).text();
+  await p.exited;
+  const out: Record<string, { calls: number; usec: number }> = {};
+  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) out[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) };
+  return out;
+}
+
+/** Per accepted message: Redis calls and server µs per command between two commandstats samples. */
+export function redisPerMessage(a: Record<string, { calls: number; usec: number }>, b: Record<string, { calls: number; usec: number }>, messages: number) {
+  const out: Record<string, { calls: number; us: number }> = {};
+  if (!messages) return out;
+  for (const [k, v] of Object.entries(b)) {
+    const calls = v.calls - (a[k]?.calls ?? 0);
+    if (calls <= 0) continue;
+    out[k] = { calls: Math.round((calls / messages) * 1000) / 1000, us: Math.round(((v.usec - (a[k]?.usec ?? 0)) / messages) * 10) / 10 };
+  }
+  return out;
 }

@@ -3,16 +3,21 @@
 // users), sending paced messages and timing each delivery. The same load runs first against a
 // bare single-process Bun pub/sub server (bench/baseline-pubsub.ts) as the ceiling.
 //
-// One JSON line per step: accepted msgs/s, deliveries/s, send→receive latency, lost deliveries
-// (every room member, the sender included, must get each accepted message), errors by code,
-// CPU per process during the sending window, and (bunchat) the persist group's rows/s.
-// Usage: bun bench/messaging.ts [--clients 1000] [--rates 1000,2500,5000,7500,10000] [--seconds 10]
-//        [--target both|baseline|bunchat] [--cpu-prof DIR]   (see `options` below for all flags)
+// The same load also runs against Socket.IO on Node (bench/socketio-server.mjs, two processes and
+// the Redis streams adapter), the peer the issue compares with.
+//
+// One JSON line per step on stdout: accepted msgs/s, deliveries/s, send→receive latency, lost
+// deliveries (every room member, the sender included, must get each accepted message), errors by
+// code, CPU per process during the sending window (% of a core, and µs per accepted message), the
+// box's load average, and (bunchat) the persist group's rows/s. A human line per step and a
+// summary table at the end go to stderr.
+// Usage: bun bench/messaging.ts [--clients 1000] [--room-size 10] [--senders 100]
+//        [--rates 1000,2500,5000,7500,10000] [--seconds 10]
+//        [--target all|both|baseline,bunchat,socketio] [--cpu-prof DIR]   (see `options` below)
 import { parseArgs } from "node:util";
-import { mkdirSync } from "node:fs";
-import { resolve } from "node:path";
 import { availableParallelism } from "node:os";
-import { cpuBetween, freeBasePort, machineBusyPct, processTree, report, ROOT, sampleCpu, sampleMachine, scrapeSum, startCluster, summary } from "./lib.ts";
+import { cpuBetween, loadavg, machineBusyPct, processTree, redisCommandStats, redisPerMessage, report, sampleCpu, sampleMachine, summary } from "./lib.ts";
+import { type Cleanups, startBaseline, startBunchat, startSocketIo, type Target } from "./messaging-targets.ts";
 import { LoadGen, type Step } from "./ws-load.ts";
 
 const { values: o } = parseArgs({
@@ -20,6 +25,8 @@ const { values: o } = parseArgs({
     clients: { type: "string", default: "1000" },
     users: { type: "string", default: "100" },
     "room-size": { type: "string", default: "10" },
+    /** clients that send, spread evenly over the rooms (clients 0, n/S, 2n/S, …); the rest only receive */
+    senders: { type: "string", default: "100" },
     rates: { type: "string", default: "1000,2500,5000,7500,10000" },
     seconds: { type: "string", default: "10" },
     "warmup-rate": { type: "string", default: "1000" },
@@ -27,7 +34,10 @@ const { values: o } = parseArgs({
     /** upper bound on the wait for late replies and deliveries after each step */
     drain: { type: "string", default: "3" },
     "body-bytes": { type: "string", default: "64" },
-    target: { type: "string", default: "both" },
+    /** all = baseline,bunchat,socketio; both = baseline,bunchat; or a comma list */
+    target: { type: "string", default: "all" },
+    /** processes of the Socket.IO peer */
+    "socketio-instances": { type: "string", default: "2" },
     "p99-ms": { type: "string", default: "50" },
     api: { type: "string", default: "1" },
     logic: { type: "string", default: "1" },
@@ -48,24 +58,16 @@ const RATES = String(o.rates).split(",").map(Number);
 const SECONDS = num("seconds");
 const DRAIN_MS = num("drain") * 1000;
 const P99_MS = num("p99-ms");
+const SENDERS = num("senders");
+const TARGETS = o.target === "all" ? ["baseline", "bunchat", "socketio"] : o.target === "both" ? ["baseline", "bunchat"] : String(o.target).split(",");
+for (const t of TARGETS) if (!["baseline", "bunchat", "socketio"].includes(t)) throw new Error(`unknown --target ${t}`);
 if (USERS < ROOM_SIZE) throw new Error("--users must be at least --room-size (a room holds distinct users)");
 if (CLIENTS % ROOM_SIZE) throw new Error("--clients must be a multiple of --room-size");
 
 const runId = Date.now().toString(36);
-const PASSWORD = "bench-password";
-
-interface Target {
-  name: string;
-  wsUrl: (client: number) => string;
-  /** root of the process tree whose CPU is sampled */
-  pid: number;
-  /** messages persisted so far (sum over task instances), if the target stores them */
-  persisted?: () => Promise<number>;
-  stop(): Promise<void>;
-}
 
 // Everything started is stopped in reverse order, on success, error or a signal.
-const cleanups: (() => Promise<void>)[] = [];
+const cleanups: Cleanups = [];
 async function cleanup() {
   while (cleanups.length) {
     try {
@@ -81,111 +83,6 @@ for (const sig of ["SIGINT", "SIGTERM"] as const)
     void cleanup().finally(() => process.exit(130));
   });
 
-const withToken = (url: string, token: string) => `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
-
-async function startBaseline(): Promise<Target> {
-  const proc = Bun.spawn(["bun", "bench/baseline-pubsub.ts"], { cwd: ROOT, stdout: "pipe", stderr: "inherit" });
-  const stop = async () => {
-    proc.kill("SIGTERM");
-    await proc.exited;
-  };
-  cleanups.push(stop);
-  const { value } = await proc.stdout.getReader().read();
-  const port = Number(new TextDecoder().decode(value).trim());
-  if (!port) throw new Error("baseline server did not print its port");
-  // Users as in the cluster run: client i is user i % USERS.
-  return { name: "baseline", pid: proc.pid, wsUrl: (i) => withToken(`ws://127.0.0.1:${port}/ws`, `u${(i % USERS) + 1}`), stop };
-}
-
-/**
- * Registers USERS users (argon2id makes this ~tens of ms each) `concurrency` at a time. A busy
- * cluster may answer 429/503 after all (or time out) and still create the user: a retry that
- * then finds the name taken logs in instead.
- */
-async function register(apis: string[], concurrency: number): Promise<string[]> {
-  const tokens: string[] = [];
-  const retried: Record<string, number> = {};
-  const post = (api: string, path: string, userName: string) =>
-    fetch(`${api}${path}`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ userName, password: PASSWORD }),
-      signal: AbortSignal.timeout(30_000),
-    });
-  let next = 0;
-  const worker = async () => {
-    while (next < USERS) {
-      const i = next++;
-      const api = apis[i % apis.length];
-      const userName = `b${runId}u${i}`;
-      for (let attempt = 0; ; attempt++) {
-        let r: Response | undefined;
-        try {
-          r = await post(api, "/api/users", userName);
-          if (r.status === 409 && attempt > 0) r = await post(api, "/api/sessions", userName);
-        } catch (e) {
-          if (attempt >= 10) throw e;
-        }
-        if (r?.ok) {
-          tokens[i] = ((await r.json()) as { token: string }).token;
-          break;
-        }
-        const why = r ? String(r.status) : "timeout";
-        if (r && r.status !== 429 && r.status !== 503) throw new Error(`register ${userName}: HTTP ${r.status} ${await r.text()}`);
-        if (attempt >= 10) throw new Error(`register ${userName}: still ${why} after ${attempt + 1} attempts`);
-        retried[why] = (retried[why] ?? 0) + 1;
-        await Bun.sleep(200 * (attempt + 1));
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  if (Object.keys(retried).length) report({ event: "register-retries", ...retried });
-  return tokens;
-}
-
-async function startBunchat(): Promise<Target> {
-  // The rate limiter is not what is measured: every user may send far more than the bench does.
-  const env: Record<string, string> = { IM_RATE_LIMIT: "100000", IM_RATE_BURST: "100000" };
-  for (const kv of o.im ?? []) {
-    const at = kv.indexOf("=");
-    if (!kv.startsWith("IM_") || at < 0) throw new Error(`--im wants IM_NAME=value, got ${kv}`);
-    env[kv.slice(0, at)] = kv.slice(at + 1);
-  }
-  if (o["cpu-prof"]) {
-    const dir = resolve(String(o["cpu-prof"]));
-    mkdirSync(dir, { recursive: true });
-    env.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${dir}`; // summarise with bench/profile-summary.ts
-  }
-  const basePort = o["base-port"] ?? String(freeBasePort());
-  const args = ["--base-port", basePort, "--api", o.api!, "--logic", o.logic!, "--task", o.task!, "--connect", o.connect!];
-  const t0 = performance.now();
-  const cluster = await startCluster(args, env);
-  cleanups.push(() => cluster.stop());
-  const started = performance.now();
-  const tokens = await register(cluster.api, 8);
-  report({
-    event: "setup",
-    target: "bunchat",
-    clusterArgs: args.join(" "),
-    env,
-    clusterReadySec: Math.round(started - t0) / 1000,
-    registerSec: Math.round(performance.now() - started) / 1000,
-    connect: cluster.connect,
-  });
-  return {
-    name: "bunchat",
-    pid: cluster.pid,
-    // Client i talks to connect instance i % n: a room's 10 clients span every instance.
-    wsUrl: (i) => withToken(cluster.connect[i % cluster.connect.length], tokens[i % USERS]),
-    persisted: async () => {
-      const { sum, failed } = await scrapeSum(cluster.metrics, "bunchat_task_rows_persisted_total");
-      if (failed.length === cluster.metrics.length) throw new Error("no /metrics endpoint answered");
-      return sum;
-    },
-    stop: () => cluster.stop(),
-  };
-}
-
 interface StepResult {
   step: number | "warmup";
   targetRate: number;
@@ -193,20 +90,22 @@ interface StepResult {
   deliveriesPerSec: number;
   latencyMs: ReturnType<typeof summary>;
   lost: number;
+  /** CPU µs per accepted message, per process label (instances summed) */
+  cpuUsPerMsg: Record<string, number>;
   ok: boolean;
 }
 
 async function runLoad(t: Target): Promise<StepResult[]> {
-  const gen = new LoadGen({ roomSize: ROOM_SIZE, bodyBytes: num("body-bytes"), runId });
+  const gen = new LoadGen({ roomSize: ROOM_SIZE, bodyBytes: num("body-bytes"), runId, transport: t.transport, senders: SENDERS });
   cleanups.push(() => gen.close());
   const t0 = performance.now();
   await gen.open(CLIENTS, t.wsUrl, 50);
   const opened = performance.now();
   await gen.joinAll(50);
-  report({ event: "clients", target: t.name, clients: CLIENTS, rooms: CLIENTS / ROOM_SIZE, openSec: Math.round(opened - t0) / 1000, joinSec: Math.round(performance.now() - opened) / 1000 });
+  report({ event: "clients", target: t.name, clients: CLIENTS, rooms: CLIENTS / ROOM_SIZE, roomSize: ROOM_SIZE, senders: SENDERS, openSec: Math.round(opened - t0) / 1000, joinSec: Math.round(performance.now() - opened) / 1000 });
   await Bun.sleep(1000);
 
-  const labels = processTree(t.pid);
+  const labels = new Map(t.pids.flatMap((pid) => [...processTree(pid)]));
   const plan: [number | "warmup", number, number][] = [["warmup", num("warmup-rate"), num("warmup-seconds")], ...RATES.map((r, i) => [i + 1, r, SECONDS] as [number, number, number])];
   const results: StepResult[] = [];
   const steps: Step[] = [];
@@ -214,6 +113,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
   for (const [step, rate, seconds] of plan) {
     const rows0 = t.persisted ? await t.persisted() : 0;
     const rowsAt0 = performance.now();
+    const redis0 = t.redisPort ? await redisCommandStats(t.redisPort) : undefined;
     const cpu0 = sampleCpu(labels.keys());
     const self0 = process.cpuUsage();
     const m0 = sampleMachine();
@@ -225,6 +125,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     const m1 = sampleMachine();
     const endedAt = Date.now();
     const sendSecs = (cpu1.at - cpu0.at) / 1000;
+    const redis1 = t.redisPort ? await redisCommandStats(t.redisPort) : undefined;
     await gen.drain(st, DRAIN_MS);
     const acc = gen.settle(st);
     const persisted = t.persisted ? (await t.persisted()) - rows0 : undefined;
@@ -234,6 +135,10 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     const benchPct = Math.round(((self1.user + self1.system) / 1e6 / sendSecs) * 100);
     const ours = benchPct + Object.values(cpuPct).flat().reduce((a, b) => a + b, 0);
     const errors = { ...st.errors, ...(acc.unacked ? { unacked: acc.unacked } : {}) };
+    const accepted = st.acked / seconds;
+    const cpuUsPerMsg = Object.fromEntries(
+      Object.entries(cpuPct).map(([k, v]) => [k, accepted ? Math.round((v.reduce((a, b) => a + b, 0) * 10_000) / accepted) : 0]),
+    );
     const r = {
       target: t.name,
       step,
@@ -253,15 +158,21 @@ async function runLoad(t: Target): Promise<StepResult[]> {
       ...(persisted === undefined ? {} : { persistedRows: persisted, persistedRowsPerSec: Math.round(persisted / rowsSecs) }),
       generatorLagMs: (({ p99, max }) => ({ p99, max }))(summary(st.sendLag)),
       cpuPct: { ...cpuPct, bench: [benchPct] },
+      // CPU µs per accepted message of each process label, its instances summed (from cpuPct)
+      cpuUsPerMsg,
+      // Redis commands per accepted message during the sending window: calls and server µs (INFO commandstats)
+      ...(redis0 && redis1 ? { redisPerMsg: redisPerMessage(redis0, redis1, st.acked) } : {}),
+      loadavg: loadavg(),
       // the sending window in epoch ms, e.g. for bench/profile-summary.ts --from/--to
       window: [startedAt, endedAt],
       // everything else on this shared box during the sending window (other people's tests…)
       othersCpuPct: Math.max(0, machineBusyPct(m0, m1, availableParallelism()) - ours),
     };
     report(r);
+    progress(r);
     // errors covers error replies, unacked sends and sends skipped on a closed client
     const ok = acc.lost === 0 && Object.keys(errors).length === 0 && latencyMs.p99 < P99_MS && st.sent >= rate * seconds * 0.99;
-    results.push({ step, targetRate: rate, acceptedPerSec: r.acceptedPerSec, deliveriesPerSec: r.deliveriesPerSec, latencyMs, lost: acc.lost, ok });
+    results.push({ step, targetRate: rate, acceptedPerSec: r.acceptedPerSec, deliveriesPerSec: r.deliveriesPerSec, latencyMs, lost: acc.lost, cpuUsPerMsg, ok });
   }
   // Late is not lost: after the last step, wait for the backlog, then count again per step.
   await gen.drainAll(3000, 60_000);
@@ -281,26 +192,62 @@ async function runLoad(t: Target): Promise<StepResult[]> {
 
 const highest = (rs: StepResult[]) => rs.filter((r) => r.step !== "warmup" && r.ok).reduce((m, r) => Math.max(m, r.targetRate), 0);
 
+/** One human line per step on stderr (stdout holds the JSON lines). */
+function progress(r: Record<string, any>) {
+  const l = r.latencyMs;
+  const cpu = Object.entries(r.cpuPct as Record<string, number[]>).map(([k, v]) => `${k} ${v.join("+")}`).join(", ");
+  const errs = Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(", ");
+  process.stderr.write(
+    `[${new Date().toISOString().slice(11, 19)}] ${r.target} step ${r.step} @ ${r.targetRate}/s: accepted ${r.acceptedPerSec}/s, ` +
+      `${r.deliveriesPerSec} deliveries/s, p50 ${l.p50} p90 ${l.p90} p99 ${l.p99} p99.9 ${l.p999} ms, lost ${r.lost}` +
+      `${errs ? `, errors: ${errs}` : ""}; CPU % ${cpu}; load ${r.loadavg.join(" ")}\n`,
+  );
+}
+
+function summaryTable(runs: Record<string, StepResult[]>) {
+  const rows = [
+    `criterion: p99 < ${P99_MS} ms, zero loss, no errors, full offered rate; ${CLIENTS} clients, rooms of ${ROOM_SIZE}, ${SENDERS} senders`,
+    "| target | highest msgs/s meeting | deliveries/s | p50 | p90 | p99 | p99.9 ms | CPU µs per message, per process |",
+    "|---|---|---|---|---|---|---|---|",
+  ];
+  for (const [name, rs] of Object.entries(runs)) {
+    const best = rs.filter((r) => r.step !== "warmup" && r.ok).sort((a, b) => b.targetRate - a.targetRate)[0];
+    if (!best) {
+      rows.push(`| ${name} | none | | | | | | |`);
+      continue;
+    }
+    const l = best.latencyMs;
+    const cpu = Object.entries(best.cpuUsPerMsg).map(([k, v]) => `${k} ${v}`).join(", ");
+    rows.push(`| ${name} | ${best.targetRate} | ${best.deliveriesPerSec} | ${l.p50} | ${l.p90} | ${l.p99} | ${l.p999} | ${cpu} |`);
+  }
+  process.stderr.write(`\n${rows.join("\n")}\n`);
+}
+
 async function main() {
   const runs: Record<string, StepResult[]> = {};
-  if (o.target === "both" || o.target === "baseline") {
-    const t = await startBaseline();
-    runs.baseline = await runLoad(t);
+  for (const name of TARGETS) {
+    const t =
+      name === "baseline"
+        ? await startBaseline(USERS, cleanups)
+        : name === "socketio"
+          ? await startSocketIo(USERS, num("socketio-instances"), cleanups)
+          : await startBunchat(
+              { users: USERS, runId, topology: { api: o.api!, logic: o.logic!, task: o.task!, connect: o.connect!, basePort: o["base-port"] }, im: o.im ?? [], cpuProf: o["cpu-prof"] },
+              cleanups,
+            );
+    runs[name] = await runLoad(t);
     await cleanup();
   }
-  if (o.target === "both" || o.target === "bunchat") {
-    const t = await startBunchat();
-    runs.bunchat = await runLoad(t);
-    await cleanup();
-  }
-  const { baseline, bunchat } = runs;
-  if (baseline && bunchat)
-    for (let i = 0; i < bunchat.length; i++) {
-      const a = bunchat[i];
+  const { baseline } = runs;
+  for (const [name, rs] of Object.entries(runs)) {
+    if (!baseline || name === "baseline") continue;
+    for (let i = 0; i < rs.length; i++) {
+      const a = rs[i];
       const b = baseline[i];
       if (a.step === "warmup") continue;
       const ratio = (x: number, y: number) => (y ? Math.round((x / y) * 100) / 100 : null);
       report({
+        target: name,
         step: a.step,
         targetRate: a.targetRate,
         ratio: {
@@ -311,11 +258,17 @@ async function main() {
         },
       });
     }
+  }
   report({
     event: "summary",
     criterion: `p99 < ${P99_MS} ms, zero loss, no errors, full offered rate`,
+    clients: CLIENTS,
+    roomSize: ROOM_SIZE,
+    senders: SENDERS,
     highestRateMeeting: Object.fromEntries(Object.entries(runs).map(([k, rs]) => [k, highest(rs)])),
+    loadavg: loadavg(),
   });
+  summaryTable(runs);
 }
 
 try {

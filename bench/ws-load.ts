@@ -7,6 +7,7 @@
 // and from the *intended* send time of the pacing schedule, which also counts how late a stalled
 // generator was (coordinated omission); that lateness alone is reported as sendLag.
 import type { Histogram } from "hdr-histogram-js";
+import { io as socketIo } from "socket.io-client";
 import { newHistogram } from "./lib.ts";
 
 /** Step number × REF_SPAN + message index = the `ref` of a send; also bounds messages per step. */
@@ -40,12 +41,21 @@ export interface Step {
   lateDeliveries: number;
 }
 
+/**
+ * One client connection, whatever carries the frames: a plain WebSocket (bunchat, the bare Bun
+ * baseline) or a Socket.IO socket whose "f" event carries the same JSON frames each way.
+ */
 interface Client {
   no: number;
   room: string;
-  ws: WebSocket;
+  send(frame: string): void;
+  isOpen(): boolean;
+  isClosed(): boolean;
+  close(): void;
   joined?: (ok: boolean, why?: string) => void;
 }
+
+export type Transport = "ws" | "socketio";
 
 export class LoadGen {
   readonly clients: Client[] = [];
@@ -58,7 +68,7 @@ export class LoadGen {
   private readonly pad: string;
 
   constructor(
-    private readonly o: { roomSize: number; bodyBytes: number; runId: string },
+    private readonly o: { roomSize: number; bodyBytes: number; runId: string; transport?: Transport; senders?: number },
   ) {
     this.pad = "x".repeat(o.bodyBytes);
   }
@@ -80,9 +90,20 @@ export class LoadGen {
   }
 
   private connect(no: number, url: string): Promise<Client> {
+    return this.o.transport === "socketio" ? this.connectSocketIo(no, url) : this.connectWs(no, url);
+  }
+
+  private connectWs(no: number, url: string): Promise<Client> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
-      const c: Client = { no, room: this.roomOf(no), ws };
+      const c: Client = {
+        no,
+        room: this.roomOf(no),
+        send: (f) => ws.send(f),
+        isOpen: () => ws.readyState === WebSocket.OPEN,
+        isClosed: () => ws.readyState === WebSocket.CLOSED,
+        close: () => ws.readyState <= WebSocket.OPEN && ws.close(1000),
+      };
       const timer = setTimeout(() => reject(new Error(`client ${no}: no open within 15 s`)), 15_000);
       ws.onopen = () => {
         clearTimeout(timer);
@@ -101,6 +122,38 @@ export class LoadGen {
     });
   }
 
+  /** `url` is http://host:port/?token=…; the socket uses the WebSocket transport only. */
+  private connectSocketIo(no: number, url: string): Promise<Client> {
+    return new Promise((resolve, reject) => {
+      const u = new URL(url);
+      const s = socketIo(u.origin, { transports: ["websocket"], reconnection: false, forceNew: true, auth: { token: u.searchParams.get("token") } });
+      let closed = false;
+      const c: Client = {
+        no,
+        room: this.roomOf(no),
+        send: (f) => s.emit("f", f),
+        isOpen: () => s.connected,
+        isClosed: () => closed,
+        close: () => s.disconnect(),
+      };
+      const timer = setTimeout(() => reject(new Error(`client ${no}: no open within 15 s`)), 15_000);
+      s.on("connect", () => {
+        clearTimeout(timer);
+        resolve(c);
+      });
+      s.on("connect_error", (e) => {
+        clearTimeout(timer);
+        reject(new Error(`client ${no}: Socket.IO connect error: ${e.message}`));
+      });
+      s.on("disconnect", (why) => {
+        closed = true;
+        if (!this.closing) this.count(this.stray, `close:${why}`);
+        c.joined?.(false, `closed ${why}`);
+      });
+      s.on("f", (data: string) => this.onFrame(c, data));
+    });
+  }
+
   /** Every client joins its room; resolves when every `joined` arrived. */
   async joinAll(concurrency: number, timeoutMs = 60_000): Promise<void> {
     let next = 0;
@@ -114,7 +167,7 @@ export class LoadGen {
             c.joined = undefined;
             ok ? resolve() : reject(new Error(`client ${c.no}: join failed: ${why}`));
           };
-          c.ws.send(JSON.stringify({ op: "join", room: c.room, ref: "join" }));
+          c.send(JSON.stringify({ op: "join", room: c.room, ref: "join" }));
         });
       }
     };
@@ -194,7 +247,7 @@ export class LoadGen {
   }
 
   /**
-   * Sends `rate` msgs/s for `seconds`, round-robin over the clients (so over every room),
+   * Sends `rate` msgs/s for `seconds`, round-robin over the senders (spread over every room),
    * on a 1 ms timer that catches up with the schedule. Stops by itself after the planned
    * count or 3× the planned time, whichever comes first. Rate 0 just waits `seconds`.
    */
@@ -222,7 +275,10 @@ export class LoadGen {
       lateDeliveries: 0,
     };
     this.steps.set(no, st);
+    // --senders S: clients 0, n/S, 2n/S, … send in turn (with rooms of r members, S/(n/r) per room)
     const n = this.clients.length;
+    const senders = Math.min(n, this.o.senders || n);
+    const stride = Math.floor(n / senders);
     const gap = 1000 / rate;
     const t0 = performance.now();
     if (!total) await Bun.sleep(seconds * 1000); // rate 0: an idle step, for the CPU of an idle cluster
@@ -233,8 +289,8 @@ export class LoadGen {
       if (now > deadline) break;
       const due = Math.min(total, Math.floor((now - t0) / gap) + 1);
       for (; i < due; i++) {
-        const c = this.clients[i % n];
-        if (c.ws.readyState !== WebSocket.OPEN) {
+        const c = this.clients[(i % senders) * stride];
+        if (!c.isOpen()) {
           this.count(st.errors, "client-not-open");
           continue;
         }
@@ -246,7 +302,7 @@ export class LoadGen {
         st.state[i] = 1;
         st.sent++;
         st.sendLag.recordValue(Math.max(1, Math.round((now - intended) * 1000)));
-        c.ws.send(`{"op":"send","room":"${c.room}","body":"${body}","ref":${no * REF_SPAN + i}}`);
+        c.send(`{"op":"send","room":"${c.room}","body":"${body}","ref":${no * REF_SPAN + i}}`);
       }
       await Bun.sleep(1);
     }
@@ -292,9 +348,9 @@ export class LoadGen {
 
   async close(): Promise<void> {
     this.closing = true;
-    for (const c of this.clients) if (c && c.ws.readyState <= WebSocket.OPEN) c.ws.close(1000);
+    for (const c of this.clients) if (c && !c.isClosed()) c.close();
     // Give the close handshakes a moment; the processes are stopped right after anyway.
     const until = performance.now() + 5000;
-    while (this.clients.some((c) => c && c.ws.readyState !== WebSocket.CLOSED) && performance.now() < until) await Bun.sleep(50);
+    while (this.clients.some((c) => c && !c.isClosed()) && performance.now() < until) await Bun.sleep(50);
   }
 }
