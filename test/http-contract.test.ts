@@ -131,7 +131,9 @@ describe("metrics (item 6)", () => {
     await http(base, "POST", "/api/sessions", { raw: "{" }); // 400
     await http(base, "GET", "/api/nope"); // 404
     await raw("/api/sessions/current", { method: "DELETE", headers: { authorization: `Bearer ${u.token}` } }); // 204
-    const text = await (await raw("/metrics")).text();
+    // /metrics is on the api's internal ops port (the public port serves none).
+    expect((await raw("/metrics")).status).toBe(404);
+    const text = await (await fetch(`http://127.0.0.1:${c.api[0].metricsPort}/metrics`)).text();
     const count = (route: string, status: number) => {
       const m = new RegExp(`^bunchat_api_requests_total\\{[^}]*route="${route.replace(/[/]/g, "\\/")}"[^}]*status="${status}"[^}]*\\} (\\d+)`, "m").exec(text)
         ?? new RegExp(`^bunchat_api_requests_total\\{[^}]*status="${status}"[^}]*route="${route.replace(/[/]/g, "\\/")}"[^}]*\\} (\\d+)`, "m").exec(text);
