@@ -27,6 +27,15 @@ test("full pool: a job beyond concurrency + queue is refused at once with RATE_L
   expect(await pool.verify("password-1", (a as { v: string }).v)).toBe(true);
 });
 
+test("a job whose expected wait is over the budget is refused at once", async () => {
+  const pool = new HashPool({ concurrency: 1, maxQueue: 100, waitBudgetMs: 1 });
+  await pool.hash("warm-up-password"); // the job time estimate is now a real hash's, over 1 ms
+  const [a, b] = await Promise.all([settle(pool.hash("password-1")), settle(pool.hash("password-2"))]);
+  expect("v" in a).toBe(true);
+  expect((b as { e: AppError }).e?.code).toBe("RATE_LIMITED");
+  expect(b.at).toBeLessThan(a.at);
+});
+
 test("a queued job that waited longer than maxWaitMs is refused instead of run late", async () => {
   const pool = new HashPool({ concurrency: 1, maxQueue: 4, maxWaitMs: 0 });
   const [a, b] = await Promise.all([settle(pool.hash("password-1")), settle(pool.hash("password-2"))]);

@@ -1,8 +1,10 @@
-// Password hashing (argon2id, Bun.password: ~64 MiB and tens to hundreds of ms of one core per
-// job) with bounded concurrency and a bounded queue. Beyond them a job is refused at once with
-// RATE_LIMITED and a Retry-After, and a queued job that waited longer than maxWaitMs is refused
-// too, so a flood of logins or registrations gets fast 429s instead of RPC deadline timeouts (503),
-// and leaves CPU for sends and token checks (issue 10 item 4).
+// Password hashing (argon2id, Bun.password: ~64 MiB and 0.1-1 s of one core per job, depending
+// on load) with bounded concurrency and a bounded queue. A job is refused at once with
+// RATE_LIMITED and a Retry-After when the queue is full, or when its expected wait (queue length
+// × the recent job time / concurrency) is over waitBudgetMs; a queued job that still waited
+// longer than maxWaitMs is refused instead of started. So a flood of logins or registrations gets
+// fast 429s instead of RPC deadline timeouts (503, logic's callers wait 5 s), and leaves CPU for
+// sends and token checks (issue 10 item 4).
 import { Counter, Gauge, type Registry } from "prom-client";
 import { AppError } from "../shared/errors.ts";
 
@@ -11,7 +13,9 @@ export interface HashPoolOptions {
   concurrency: number;
   /** Jobs waiting at most (IM_HASH_QUEUE); 0: none wait. */
   maxQueue: number;
-  /** A job still queued after this long is refused (default 2000 ms, well under the 5 s RPC deadline). */
+  /** A job whose expected wait is longer is refused at once (default 2500 ms). */
+  waitBudgetMs?: number;
+  /** A job still queued after this long is refused (default 3500 ms: room for the job itself within the 5 s RPC deadline). */
   maxWaitMs?: number;
   registry?: Registry;
 }
@@ -26,9 +30,13 @@ export class HashPool {
   private readonly queue: { start: () => void; refuse: () => void; at: number }[] = [];
   private readonly jobs?: Counter<"kind" | "result">;
   private readonly maxWaitMs: number;
+  private readonly waitBudgetMs: number;
+  /** Moving average of a job's run time in ms (weight 0.2 for the latest). */
+  private jobMs = 200;
 
   constructor(private readonly o: HashPoolOptions) {
-    this.maxWaitMs = o.maxWaitMs ?? 2000;
+    this.maxWaitMs = o.maxWaitMs ?? 3500;
+    this.waitBudgetMs = o.waitBudgetMs ?? 2500;
     if (o.registry) {
       this.jobs = new Counter({
         name: "bunchat_logic_password_jobs_total",
@@ -48,6 +56,15 @@ export class HashPool {
     }
   }
 
+  /**
+   * Throws the pool's RATE_LIMITED now if a job would be refused now: lets a caller skip its
+   * other work (Redis counters) for a request that cannot be served. The job itself is still
+   * admitted or refused by hash()/verify().
+   */
+  checkRoom(kind: Kind): void {
+    if (this.running >= this.o.concurrency && !this.hasRoom()) throw this.refused(kind);
+  }
+
   /** argon2id hash of password. Throws RATE_LIMITED when the pool is full. */
   hash(password: string): Promise<string> {
     return this.run("hash", () => Bun.password.hash(password, { algorithm: "argon2id" }));
@@ -61,23 +78,32 @@ export class HashPool {
   private async run<T>(kind: Kind, job: () => Promise<T>): Promise<T> {
     if (this.running >= this.o.concurrency) await this.wait(kind);
     else this.running++;
+    const started = performance.now();
     try {
       const out = await job();
       this.jobs?.inc({ kind, result: "done" });
       return out;
     } finally {
+      this.jobMs = 0.8 * this.jobMs + 0.2 * (performance.now() - started);
       this.release();
     }
   }
 
   /** Waits for a slot, which release() hands over with running unchanged. */
   private wait(kind: Kind): Promise<void> {
-    const refused = () => {
-      this.jobs?.inc({ kind, result: "refused" });
-      return new AppError("RATE_LIMITED", "the server is busy checking passwords; try again shortly", RETRY_AFTER_SEC);
-    };
-    if (this.queue.length >= this.o.maxQueue) return Promise.reject(refused());
-    return new Promise((start, reject) => this.queue.push({ start, refuse: () => reject(refused()), at: Date.now() }));
+    if (!this.hasRoom()) return Promise.reject(this.refused(kind));
+    return new Promise((start, reject) => this.queue.push({ start, refuse: () => reject(this.refused(kind)), at: Date.now() }));
+  }
+
+  /** Room in the queue, and a wait there expected within waitBudgetMs. */
+  private hasRoom(): boolean {
+    const expectedWaitMs = ((this.queue.length + 1) * this.jobMs) / this.o.concurrency;
+    return this.queue.length < this.o.maxQueue && expectedWaitMs <= this.waitBudgetMs;
+  }
+
+  private refused(kind: Kind): AppError {
+    this.jobs?.inc({ kind, result: "refused" });
+    return new AppError("RATE_LIMITED", "the server is busy checking passwords; try again shortly", RETRY_AFTER_SEC);
   }
 
   private release(): void {
