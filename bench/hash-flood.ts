@@ -10,7 +10,8 @@
 // Usage: bun bench/hash-flood.ts [--seconds 10] [--rate 40] [--flood-rate 100 | --flood-closed 64] [--rounds 2] [--base-port 31000]
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { newHistogram, report, startCluster, summary } from "./lib.ts";
+import { availableParallelism } from "node:os";
+import { cpuBetween, machineBusyPct, newHistogram, processTree, report, sampleCpu, sampleMachine, startCluster, summary } from "./lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -109,8 +110,9 @@ console.log(JSON.stringify({ statuses, p50: q(0.5), p99: q(0.99), max: q(1) }));
 `;
 
 let floodNo = 0;
-async function closedLoop(conns: number, stopped: Promise<void>) {
+async function closedLoop(conns: number, stopped: Promise<void>, onPid: (pid: number) => void) {
   const child = Bun.spawn([process.execPath, "-e", FLOOD_WORKER, api, String(conns), `hc${tag}${++floodNo}`], { stdout: "pipe", stderr: "inherit" });
+  onPid(child.pid);
   await stopped;
   child.kill("SIGTERM");
   const out = await new Response(child.stdout).text();
@@ -123,12 +125,23 @@ async function step(name: string, flood: boolean) {
   const register = () => post("/api/users", { userName: freshName(), password: "bench-password" });
   let endFlood!: () => void;
   const floodEnded = new Promise<void>((res) => (endFlood = res));
-  const floodRun = !flood ? undefined : floodClosed ? closedLoop(floodClosed, floodEnded) : paced(register, 3_600_000, floodRate, () => flooding);
+  // CPU per process while measuring: the cluster's, this bench's and the flood client's.
+  const labels = processTree(cluster.pid);
+  labels.set(process.pid, "bench");
+  const floodRun = !flood
+    ? undefined
+    : floodClosed
+      ? closedLoop(floodClosed, floodEnded, (pid) => labels.set(pid, "flood-client"))
+      : paced(register, 3_600_000, floodRate, () => flooding);
   if (flood) await Bun.sleep(1000); // let the flood fill the pool before measuring
+  const cpu0 = sampleCpu(labels.keys());
+  const machine0 = sampleMachine();
   const [me, send] = await Promise.all([
     paced(() => fetch(`${api}/api/me`, { headers: { authorization: `Bearer ${senders[0]}` } }), seconds * 1000, rate),
     paced((i) => post(`/api/rooms/hf${tag}/messages`, { body: `m${i}` }, senders[i % senders.length]), seconds * 1000, rate),
   ]);
+  const cpu = cpuBetween(cpu0, sampleCpu(labels.keys()), labels);
+  const machineCpuPct = machineBusyPct(machine0, sampleMachine(), availableParallelism());
   flooding = false;
   endFlood();
   const floodRes = await floodRun;
@@ -140,12 +153,16 @@ async function step(name: string, flood: boolean) {
     me,
     send,
     floodResult: floodRes && { statuses: floodRes.statuses, p50: floodRes.p50, p99: floodRes.p99, max: floodRes.max },
+    cpuPct: cpu,
+    machineCpuPct,
     loadavg1m: Math.round(loadavg()[0] * 100) / 100,
   });
 }
 
 try {
+  // Warm both paths (JIT, connections, argon2's first 64 MiB allocations) before measuring.
   await step("warm-up", false);
+  await step("warm-up flood", true);
   for (let r = 1; r <= Number(values.rounds); r++) {
     await step(`no flood #${r}`, false);
     await step(`flood #${r}`, true);

@@ -15,7 +15,7 @@ export interface HashPoolOptions {
   maxQueue: number;
   /** A job whose expected wait is longer is refused at once (default 2500 ms). */
   waitBudgetMs?: number;
-  /** A job still queued after this long is refused (default 3500 ms: room for the job itself within the 5 s RPC deadline). */
+  /** A job still queued after this long is refused (default 3000 ms: room for the job itself within the 5 s RPC deadline). */
   maxWaitMs?: number;
   registry?: Registry;
 }
@@ -35,7 +35,7 @@ export class HashPool {
   private jobMs = 200;
 
   constructor(private readonly o: HashPoolOptions) {
-    this.maxWaitMs = o.maxWaitMs ?? 3500;
+    this.maxWaitMs = o.maxWaitMs ?? 3000;
     this.waitBudgetMs = o.waitBudgetMs ?? 2500;
     if (o.registry) {
       this.jobs = new Counter({
