@@ -4,15 +4,56 @@
 // × the recent job time / concurrency) is over waitBudgetMs; a queued job that still waited
 // longer than maxWaitMs is refused instead of started. So a flood of logins or registrations gets
 // fast 429s instead of RPC deadline timeouts (503, logic's callers wait 5 s), and leaves CPU for
-// sends and token checks (issue 10 item 4).
+// sends and token checks (issue 10 item 4). Jobs run on `concurrency` worker threads at a lower
+// scheduling priority (hash-worker.ts), so what hashing does take is what the rest leaves.
 import { Counter, Gauge, type Registry } from "prom-client";
 import { AppError } from "../shared/errors.ts";
+import type { HashJob, HashResult } from "./hash-worker.ts";
+
+const WORKER_URL = new URL("./hash-worker.ts", import.meta.url).href;
+
+/** One hashing thread and the job it runs, if any. */
+class HashThread {
+  private readonly worker = new Worker(WORKER_URL);
+  private pending?: { id: number; res: (v: string | boolean) => void; rej: (e: unknown) => void };
+  broken = false;
+
+  constructor(nice: number) {
+    this.worker.unref();
+    this.worker.postMessage({ nice });
+    this.worker.onmessage = (e: MessageEvent<HashResult>) => {
+      const p = this.pending;
+      if (!p || p.id !== e.data.id) return;
+      this.pending = undefined;
+      if ("err" in e.data) p.rej(new Error(`password hashing failed: ${e.data.err}`));
+      else p.res(e.data.ok);
+    };
+    this.worker.onerror = () => {
+      this.broken = true;
+      this.pending?.rej(new Error("password hashing thread failed"));
+      this.pending = undefined;
+    };
+  }
+
+  run(job: Exclude<HashJob, { nice: number }>): Promise<string | boolean> {
+    return new Promise((res, rej) => {
+      this.pending = { id: job.id, res, rej };
+      this.worker.postMessage(job);
+    });
+  }
+
+  terminate(): void {
+    this.worker.terminate();
+  }
+}
 
 export interface HashPoolOptions {
   /** Jobs running at once (IM_HASH_CONCURRENCY). */
   concurrency: number;
   /** Jobs waiting at most (IM_HASH_QUEUE); 0: none wait. */
   maxQueue: number;
+  /** Scheduling priority of the hashing threads, 0-19 (IM_HASH_NICE; default 10: a nice-0 thread gets ~10x their CPU share). */
+  nice?: number;
   /** A job whose expected wait is longer is refused at once (default 2500 ms). */
   waitBudgetMs?: number;
   /** A job still queued after this long is refused (default 3000 ms: room for the job itself within the 5 s RPC deadline). */
@@ -33,6 +74,9 @@ export class HashPool {
   private readonly waitBudgetMs: number;
   /** Moving average of a job's run time in ms (weight 0.2 for the latest). */
   private jobMs = 200;
+  private readonly idle: HashThread[] = [];
+  private readonly threads = new Set<HashThread>();
+  private jobNo = 0;
 
   constructor(private readonly o: HashPoolOptions) {
     this.maxWaitMs = o.maxWaitMs ?? 3000;
@@ -67,24 +111,41 @@ export class HashPool {
 
   /** argon2id hash of password. Throws RATE_LIMITED when the pool is full. */
   hash(password: string): Promise<string> {
-    return this.run("hash", () => Bun.password.hash(password, { algorithm: "argon2id" }));
+    return this.run("hash", { op: "hash", password }) as Promise<string>;
   }
 
   /** Bun.password.verify. Throws RATE_LIMITED when the pool is full (the password was not checked). */
   verify(password: string, hash: string): Promise<boolean> {
-    return this.run("verify", () => Bun.password.verify(password, hash));
+    return this.run("verify", { op: "verify", password, hash }) as Promise<boolean>;
   }
 
-  private async run<T>(kind: Kind, job: () => Promise<T>): Promise<T> {
+  /** Stops the hashing threads (jobs in flight fail). */
+  close(): void {
+    for (const t of this.threads) t.terminate();
+    this.threads.clear();
+    this.idle.length = 0;
+  }
+
+  private async run(kind: Kind, job: { op: "hash"; password: string } | { op: "verify"; password: string; hash: string }): Promise<string | boolean> {
     if (this.running >= this.o.concurrency) await this.wait(kind);
     else this.running++;
+    // Holding a slot: at most `concurrency` threads ever exist, and one of them is free.
+    let thread = this.idle.pop();
+    if (!thread) {
+      thread = new HashThread(this.o.nice ?? 10);
+      this.threads.add(thread);
+    }
     const started = performance.now();
     try {
-      const out = await job();
+      const out = await thread.run({ ...job, id: ++this.jobNo });
       this.jobs?.inc({ kind, result: "done" });
       return out;
     } finally {
       this.jobMs = 0.8 * this.jobMs + 0.2 * (performance.now() - started);
+      if (thread.broken) {
+        this.threads.delete(thread);
+        thread.terminate();
+      } else if (this.threads.has(thread)) this.idle.push(thread);
       this.release();
     }
   }

@@ -39,6 +39,7 @@ export class LogicServer {
   readonly messages: Messages;
   readonly presence: Presence;
   private ids?: Snowflake;
+  private readonly hashes: HashPool;
   private grpc?: grpc.Server;
   private ops?: ReturnType<typeof serveOps>;
   private reg?: Registration;
@@ -54,7 +55,7 @@ export class LogicServer {
     this.redis.on("error", (e) => log.warn("redis error", { err: e.message }));
     const keys = redisKeys(config.redisPrefix);
     this.registry = newRegistry("logic", deps.instanceId);
-    const hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, registry: this.registry });
+    const hashes = (this.hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, nice: config.hashNice, registry: this.registry }));
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config, hashes });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
@@ -166,6 +167,7 @@ export class LogicServer {
     await this.reconciling;
     await this.releaseWorkerId?.().catch(() => undefined);
     this.ops?.stop(true);
+    this.hashes.close();
     this.redis.disconnect();
   }
 }
