@@ -4,7 +4,8 @@
 // fixed rates) and reports their p50/p99; a flood step also sends POST /api/users with random names
 // at --flood-rate per second, open loop (each one an argon2id hash unless the pool refuses it with
 // 429), several times what the hashing pool can do. --hash-concurrency/--hash-queue set
-// IM_HASH_CONCURRENCY/IM_HASH_QUEUE (e.g. 64/100000 to see unbounded hashing). --flood-closed N
+// IM_HASH_CONCURRENCY/IM_HASH_QUEUE/IM_HASH_NICE (64/100000/0: unbounded hashing at normal
+// priority, as before the pool). --flood-closed N
 // floods closed loop instead: N connections, each sending the next registration on an answer
 // (with fast 429s that is a plain request flood, as fast as the api answers).
 // Usage: bun bench/hash-flood.ts [--seconds 10] [--rate 40] [--flood-rate 100 | --flood-closed 64] [--rounds 2] [--base-port 31000]
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     "flood-closed": { type: "string" },
     "hash-concurrency": { type: "string" },
     "hash-queue": { type: "string" },
+    "hash-nice": { type: "string" },
     rounds: { type: "string", default: "2" },
     "base-port": { type: "string", default: "31000" },
   },
@@ -34,6 +36,7 @@ const floodClosed = Number(values["flood-closed"] ?? 0);
 const cluster = await startCluster(["--base-port", values["base-port"]!, "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], {
   ...(values["hash-concurrency"] ? { IM_HASH_CONCURRENCY: values["hash-concurrency"] } : {}),
   ...(values["hash-queue"] ? { IM_HASH_QUEUE: values["hash-queue"] } : {}),
+  ...(values["hash-nice"] ? { IM_HASH_NICE: values["hash-nice"] } : {}),
 });
 const stop = async () => cluster.stop();
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stop().finally(() => process.exit(130)));
