@@ -10,6 +10,8 @@ import { makeClient, type Client } from "../src/shared/rpc.ts";
 import { ClusterAuth, clusterAuthFor, SECRET_METADATA_KEY } from "../src/shared/cluster-auth.ts";
 import { ConfigError, loadConfig } from "../src/shared/config.ts";
 import { etcdTarget } from "../src/shared/resolver.ts";
+import { partitionOf, redisKeys } from "../src/shared/keys.ts";
+import { entryFields, parseEvent } from "../src/shared/stream.ts";
 import { LOGIC_METHODS, LogicService, LOGIC_SERVICE, type LogicApi } from "../proto/logic.ts";
 import { ConnectService, type ConnectApi } from "../proto/connect.ts";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
@@ -147,6 +149,23 @@ test("logic ignores a caller-supplied userName: the stored message carries the n
   // A userId nobody registered cannot send at all.
   const [ghost] = await logic.send({ items: [{ from: { userId: 2 ** 40, userName: "ghost" }, room, body: "boo" }] });
   expect(ghost.err?.code).toBe("UNAUTHENTICATED");
+});
+
+test("logic ignores a caller-supplied userName in presence: the join event names the user from its records", async () => {
+  const u = await registerUser(c.apiUrl());
+  const room = uniqueName("p");
+  const logic = logicClient(new ClusterAuth(c.config.clusterSecrets));
+  const [res] = await logic.presence({ ops: [{ k: "join", inst: "test-inst", conn: 1, user: { userId: u.userId, userName: "admin" }, room }] });
+  expect(res.err).toBeUndefined();
+  const keys = redisKeys(c.config.redisPrefix);
+  const entries = await c.logic[0].redis.xrangeBuffer(keys.stream(partitionOf(`room:${room}`, c.config.streamPartitions)), "-", "+");
+  const joins = entries
+    .map(([, fields]) => entryFields(fields).d)
+    .filter((d): d is Buffer => !!d)
+    .map(parseEvent)
+    .filter((e) => e.t === "p" && e.room === room);
+  expect(joins.map((e) => (e as { user: unknown }).user)).toEqual([{ userId: u.userId, userName: u.userName }]);
+  await logic.presence({ ops: [{ k: "leave", inst: "test-inst", conn: 1, user: { userId: u.userId, userName: "admin" }, room }] });
 });
 
 test("without a secret a role starts only on loopback; otherwise the error names IM_CLUSTER_SECRET", async () => {
