@@ -4,13 +4,15 @@
 // fixed rates) and reports their p50/p99; a flood step also sends POST /api/users with random names
 // at --flood-rate per second, open loop (each one an argon2id hash unless the pool refuses it with
 // 429), several times what the hashing pool can do. --hash-concurrency/--hash-queue set
-// IM_HASH_CONCURRENCY/IM_HASH_QUEUE (e.g. 64/100000 to see unbounded hashing). --flood-closed N
+// IM_HASH_CONCURRENCY/IM_HASH_QUEUE/IM_HASH_NICE (64/100000/0: unbounded hashing at normal
+// priority, as before the pool). --flood-closed N
 // floods closed loop instead: N connections, each sending the next registration on an answer
 // (with fast 429s that is a plain request flood, as fast as the api answers).
 // Usage: bun bench/hash-flood.ts [--seconds 10] [--rate 40] [--flood-rate 100 | --flood-closed 64] [--rounds 2] [--base-port 31000]
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { newHistogram, report, startCluster, summary } from "./lib.ts";
+import { availableParallelism } from "node:os";
+import { cpuBetween, machineBusyPct, newHistogram, processTree, report, sampleCpu, sampleMachine, startCluster, summary } from "./lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -20,6 +22,7 @@ const { values } = parseArgs({
     "flood-closed": { type: "string" },
     "hash-concurrency": { type: "string" },
     "hash-queue": { type: "string" },
+    "hash-nice": { type: "string" },
     rounds: { type: "string", default: "2" },
     "base-port": { type: "string", default: "31000" },
   },
@@ -33,6 +36,7 @@ const floodClosed = Number(values["flood-closed"] ?? 0);
 const cluster = await startCluster(["--base-port", values["base-port"]!, "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], {
   ...(values["hash-concurrency"] ? { IM_HASH_CONCURRENCY: values["hash-concurrency"] } : {}),
   ...(values["hash-queue"] ? { IM_HASH_QUEUE: values["hash-queue"] } : {}),
+  ...(values["hash-nice"] ? { IM_HASH_NICE: values["hash-nice"] } : {}),
 });
 const stop = async () => cluster.stop();
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stop().finally(() => process.exit(130)));
@@ -109,8 +113,9 @@ console.log(JSON.stringify({ statuses, p50: q(0.5), p99: q(0.99), max: q(1) }));
 `;
 
 let floodNo = 0;
-async function closedLoop(conns: number, stopped: Promise<void>) {
+async function closedLoop(conns: number, stopped: Promise<void>, onPid: (pid: number) => void) {
   const child = Bun.spawn([process.execPath, "-e", FLOOD_WORKER, api, String(conns), `hc${tag}${++floodNo}`], { stdout: "pipe", stderr: "inherit" });
+  onPid(child.pid);
   await stopped;
   child.kill("SIGTERM");
   const out = await new Response(child.stdout).text();
@@ -123,12 +128,23 @@ async function step(name: string, flood: boolean) {
   const register = () => post("/api/users", { userName: freshName(), password: "bench-password" });
   let endFlood!: () => void;
   const floodEnded = new Promise<void>((res) => (endFlood = res));
-  const floodRun = !flood ? undefined : floodClosed ? closedLoop(floodClosed, floodEnded) : paced(register, 3_600_000, floodRate, () => flooding);
+  // CPU per process while measuring: the cluster's, this bench's and the flood client's.
+  const labels = processTree(cluster.pid);
+  labels.set(process.pid, "bench");
+  const floodRun = !flood
+    ? undefined
+    : floodClosed
+      ? closedLoop(floodClosed, floodEnded, (pid) => labels.set(pid, "flood-client"))
+      : paced(register, 3_600_000, floodRate, () => flooding);
   if (flood) await Bun.sleep(1000); // let the flood fill the pool before measuring
+  const cpu0 = sampleCpu(labels.keys());
+  const machine0 = sampleMachine();
   const [me, send] = await Promise.all([
     paced(() => fetch(`${api}/api/me`, { headers: { authorization: `Bearer ${senders[0]}` } }), seconds * 1000, rate),
     paced((i) => post(`/api/rooms/hf${tag}/messages`, { body: `m${i}` }, senders[i % senders.length]), seconds * 1000, rate),
   ]);
+  const cpu = cpuBetween(cpu0, sampleCpu(labels.keys()), labels);
+  const machineCpuPct = machineBusyPct(machine0, sampleMachine(), availableParallelism());
   flooding = false;
   endFlood();
   const floodRes = await floodRun;
@@ -140,12 +156,16 @@ async function step(name: string, flood: boolean) {
     me,
     send,
     floodResult: floodRes && { statuses: floodRes.statuses, p50: floodRes.p50, p99: floodRes.p99, max: floodRes.max },
+    cpuPct: cpu,
+    machineCpuPct,
     loadavg1m: Math.round(loadavg()[0] * 100) / 100,
   });
 }
 
 try {
+  // Warm both paths (JIT, connections, argon2's first 64 MiB allocations) before measuring.
   await step("warm-up", false);
+  await step("warm-up flood", true);
   for (let r = 1; r <= Number(values.rounds); r++) {
     await step(`no flood #${r}`, false);
     await step(`flood #${r}`, true);

@@ -10,6 +10,8 @@ import { makeClient, type Client } from "../src/shared/rpc.ts";
 import { ClusterAuth, clusterAuthFor, SECRET_METADATA_KEY } from "../src/shared/cluster-auth.ts";
 import { ConfigError, loadConfig } from "../src/shared/config.ts";
 import { etcdTarget } from "../src/shared/resolver.ts";
+import { partitionOf, redisKeys } from "../src/shared/keys.ts";
+import { entryFields, parseEvent } from "../src/shared/stream.ts";
 import { LOGIC_METHODS, LogicService, LOGIC_SERVICE, type LogicApi } from "../proto/logic.ts";
 import { ConnectService, type ConnectApi } from "../proto/connect.ts";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
@@ -63,54 +65,62 @@ const logicRequests = (name: string): Record<(typeof LOGIC_METHODS)[number], unk
   userByName: { name },
 });
 
-for (const [label, auth] of [
+/** Opens a raw pipe stream with the given metadata, sends one call frame, and returns the call's final gRPC status. */
+async function rawCall(svc: typeof LogicService, addr: string, secret: string | undefined, frame: unknown): Promise<grpc.StatusObject> {
+  const Ctor = grpc.makeGenericClientConstructor(svc.def, "svc");
+  const raw = new Ctor(addr, grpc.credentials.createInsecure()) as unknown as { pipe(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, unknown>; close(): void };
+  try {
+    const md = new grpc.Metadata();
+    if (secret !== undefined) md.set(SECRET_METADATA_KEY, secret);
+    const call = raw.pipe(md);
+    const status = new Promise<grpc.StatusObject>((res) => call.on("status", res));
+    call.on("error", () => undefined);
+    call.on("data", () => undefined);
+    call.write(frame);
+    call.end();
+    return await status;
+  } finally {
+    raw.close();
+  }
+}
+
+for (const [label, secret] of [
   ["no credentials", undefined],
-  ["a wrong secret", new ClusterAuth([randomSecret()])],
+  ["a wrong secret", randomSecret()],
 ] as const) {
-  test(`every LogicRPC and ConnectRPC method refuses ${label} with UNAUTHENTICATED and runs nothing`, async () => {
+  test(`every LogicRPC and ConnectRPC method refuses ${label} with gRPC UNAUTHENTICATED, runs nothing, and counts it`, async () => {
     const name = uniqueName("ia");
     const reqs = logicRequests(name);
     expect(Object.keys(reqs).sort()).toEqual([...LOGIC_METHODS].sort());
     const before = { logic: await refusedCount(c.logic[0].registry), connect: await refusedCount(c.connect[0].registry) };
-    const logic = logicClient(auth);
     for (const m of LOGIC_METHODS) {
-      const err = await logic[m](reqs[m] as never).then(
-        () => undefined,
-        (e) => e,
-      );
-      expect({ m, code: err?.code }).toEqual({ m, code: "UNAUTHENTICATED" });
+      const st = await rawCall(LogicService, `127.0.0.1:${c.logic[0].port}`, secret, { n: 1, m, req: reqs[m] });
+      expect({ m, code: st.code }).toEqual({ m, code: grpc.status.UNAUTHENTICATED });
     }
-    const push = connectClient(auth);
     for (const m of ConnectService.methods) {
-      const err = await push[m]({ events: [] }).then(
-        () => undefined,
-        (e) => e,
-      );
-      expect({ m, code: err?.code }).toEqual({ m, code: "UNAUTHENTICATED" });
+      const st = await rawCall(ConnectService, c.connect[0].rpcAddr, secret, { n: 1, m, req: { events: [] } });
+      expect({ m, code: st.code }).toEqual({ m, code: grpc.status.UNAUTHENTICATED });
     }
     // Nothing ran: the refused register did not take the name.
     expect((await http(c.apiUrl(), "POST", "/api/users", { body: { userName: name, password: "correct-horse-1" } })).status).toBe(201);
-    expect(await refusedCount(c.logic[0].registry)).toBeGreaterThan(before.logic);
-    expect(await refusedCount(c.connect[0].registry)).toBeGreaterThan(before.connect);
+    expect(await refusedCount(c.logic[0].registry)).toBe(before.logic + LOGIC_METHODS.length);
+    expect(await refusedCount(c.connect[0].registry)).toBe(before.connect + ConnectService.methods.length);
   });
 }
 
-test("the refusal is the gRPC status UNAUTHENTICATED on the stream itself, and frames sent on it are not run", async () => {
-  const name = uniqueName("ib");
-  const Ctor = grpc.makeGenericClientConstructor(LogicService.def, "svc");
-  const addr = `127.0.0.1:${c.logic[0].port}`;
-  const raw = new Ctor(addr, grpc.credentials.createInsecure()) as unknown as { pipe(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, unknown>; close(): void };
-  closers.push(() => raw.close());
-  const md = new grpc.Metadata();
-  md.set(SECRET_METADATA_KEY, "not-the-secret-not-the-secret-not-the-secret");
-  const call = raw.pipe(md);
-  const status = new Promise<grpc.StatusObject>((res) => call.on("status", res));
-  call.on("error", () => undefined);
-  call.on("data", () => undefined);
-  call.write({ n: 1, m: "register", req: { userName: name, password: "correct-horse-1" } });
-  call.end();
-  expect((await status).code).toBe(grpc.status.UNAUTHENTICATED);
-  expect((await http(c.apiUrl(), "POST", "/api/users", { body: { userName: name, password: "correct-horse-1" } })).status).toBe(201);
+test("our own client, refused, fails every method with INTERNAL (a deployment fault), never a client-facing 401", async () => {
+  const logic = logicClient(new ClusterAuth([randomSecret()]));
+  const reqs = logicRequests(uniqueName("ic"));
+  for (const m of LOGIC_METHODS) {
+    const err = await logic[m](reqs[m] as never).then(
+      () => undefined,
+      (e) => e,
+    );
+    expect({ m, code: err?.code, message: err?.message }).toEqual({ m, code: "INTERNAL", message: "internal call refused: cluster credentials do not match" });
+  }
+  const push = connectClient(undefined);
+  const err = await push.push({ events: [] }).catch((e) => e);
+  expect(err?.code).toBe("INTERNAL");
 });
 
 test("rotation: a server listing new,old accepts callers sending either; the cluster's own secret works", async () => {
@@ -161,6 +171,23 @@ test("logic ignores a caller-supplied userName in reads and typing: receipts car
   expect(ghost.err?.code).toBe("UNAUTHENTICATED");
   const typed = await logic.typing({ user: { userId: 2 ** 40, userName: "ghost" }, conv: "room:lobby" }).then(() => undefined, (e) => e);
   expect(typed?.code).toBe("UNAUTHENTICATED");
+});
+
+test("logic ignores a caller-supplied userName in presence: the join event names the user from its records", async () => {
+  const u = await registerUser(c.apiUrl());
+  const room = uniqueName("p");
+  const logic = logicClient(new ClusterAuth(c.config.clusterSecrets));
+  const [res] = await logic.presence({ ops: [{ k: "join", inst: "test-inst", conn: 1, user: { userId: u.userId, userName: "admin" }, room }] });
+  expect(res.err).toBeUndefined();
+  const keys = redisKeys(c.config.redisPrefix);
+  const entries = await c.logic[0].redis.xrangeBuffer(keys.stream(partitionOf(`room:${room}`, c.config.streamPartitions)), "-", "+");
+  const joins = entries
+    .map(([, fields]) => entryFields(fields).d)
+    .filter((d): d is Buffer => !!d)
+    .map(parseEvent)
+    .filter((e) => e.t === "p" && e.room === room);
+  expect(joins.map((e) => (e as { user: unknown }).user)).toEqual([{ userId: u.userId, userName: u.userName }]);
+  await logic.presence({ ops: [{ k: "leave", inst: "test-inst", conn: 1, user: { userId: u.userId, userName: "admin" }, room }] });
 });
 
 test("without a secret a role starts only on loopback; otherwise the error names IM_CLUSTER_SECRET", async () => {

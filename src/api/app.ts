@@ -38,6 +38,9 @@ const json = (status: number, body: unknown) =>
 
 const fail = (code: ErrorCode, message: string) => errorResponse(new AppError(code, message));
 
+/** Register/login wait in logic's hashing pool (at most ~3 s, then 429) before a hash of up to seconds under load. */
+const AUTH_CALL = { deadlineMs: 10_000 };
+
 const Credentials = t.Object({ userName: t.String(), password: t.String() });
 const SendBody = t.Object({ body: t.String(), clientMsgId: t.Optional(t.String()) });
 
@@ -126,10 +129,10 @@ export function createApiApp(deps: ApiDeps) {
     .get("/favicon.svg", () => web("icon", "image/svg+xml"))
     // /healthz stays on the public port for load balancers; /readyz and /metrics are on the internal ops port.
     .get("/healthz", () => healthResponse(deps.ready))
-    .post("/api/users", async ({ body, request, server }) => json(201, await timed(latency, "register", () => logic.register({ ...body, clientAddr: clientAddr(request, server) }))), {
+    .post("/api/users", async ({ body, request, server }) => json(201, await timed(latency, "register", () => logic.register({ ...body, clientAddr: clientAddr(request, server) }, AUTH_CALL))), {
       body: Credentials,
     })
-    .post("/api/sessions", async ({ body, request, server }) => json(200, await timed(latency, "login", () => logic.login({ ...body, clientAddr: clientAddr(request, server) }))), {
+    .post("/api/sessions", async ({ body, request, server }) => json(200, await timed(latency, "login", () => logic.login({ ...body, clientAddr: clientAddr(request, server) }, AUTH_CALL))), {
       body: Credentials,
     })
     .delete("/api/sessions/current", async ({ request }) => {

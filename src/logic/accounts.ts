@@ -59,6 +59,7 @@ export class Accounts {
 
   async register(c: Credentials): Promise<SessionGrant> {
     const { userName, password } = checkCredentials(c);
+    this.deps.hashes.checkRoom("hash");
     await this.limitAddress(clientAddrOf(c));
     const passwordHash = await this.deps.hashes.hash(password);
     let userId: number;
@@ -87,6 +88,7 @@ export class Accounts {
     if (!c || typeof c.userName !== "string" || typeof c.password !== "string") throw badRequest("userName and password must be strings");
     if (c.userName.length > 64 || c.password.length > 512) throw new AppError("UNAUTHENTICATED", "wrong userName or password");
     const addr = clientAddrOf(c);
+    this.deps.hashes.checkRoom("verify");
     await this.limitAddress(addr);
     const lower = c.userName.toLowerCase();
     const attemptKey = keys.loginFailures(lower, addr);

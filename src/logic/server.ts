@@ -48,6 +48,7 @@ export class LogicServer {
   readonly reads: ReadPositions;
   readonly typing: Typing;
   private ids?: Snowflake;
+  private readonly hashes: HashPool;
   private grpc?: grpc.Server;
   private ops?: ReturnType<typeof serveOps>;
   private reg?: Registration;
@@ -63,7 +64,7 @@ export class LogicServer {
     this.redis.on("error", (e) => log.warn("redis error", { err: e.message }));
     const keys = redisKeys(config.redisPrefix);
     this.registry = newRegistry("logic");
-    const hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, registry: this.registry });
+    const hashes = (this.hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, nice: config.hashNice, registry: this.registry }));
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config, hashes });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
@@ -228,6 +229,7 @@ export class LogicServer {
     await this.reads.stop().catch(() => undefined);
     await this.releaseWorkerId?.().catch(() => undefined);
     this.ops?.stop(true);
+    this.hashes.close();
     this.redis.disconnect();
   }
 }

@@ -83,6 +83,8 @@ export interface Config {
   /** Password hashes/verifications run at once per logic instance, and how many may wait; more is 429. */
   hashConcurrency: number;
   hashQueue: number;
+  /** Scheduling priority (nice, 0-19) of the hashing threads: what a login flood takes is what the rest leaves. */
+  hashNice: number;
   /** Address the public listeners (api HTTP, connect WebSocket) bind to; the local cluster uses loopback. */
   publicBindHost: string;
 }
@@ -135,6 +137,7 @@ const SPECS: Record<string, Spec> = {
   // Half the cores: the other half keeps serving sends and token checks during a login flood.
   IM_HASH_CONCURRENCY: { key: "hashConcurrency", kind: "int", def: () => String(Math.max(1, Math.floor(availableParallelism() / 2))), min: 1 },
   IM_HASH_QUEUE: { key: "hashQueue", kind: "int", def: () => "16", min: 0 },
+  IM_HASH_NICE: { key: "hashNice", kind: "int", def: () => "10", min: 0 },
   IM_PUBLIC_BIND: { key: "publicBindHost", kind: "string", def: () => "0.0.0.0" },
 };
 /** Read by the cluster runner and config defaults, not a Config field. */

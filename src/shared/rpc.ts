@@ -236,7 +236,11 @@ class Lane {
       else w.res(f.ok);
       if (this.retiring && !this.waiting.size) call.end();
     });
-    call.on("error", (e) => this.fail(fromGrpc(e)));
+    // A server refusing our cluster credentials is a deployment fault, not the end user's: it must
+    // not reach a client as 401 "wrong password", so it becomes INTERNAL (logged by the edges).
+    call.on("error", (e: grpc.ServiceError) =>
+      this.fail(e.code === grpc.status.UNAUTHENTICATED ? new AppError("INTERNAL", "internal call refused: cluster credentials do not match") : fromGrpc(e)),
+    );
     call.on("end", () => this.fail(new AppError("UNAVAILABLE", "service temporarily unavailable")));
   }
 

@@ -58,6 +58,9 @@ export async function testConfig(overrides: Partial<Config> = {}): Promise<Reado
       IM_LOG_LEVEL: (process.env.TEST_LOG_LEVEL as string) ?? "error",
       // Every test cluster authenticates its internal calls, as a deployment does.
       IM_CLUSTER_SECRET: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url"),
+      // The shared test machine is saturated by other suites: a niced hash there can take longer
+      // than a test's patience; hashing priority has its own test (src/logic/hash-pool.test.ts).
+      IM_HASH_NICE: "0",
     },
     overrides,
   );

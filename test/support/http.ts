@@ -27,8 +27,13 @@ let userNo = 0;
 /** A fresh, unique user name for this test process. */
 export const uniqueName = (p = "u") => `${p}${process.pid.toString(36)}${Date.now().toString(36).slice(-5)}${++userNo}`.slice(0, 32);
 
+/** Registers a user; a 429 (the hashing pool is busy on a loaded machine) is retried after a pause, as a client would. */
 export async function registerUser(base: string, name = uniqueName(), password = "correct-horse-1") {
-  const r = await http<{ userId: number; userName: string; token: string }>(base, "POST", "/api/users", { body: { userName: name, password } });
+  let r = await http<{ userId: number; userName: string; token: string }>(base, "POST", "/api/users", { body: { userName: name, password } });
+  for (let attempt = 0; r.status === 429 && attempt < 20; attempt++) {
+    await Bun.sleep(500 + Math.random() * 500);
+    r = await http(base, "POST", "/api/users", { body: { userName: name, password } });
+  }
   if (r.status !== 201) throw new Error(`register failed: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body;
 }
