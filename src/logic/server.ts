@@ -116,11 +116,23 @@ export class LogicServer {
         conversations: await withReadState(this.reads, (ids) => this.accounts.names(ids), r.userId, await this.messages.conversations(r.userId)),
       }),
       markRead: async (r) => {
-        batch.observe({ method: "markRead" }, r.items.length);
-        return Promise.all(r.items.map((item: ReadReq) => this.reads.markRead(item).then(ok, (e) => fail(e, "markRead"))));
+        const items: ReadReq[] = Array.isArray(r?.items) ? r.items : [];
+        batch.observe({ method: "markRead" }, items.length);
+        // The name in read/receipt pushes is logic's own record, not the caller's (CONTRACT v1.1).
+        const names = await this.accounts.names([...new Set(items.map((i) => i?.user?.userId).filter((id) => Number.isSafeInteger(id) && id > 0))]);
+        return Promise.all(
+          items.map((item) => {
+            const userName = names.get(item?.user?.userId);
+            if (userName === undefined) return fail(new AppError("BAD_REQUEST", "unknown user"), "markRead");
+            return this.reads.markRead({ ...item, user: { userId: item.user.userId, userName } }).then(ok, (e) => fail(e, "markRead"));
+          }),
+        );
       },
       typing: async (r) => {
-        await this.typing.typing(r);
+        const userId = r?.user?.userId;
+        const userName = Number.isSafeInteger(userId) && userId > 0 ? (await this.accounts.names([userId])).get(userId) : undefined;
+        if (userName === undefined) throw new AppError("BAD_REQUEST", "unknown user");
+        await this.typing.typing({ user: { userId, userName }, conv: r.conv });
         return null;
       },
       userByName: (r) => userByName(this.deps.db.db, r?.name),
