@@ -6,7 +6,7 @@ import { and, eq } from "drizzle-orm";
 import { Redis } from "ioredis";
 import { openDb, type DbHandle } from "../src/shared/db/index.ts";
 import { readPositions } from "../src/shared/db/schema.ts";
-import { redisKeys } from "../src/shared/keys.ts";
+import { ownSeqField, redisKeys } from "../src/shared/keys.ts";
 import { silentLogger } from "../src/shared/log.ts";
 import { ReadPositions } from "../src/logic/read.ts";
 import { getInfra } from "./support/infra.ts";
@@ -73,11 +73,15 @@ test("a change made while its hash is being written is written by the next flush
   expect(await row(u, "room:b")).toBe(20);
   expect(await r.scard(keys.readDirty)).toBe(0);
 
-  // Redis loses the hash; a later own send (the send script's HSET) recreates it without the loaded marker.
+  // Redis loses the hash: rebuilt from MySQL. readSeq is also at least the user's own last send
+  // (the send script's field in the conversation hash).
   await r.del(keys.readSeqs(u));
-  await r.hset(keys.readSeqs(u), "room:c", 3);
+  await r.hset(keys.conv("room:c"), "seq", 5, ownSeqField(u), 3);
   expect(await reads.get(u, ["room:b", "room:c", "room:none"])).toEqual([20, 3, 0]);
-  // The rebuilt hash is what markRead moves on from.
+  expect(await r.hget(keys.readSeqs(u), "_")).toBe("1");
+  // markRead moves on from the rebuilt and own-send positions, and never below them.
   expect(await reads.markRead({ user: user(u), conv: "room:b", seq: 15 })).toEqual({ conv: "room:b", readSeq: 20 });
+  expect(await reads.markRead({ user: user(u), conv: "room:c", seq: 2 })).toEqual({ conv: "room:c", readSeq: 3 });
+  expect(await reads.markRead({ user: user(u), conv: "room:c", seq: 9 })).toEqual({ conv: "room:c", readSeq: 5 });
   r.disconnect();
 });

@@ -182,7 +182,24 @@ describe("read positions", () => {
     for (const ws of [a0, a1, b0, b1]) expect(ws.frames.filter((f) => f.op === "receipt" || (f.op === "read" && f.conv === self))).toEqual([]);
   });
 
-  test("bad input is BAD_REQUEST over HTTP and WS, and the connection stays usable", async () => {
+  test("pushes carry the name logic has on record, not the one a caller sends", async () => {
+    const a = await registerUser(c.apiUrl());
+    const b = await registerUser(c.apiUrl());
+    const conv = dmConv(a.userId, b.userId);
+    await api("POST", `/api/users/${b.userId}/messages`, a.token, { body: "hi" });
+    await api("POST", `/api/users/${a.userId}/messages`, b.token, { body: "hello" });
+    const b1 = await open(1, b);
+    const logic = c.logic[0].api();
+    const [res] = await logic.markRead({ items: [{ user: { userId: a.userId, userName: "impostor" }, conv, seq: 2 }] });
+    expect(res).toEqual({ ok: { conv, readSeq: 2 } });
+    expect(await b1.op("receipt", undefined, 10_000)).toEqual({ op: "receipt", conv, user: { userId: a.userId, userName: a.userName }, readSeq: 2 });
+    await logic.typing({ user: { userId: a.userId, userName: "impostor" }, conv });
+    expect(await b1.op("typing", undefined, 10_000)).toEqual({ op: "typing", conv, user: { userId: a.userId, userName: a.userName } });
+    const [unknown] = await logic.markRead({ items: [{ user: { userId: 9_999_999, userName: "x" }, conv: "room:r", seq: 1 }] });
+    expect(unknown.err?.code).toBe("BAD_REQUEST");
+  });
+
+    test("bad input is BAD_REQUEST over HTTP and WS, and the connection stays usable", async () => {
     const a = await registerUser(c.apiUrl());
     for (const body of [{ seq: -1 }, { seq: 1.5 }, { seq: "2" }, {}, { seq: 2 ** 60 }, { seq: null }])
       expect({ body, status: (await api("PUT", "/api/conversations/room:ok/read", a.token, body)).status }).toEqual({ body, status: 400 });

@@ -98,6 +98,6 @@ export function connectMetrics(registry: Registry, stats: { connections: () => n
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     }),
-    pushEvents: family(registers, "bunchat_connect_push_events_total", "Events received over ConnectRPC push, by type (m message, p presence, k kick)", "t"),
+    pushEvents: family(registers, "bunchat_connect_push_events_total", "Events received over ConnectRPC push, by type (m message, p presence, k kick, rd read position, ty typing)", "t"),
   };
 }

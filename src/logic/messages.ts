@@ -6,7 +6,7 @@ import { and, between, eq } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
 import { messages } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
-import { partitionOf, type Keys } from "../shared/keys.ts";
+import { ownSeqField, partitionOf, type Keys } from "../shared/keys.ts";
 import { LIMITS, ROOM_ID_RE, dmConv, parseConv, roomConv, type Message } from "../shared/protocol.ts";
 import { encodeEvent, parseEvent, toMessage, type StreamEvent } from "../shared/stream.ts";
 import type { Config } from "../shared/config.ts";
@@ -132,8 +132,7 @@ export class Messages {
         conv,
         id,
         encodeEvent(ev),
-        keys.readSeqs(uid),
-        keys.readDirty,
+        ownSeqField(uid),
       );
       sent.push(i);
       if (w.count === SEND_CHUNK) {

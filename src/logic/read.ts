@@ -1,12 +1,17 @@
 // Read positions (CONTRACT.md v1.1 "readSeq"): per user and conversation, the highest seq read.
-// Live copy in Redis, one hash per user (keys.readSeqs: conv → readSeq, and field "_" once the
-// user's rows were loaded from MySQL); MySQL's read_positions written behind it in batches.
+// A user's readSeq is the max of two numbers kept in Redis:
+// - the explicit position: one hash per user (keys.readSeqs: conv → readSeq, and field "_" once
+//   the user's rows were loaded from MySQL), moved by reads and written behind to MySQL;
+// - the own-send position: the conversation hash's field "s:<userId>" (ownSeqField), the last seq
+//   the user sent there, set by the send script in the HSET it already makes (no extra command
+//   on the send path), and made durable by task's persist group, which upserts each batch's
+//   (sender, conv, max seq) into read_positions with the messages.
 //
 // - markRead: one Lua call computes max(readSeq, min(seq, lastSeq)), and only when that changes
 //   stores it, marks the hash dirty and appends an "rd" event to the conversation's stream
 //   partition; task routes it to the user's connections (`read`) and a DM's other user (`receipt`).
-// - A user's own send moves their readSeq inside the send script (scripts.ts, two O(1) commands),
-//   without a push: every connection of the sender and of a DM's peer gets that message's `msg`.
+// - A user's own send moves their readSeq (the own-send position) without a push: every
+//   connection of the sender and of a DM's peer gets that message's `msg` anyway.
 // - Write-behind: every FLUSH_EVERY_MS a logic instance claims up to FLUSH_BATCH dirty hashes
 //   (SPOP into a claims hash with the claim time), upserts their rows with
 //   read_seq = GREATEST(read_seq, VALUES(read_seq)) (idempotent, never moves back), then drops its
@@ -20,7 +25,7 @@ import { eq, sql } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
 import { readPositions } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
-import { partitionOf, type Keys } from "../shared/keys.ts";
+import { ownSeqField, partitionOf, type Keys } from "../shared/keys.ts";
 import { parseConv, type ParsedConv } from "../shared/protocol.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import type { Logger } from "../shared/log.ts";
@@ -35,7 +40,8 @@ const LOADED = "_";
 /**
  * KEYS: readSeqs, conv hash, user convs (or the readSeqs key again: no add), dirty set, stream,
  * user instances. ARGV: conv, seq (decimal), packed "rd" event, "1" if the only recipient of the
- * push would be the user's other connections (a room, asked over WS).
+ * push would be the user's other connections (a room, asked over WS), own-send field.
+ * The current readSeq is max(explicit, own-send); only a seq above it changes anything.
  * Returns {readSeq, changed 0|1}, or {-1, 0} if the hash must be loaded from MySQL first.
  * With ARGV[4] = "1" and at most one open connection of the user (the asking one), no event is
  * appended: there is no one to tell. Most users have one tab, and reads come about as often as
@@ -47,8 +53,10 @@ if KEYS[3] ~= KEYS[1] then redis.call('SADD', KEYS[3], ARGV[1]) end
 local last = redis.call('HGET', KEYS[2], 'seq') or '0'
 local want = ARGV[2]
 if tonumber(last) < tonumber(want) then want = last end
-local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
-if tonumber(want) <= tonumber(cur) then return {tonumber(cur), 0} end
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local own = tonumber(redis.call('HGET', KEYS[2], ARGV[5]) or '0')
+if own > cur then cur = own end
+if tonumber(want) <= cur then return {cur, 0} end
 redis.call('HSET', KEYS[1], ARGV[1], want)
 redis.call('SADD', KEYS[4], KEYS[1])
 if ARGV[4] == '1' then
@@ -169,6 +177,7 @@ export class ReadPositions {
         String(req.seq),
         ev,
         pc.kind === "room" && req.origin ? "1" : "0",
+        ownSeqField(uid),
       );
     let [readSeq] = await run();
     if (readSeq < 0) {
@@ -180,13 +189,18 @@ export class ReadPositions {
 
   /** The user's readSeq in each of convs (0 where none), loading the hash from MySQL first if needed. */
   async get(uid: number, convs: string[]): Promise<number[]> {
-    const rd = this.deps.keys.readSeqs(uid);
-    let vals = await this.redis.hmget(rd, LOADED, ...convs);
-    if (vals[0] === null) {
-      await this.load(uid);
-      vals = await this.redis.hmget(rd, LOADED, ...convs);
-    }
-    return convs.map((_, i) => Number(vals[i + 1]) || 0);
+    const { keys } = this.deps;
+    const rd = keys.readSeqs(uid);
+    const field = ownSeqField(uid);
+    const [explicit, own] = await Promise.all([
+      this.redis.hmget(rd, LOADED, ...convs).then(async (vals) => {
+        if (vals[0] !== null) return vals;
+        await this.load(uid);
+        return this.redis.hmget(rd, LOADED, ...convs);
+      }),
+      Promise.all(convs.map((c) => this.redis.hget(keys.conv(c), field))),
+    ]);
+    return convs.map((_, i) => Math.max(Number(explicit[i + 1]) || 0, Number(own[i]) || 0));
   }
 
   private async load(uid: number): Promise<void> {

@@ -8,13 +8,13 @@ import type Redis from "ioredis";
  * SendBatchWriter (every item a str: Redis 7's cmsgpack cannot decode bin), holding
  *   now ms, rate/s, burst, then per message SEND_FIELDS items: rate key, idem key (or ""), idem
  *   ttl s, conv key, stream key, pending key, sender convs key, other convs key, conv, message
- *   id, packed event, sender readSeqs key, read-dirty set key.
+ *   id, packed event, sender field ("s:<userId>").
  * For each message, as if sent alone one after another: a repeated idem key gives its first
  * acceptance (also within the batch); an empty token bucket rejects it; otherwise the
  * conversation's next seq is assigned, the event appended to the stream and the pending zset,
- * and the acceptance recorded under the idem key; the sender's readSeq in the conversation becomes
- * that seq (CONTRACT v1.1: a user's own send moves their readSeq; see logic/read.ts), and their
- * readSeqs key is marked for the MySQL write-behind (once per batch).
+ * and the acceptance recorded under the idem key. The conversation hash's sender field gets the
+ * seq in the same HSET as ts: the sender's own-send position (CONTRACT v1.1: a user's own send
+ * moves their readSeq; logic/read.ts reads readSeq as the max of it and the explicit position).
  * Returns one string, the messages' results joined by ",": "id|seq|ts" (accepted, or first
  * acceptance of a duplicate), "" (rate limited) or "!" (a command failed, logged by Redis; like
  * an error of a one-message script, the message's earlier writes stay and the next message
@@ -22,7 +22,7 @@ import type Redis from "ioredis";
  * Keys are computed by the caller and not declared, which standalone Redis allows; Redis Cluster
  * would need them declared in KEYS and in one slot (hash tags).
  */
-const SEND_FIELDS = 13;
+const SEND_FIELDS = 12;
 const SEND_BATCH = `
 local a = cmsgpack.unpack(ARGV[1])
 local nowS = a[1]
@@ -30,7 +30,6 @@ local now = tonumber(nowS)
 local rate = tonumber(a[2])
 local burst = tonumber(a[3])
 local rateTtl = math.ceil(burst / rate * 1000) + 1000
-local readDirty = {}
 local function accept(i)
   local idem = a[i + 1]
   if idem ~= '' then
@@ -45,17 +44,12 @@ local function accept(i)
   redis.call('HSET', a[i], 't', nowS, 'v', string.format('%.6f', tokens - 1))
   redis.call('PEXPIRE', a[i], rateTtl)
   local seq = redis.call('HINCRBY', a[i + 3], 'seq', 1)
-  redis.call('HSET', a[i + 3], 'ts', nowS)
+  redis.call('HSET', a[i + 3], 'ts', nowS, a[i + 11], seq)
   local ev = a[i + 10]
   redis.call('XADD', a[i + 4], '*', 'n', seq, 'd', ev)
   redis.call('ZADD', a[i + 5], seq, ev)
   redis.call('SADD', a[i + 6], a[i + 8])
   if a[i + 7] ~= a[i + 6] then redis.call('SADD', a[i + 7], a[i + 8]) end
-  redis.call('HSET', a[i + 11], a[i + 8], seq)
-  if not readDirty[a[i + 11]] then
-    readDirty[a[i + 11]] = true
-    redis.call('SADD', a[i + 12], a[i + 11])
-  end
   local ack = a[i + 9] .. '|' .. seq .. '|' .. nowS
   if idem ~= '' then redis.call('SET', idem, ack, 'EX', a[i + 2]) end
   return ack
@@ -98,7 +92,7 @@ export class SendBatchWriter {
   }
 
   /** One message; idemKey "" for none. The order is SEND_BATCH's. */
-  add(rateKey: string, idemKey: string, idemTtlSec: string, convKey: string, streamKey: string, pendingKey: string, senderConvsKey: string, otherConvsKey: string, conv: string, id: string, event: Uint8Array, readSeqsKey: string, readDirtyKey: string): void {
+  add(rateKey: string, idemKey: string, idemTtlSec: string, convKey: string, streamKey: string, pendingKey: string, senderConvsKey: string, otherConvsKey: string, conv: string, id: string, event: Uint8Array, senderField: string): void {
     this.str(rateKey);
     this.str(idemKey);
     this.str(idemTtlSec);
@@ -110,8 +104,7 @@ export class SendBatchWriter {
     this.str(conv);
     this.str(id);
     this.bytes(event);
-    this.str(readSeqsKey);
-    this.str(readDirtyKey);
+    this.str(senderField);
     this.count++;
   }
 

@@ -128,22 +128,23 @@ export class LogicServer {
         conversations: await withReadState(this.reads, (ids) => this.accounts.names(ids), r.userId, await this.messages.conversations(r.userId)),
       }),
       markRead: async (r) => {
-        batch.observe({ method: "markRead" }, r.items.length);
-        // The name a receipt carries comes from our records, never from the caller.
-        const known = await this.accounts.names([...new Set(r.items.map((i: ReadReq) => i.user.userId))]);
+        const items: ReadReq[] = Array.isArray(r?.items) ? r.items : [];
+        batch.observe({ method: "markRead" }, items.length);
+        // The name in read/receipt pushes is logic's own record, not the caller's (CONTRACT v1.1).
+        const names = await this.accounts.names([...new Set(items.map((i) => i?.user?.userId).filter((id) => Number.isSafeInteger(id) && id > 0))]);
         return Promise.all(
-          r.items.map((item: ReadReq) => {
-            const userName = known.get(item.user.userId);
-            if (userName === undefined) return { err: { code: "UNAUTHENTICATED" as const, message: "unknown user" } };
+          items.map((item) => {
+            const userName = names.get(item?.user?.userId);
+            if (userName === undefined) return fail(new AppError("UNAUTHENTICATED", "unknown user"), "markRead");
             return this.reads.markRead({ ...item, user: { userId: item.user.userId, userName } }).then(ok, (e) => fail(e, "markRead"));
           }),
         );
       },
       typing: async (r) => {
-        // As for sends and reads: the relayed name is ours, not the caller's.
-        const userName = (await this.accounts.names([r.user.userId])).get(r.user.userId);
+        const userId = r?.user?.userId;
+        const userName = Number.isSafeInteger(userId) && userId > 0 ? (await this.accounts.names([userId])).get(userId) : undefined;
         if (userName === undefined) throw new AppError("UNAUTHENTICATED", "unknown user");
-        await this.typing.typing({ ...r, user: { userId: r.user.userId, userName } });
+        await this.typing.typing({ user: { userId, userName }, conv: r.conv });
         return null;
       },
       userByName: (r) => userByName(this.deps.db.db, r?.name),

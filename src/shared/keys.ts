@@ -16,7 +16,7 @@ export function redisKeys(p: string) {
     rate: (uid: number) => `${p}rl:${uid}`,
     /** "id|seq|ts" of the first acceptance of a clientMsgId (or an internal retry key). */
     idem: (uid: number, conv: string, key: string) => `${p}idem:${uid}:${conv}:${key}`,
-    /** hash {seq, ts}: last seq and its time in a conversation. */
+    /** hash {seq, ts, "s:<userId>"…}: last seq and its time in a conversation; (v1.1) per sender, the last seq they sent (ownSeqField). */
     conv: (conv: string) => `${p}conv:${conv}`,
     /** zset seq → packed message: accepted but not yet in MySQL (history reads it first). */
     pending: (conv: string) => `${p}pend:${conv}`,
@@ -44,6 +44,9 @@ export function redisKeys(p: string) {
     typingGate: (uid: number, conv: string) => `${p}ty:${uid}:${conv}`,
   };
 }
+
+/** (v1.1) The conv hash field holding the last seq userId sent there (their own-send read position). */
+export const ownSeqField = (userId: number) => `s:${userId}`;
 
 /** Stream partition of a conversation (FNV-1a 32-bit of the conv id). Every event of one conv goes to one partition. */
 export function partitionOf(conv: string, partitions: number): number {
