@@ -9,6 +9,7 @@ import type { Logger } from "../shared/log.ts";
 import { opsResponse } from "../shared/ops.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
+import { SEND_ANSWER_MARGIN_MS, sendFlush } from "../shared/send-deadline.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
 
 export interface ApiDeps {
@@ -19,6 +20,8 @@ export interface ApiDeps {
   /** ws URL of the least-loaded live connect instance, or undefined if none. */
   gateway: () => string | undefined;
   ready: () => boolean;
+  /** IM_SEND_TIMEOUT_MS: a send is answered within this, counted from the request's arrival. */
+  sendTimeoutMs?: number;
 }
 
 /** A small browser client of the public contract, so `npm start` has something to point a browser at. */
@@ -52,7 +55,12 @@ export function createApiApp(deps: ApiDeps) {
   });
   // Hot paths batch: every token check and every send of this process shares a few RPCs.
   const auth = new Batcher<string, Session>((tokens) => logic.authenticate({ tokens }, { retries: 2 }), { concurrency: 4 });
-  const send = new Batcher<SendReq, SendAck>((items) => logic.send({ items }, { retries: 2 }), { concurrency: 4, lingerMs: 1 });
+  const sendTimeoutMs = deps.sendTimeoutMs ?? 5000;
+  const send = new Batcher<SendReq, SendAck>(sendFlush((req, opts) => logic.send(req, opts), sendTimeoutMs), {
+    concurrency: 4,
+    lingerMs: 1,
+    maxWaitMs: sendTimeoutMs - SEND_ANSWER_MARGIN_MS,
+  });
   let sendNo = 0;
 
   const user = async (req: Request): Promise<Session & { token: string }> => {
@@ -62,10 +70,11 @@ export function createApiApp(deps: ApiDeps) {
     return { ...(await auth.call(m[1])), token: m[1] };
   };
   const sendAs = async (req: Request, target: { room: string } | { toUserId: number }, b: { body: string; clientMsgId?: string }) => {
+    const at = Date.now();
     const u = await user(req);
     return json(
       202,
-      await send.call({ from: { userId: u.userId, userName: u.userName }, ...target, body: b.body, clientMsgId: b.clientMsgId, retryKey: `${deps.instanceId}:${++sendNo}` }),
+      await send.call({ from: { userId: u.userId, userName: u.userName }, ...target, body: b.body, clientMsgId: b.clientMsgId, retryKey: `${deps.instanceId}:${++sendNo}` }, at),
     );
   };
 

@@ -45,6 +45,7 @@ export class ApiServer {
       instanceId,
       gateway: () => this.gateway(),
       ready: () => this.ready,
+      sendTimeoutMs: config.sendTimeoutMs,
     });
     // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (by content-length,
     // or after reading a chunked one); Bun's own cap, set higher, bounds what such a read can hold.

@@ -41,7 +41,16 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const instances = planInstances(opts.counts, opts.basePort);
   await checkPortsFree(allPorts(instances, infraPorts(opts.basePort)));
 
-  const infra = await startInfra({ dataDir, ports: infraPorts(opts.basePort), log, signal: opts.signal });
+  // Redis, MariaDB and etcd are restarted on their own data when they die, like the roles.
+  // IM_ACK_MODE=memory runs Redis with appendfsync everysec, every other mode with always.
+  const infra = await startInfra({
+    dataDir,
+    ports: infraPorts(opts.basePort),
+    log,
+    signal: opts.signal,
+    keepAlive: true,
+    redisAppendfsync: opts.env.IM_ACK_MODE === "memory" ? "everysec" : "always",
+  });
   const guard = new OrphanGuard(join(dataDir, "role-pids"));
   const shared = {
     IM_REDIS_URL: infra.redisUrl,

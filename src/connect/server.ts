@@ -66,7 +66,7 @@ export class ConnectServer {
     this.log = opts.log.child({ component: "connect", instance: opts.instanceId });
     this.registry = newRegistry("connect", opts.instanceId);
     this.metrics = connectMetrics(this.registry, { connections: () => this.hub.all.size, rooms: () => this.hub.roomCount });
-    this.upstream = new Upstream(opts.logic);
+    this.upstream = new Upstream(opts.logic, opts.config.sendTimeoutMs);
     this.out = new Outbox(this.cfg.wsMaxBuffered, this.metrics);
     this.hub = new Hub((topic, data) => this.http?.publish(topic, data, false) ?? 0, this.out, this.metrics, this.log);
     this.handler = new FrameHandler({

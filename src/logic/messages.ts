@@ -2,7 +2,7 @@
 // deduplicates, rate-limits, assigns seqs and appends to the streams) and the read path (history
 // and sync from MySQL plus the not-yet-persisted zset).
 import type Redis from "ioredis";
-import { and, between, eq } from "drizzle-orm";
+import { and, between, eq, inArray, max } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
 import { messages } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
@@ -25,6 +25,19 @@ const RETRY_KEY_TTL_SEC = "60";
 const CLIENT_MSG_ID_TTL_SEC = String(LIMITS.idempotencySec);
 /** Messages per script call: bounds how long one call holds Redis (and the blob's size). */
 const SEND_CHUNK = 256;
+/**
+ * How long before the caller's answer deadline the send script must have started: leaves time for
+ * the reply to travel back, so a send Redis stored is not answered UNAVAILABLE by a timer.
+ */
+const SCRIPT_MARGIN_MS = 500;
+
+/** A send that passed validation, with its id and encoded event. */
+interface Prepared {
+  i: number;
+  conv: string;
+  id: string;
+  event: Uint8Array;
+}
 const unavailable = (): Result<SendAck> => ({ err: { code: "UNAVAILABLE", message: "message store unavailable" } });
 const rateLimited = (): Result<SendAck> => ({ err: { code: "RATE_LIMITED", message: "sending too fast" } });
 const isPosInt = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
@@ -75,8 +88,17 @@ export class Messages {
 
   private readonly writer = new SendBatchWriter();
 
-  async send(items: SendReq[]): Promise<Result<SendAck>[]> {
-    const { redis, keys, config } = this.deps;
+  /**
+   * Accepts a batch of sends, in order. answerBy: local ms since the epoch by which the caller
+   * must have its answer (default now + sendTimeoutMs). Nothing is stored once the Redis script
+   * would start later than answerBy - SCRIPT_MARGIN_MS (the script checks Redis's clock), so a
+   * send answered UNAVAILABLE is not stored later; the caller races this against answerBy.
+   * In "replica" ack mode an accepted send is answered only once a replica has it (WAIT), else
+   * UNAVAILABLE (counted in unconfirmed; it may still be delivered: a retry with the same
+   * clientMsgId tells the outcome).
+   */
+  async send(items: SendReq[], answerBy = Date.now() + this.deps.config.sendTimeoutMs): Promise<Result<SendAck>[]> {
+    const { redis, config } = this.deps;
     const out: Result<SendAck>[] = new Array(items.length);
     const convs: (string | undefined)[] = items.map((r, i) => {
       try {
@@ -90,15 +112,8 @@ export class Messages {
     const targets = [...new Set(items.filter((r, i) => convs[i] && r.toUserId !== undefined).map((r) => r.toUserId as number))];
     const known = await this.deps.accounts.names(targets);
     const now = Date.now();
-    const nowS = String(now);
     const ids = this.deps.ids();
-    const w = this.writer;
-    const sent: number[] = []; // indexes of the items handed to the script, in order
-    const calls: Promise<string | Error>[] = [];
-    const flush = () => calls.push(redis.imSendBatch(w.finish()).catch((e: Error) => e));
-    // Calls are issued without awaiting in between: Redis runs them in batch order, and each
-    // runs its messages in order, so seqs follow send order.
-    w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst);
+    const ready: Prepared[] = [];
     for (let i = 0; i < items.length; i++) {
       const conv = convs[i];
       if (!conv) continue;
@@ -110,54 +125,131 @@ export class Messages {
       const id = ids.next(now);
       const ev: StreamEvent = { t: "m", id, conv, from: { userId: r.from.userId, userName: r.from.userName }, body: r.body, ts: now };
       if (r.clientMsgId !== undefined) ev.cmid = r.clientMsgId;
+      ready.push({ i, conv, id, event: encodeEvent(ev) });
+    }
+    const deadline = answerBy - SCRIPT_MARGIN_MS;
+    // A conversation Redis has not checked against MySQL since it (re)started answers "S": seed
+    // it from MySQL and send those again (once; a second "S" means Redis restarted meanwhile).
+    let todo = ready;
+    for (let round = 0; todo.length && round < 2; round++) {
+      const seed = await this.runScripts(items, todo, now, deadline, out);
+      if (!seed.length) break;
+      try {
+        await this.seed([...new Set(seed.map((p) => p.conv))]);
+      } catch (e) {
+        this.log?.warn("seeding seq counters from MySQL failed", { err: (e as Error).message });
+        break;
+      }
+      todo = seed;
+    }
+    for (const p of todo) out[p.i] ??= unavailable();
+    if (config.ackMode === "replica") {
+      const acked = ready.filter((p) => out[p.i]?.ok);
+      if (acked.length) {
+        const wait = Math.max(1, answerBy - Date.now() - 50);
+        const n = await redis.wait(1, wait).catch(() => 0);
+        if (n < 1) {
+          this.unconfirmed += acked.length;
+          for (const p of acked) out[p.i] = { err: { code: "UNAVAILABLE", message: "not confirmed by a Redis replica in time" } };
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Sends not yet confirmed by a replica in "replica" ack mode (answered UNAVAILABLE), for a metric. */
+  unconfirmed = 0;
+  /** Conversation counters raised from MySQL after Redis lost its tail, for a metric. */
+  seedsRaised = 0;
+  log?: { warn(msg: string, f?: Record<string, unknown>): void };
+
+  /**
+   * Runs the send script over `todo` in SEND_CHUNK calls, fills out[] for every answered item and
+   * returns the items Redis wants seeded first ("S"), in order.
+   */
+  private async runScripts(items: SendReq[], todo: Prepared[], now: number, deadline: number, out: Result<SendAck>[]): Promise<Prepared[]> {
+    const { redis, keys, config } = this.deps;
+    if (deadline <= Date.now()) return [];
+    const nowS = String(now);
+    const w = this.writer;
+    const calls: Promise<string | Error>[] = [];
+    const flush = () => calls.push(redis.imSendBatch(w.finish()).catch((e: Error) => e));
+    // Calls are issued without awaiting in between: Redis runs them in batch order, and each
+    // runs its messages in order, so seqs follow send order.
+    w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst, deadline);
+    for (const p of todo) {
+      const r = items[p.i];
       const idemKey = r.clientMsgId ?? r.retryKey;
       const uid = r.from.userId;
       const senderConvs = keys.userConvs(uid);
       w.add(
         keys.rate(uid),
-        idemKey ? keys.idem(uid, conv, idemKey) : "",
+        idemKey ? keys.idem(uid, p.conv, idemKey) : "",
         r.clientMsgId ? CLIENT_MSG_ID_TTL_SEC : RETRY_KEY_TTL_SEC,
-        keys.conv(conv),
-        keys.stream(partitionOf(conv, config.streamPartitions)),
-        keys.pending(conv),
+        keys.conv(p.conv),
+        keys.stream(partitionOf(p.conv, config.streamPartitions)),
+        keys.pending(p.conv),
         senderConvs,
         r.toUserId !== undefined ? keys.userConvs(r.toUserId) : senderConvs,
-        conv,
-        id,
-        encodeEvent(ev),
+        p.conv,
+        p.id,
+        p.event,
       );
-      sent.push(i);
       if (w.count === SEND_CHUNK) {
         flush();
-        w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst);
+        w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst, deadline);
       }
     }
     if (w.count) flush();
 
     const replies = await Promise.all(calls);
+    const seed: Prepared[] = [];
     for (let c = 0, k = 0; c < replies.length; c++) {
       const rep = replies[c];
-      const end = Math.min(k + SEND_CHUNK, sent.length);
+      const end = Math.min(k + SEND_CHUNK, todo.length);
       if (typeof rep !== "string") {
-        for (; k < end; k++) out[sent[k]] = unavailable();
+        for (; k < end; k++) out[todo[k].i] = unavailable();
         continue;
       }
-      // Per message "id|seq|ts", "" (rate limited) or "!" (failed), joined by ",".
+      // Per message "id|seq|ts", "" (rate limited), "S" (seed first) or "!" (failed), joined by ",".
       for (let at = 0; k < end; k++) {
-        const i = sent[k];
+        const p = todo[k];
         let stop = rep.indexOf(",", at);
         if (stop < 0) stop = rep.length;
-        if (stop === at) out[i] = rateLimited();
-        else if (stop === at + 1 && rep.charCodeAt(at) === 33 /* ! */) out[i] = unavailable();
+        if (stop === at) out[p.i] = rateLimited();
+        else if (stop === at + 1 && rep.charCodeAt(at) === 33 /* ! */) out[p.i] = unavailable();
+        else if (stop === at + 1 && rep.charCodeAt(at) === 83 /* S */) seed.push(p);
         else {
           const p1 = rep.indexOf("|", at);
           const p2 = rep.indexOf("|", p1 + 1);
-          out[i] = { ok: { id: rep.slice(at, p1), conv: convs[i] as string, seq: Number(rep.slice(p1 + 1, p2)), ts: Number(rep.slice(p2 + 1, stop)) } };
+          out[p.i] = { ok: { id: rep.slice(at, p1), conv: p.conv, seq: Number(rep.slice(p1 + 1, p2)), ts: Number(rep.slice(p2 + 1, stop)) } };
         }
         at = stop + 1;
       }
     }
-    return out;
+    return seed;
+  }
+
+  /**
+   * Checks conversations' seq counters against MySQL (highest seq and ts per conversation, one
+   * query) and marks them checked for the current Redis server process (SEED_CONVS). Throws when
+   * MySQL or Redis fails; then nothing is accepted in those conversations.
+   */
+  async seed(convList: string[]): Promise<void> {
+    if (!convList.length) return;
+    const { db, redis, keys } = this.deps;
+    const rows = await db
+      .select({ conv: messages.conv, seq: max(messages.seq), ts: max(messages.ts) })
+      .from(messages)
+      .where(inArray(messages.conv, convList))
+      .groupBy(messages.conv);
+    const top = new Map(rows.map((r) => [r.conv, r]));
+    const argv: (string | number)[] = [];
+    for (const c of convList) {
+      const r = top.get(c);
+      argv.push(keys.conv(c), Number(r?.seq ?? 0), r?.ts == null ? "" : String(r.ts));
+    }
+    this.seedsRaised += await redis.imSeedConvs(...argv);
   }
 
   async history(req: HistoryReq): Promise<HistoryRes> {

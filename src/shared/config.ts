@@ -50,13 +50,21 @@ export interface Config {
   /** Bytes a slow WebSocket reader may have queued before it is closed with 4429. */
   wsMaxBuffered: number;
   logLevel: "debug" | "info" | "warn" | "error";
+  /** A send is answered within this (ms): accepted, or UNAVAILABLE and never stored later. */
+  sendTimeoutMs: number;
+  /**
+   * When a send is acknowledged (README "Acknowledgement modes"): "memory" once Redis ran the send
+   * script; "fsync" once it is also in Redis's AOF on disk (Redis must run appendfsync always);
+   * "replica" once a replica has it too (WAIT).
+   */
+  ackMode: "memory" | "fsync" | "replica";
 }
 
 type Env = Record<string, string | undefined>;
 
 interface Spec {
   key: keyof Config;
-  kind: "string" | "port" | "int" | "list" | "level";
+  kind: "string" | "port" | "int" | "list" | "level" | "ack";
   def: (env: Env) => string;
   min?: number;
 }
@@ -91,6 +99,8 @@ const SPECS: Record<string, Spec> = {
   IM_IDLE_TIMEOUT_MS: { key: "idleTimeoutMs", kind: "int", def: () => "60000", min: 200 },
   IM_WS_MAX_BUFFERED: { key: "wsMaxBuffered", kind: "int", def: () => String(4 << 20), min: 1024 },
   IM_LOG_LEVEL: { key: "logLevel", kind: "level", def: () => "info" },
+  IM_SEND_TIMEOUT_MS: { key: "sendTimeoutMs", kind: "int", def: () => "5000", min: 500 },
+  IM_ACK_MODE: { key: "ackMode", kind: "ack", def: () => "fsync" },
 };
 /** Read by the cluster runner and config defaults, not a Config field. */
 const EXTRA_KNOWN = new Set(["IM_BASE_PORT"]);
@@ -133,6 +143,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       }
       case "level":
         if (!["debug", "info", "warn", "error"].includes(raw)) problems.push(`${name}=${raw} must be debug, info, warn or error`);
+        out[spec.key] = raw;
+        break;
+      case "ack":
+        if (!["memory", "fsync", "replica"].includes(raw)) problems.push(`${name}=${raw} must be memory, fsync or replica`);
         out[spec.key] = raw;
         break;
     }
