@@ -4,7 +4,7 @@
 import type Redis from "ioredis";
 import { and, between, eq, inArray, max } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
-import { messages } from "../shared/db/schema.ts";
+import { messages, userConversations } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import { partitionOf, type Keys } from "../shared/keys.ts";
 import { LIMITS, ROOM_ID_RE, dmConv, parseConv, roomConv, type Message } from "../shared/protocol.ts";
@@ -266,8 +266,14 @@ export class Messages {
     if (!Number.isSafeInteger(limitIn) || limitIn < 1) throw badRequest("limit must be an integer >= 1");
     const limit = Math.min(limitIn, req.maxLimit || LIMITS.historyMaxLimit);
 
-    // Seqs are dense (1..lastSeq, no gaps), so the wanted range follows from lastSeq alone.
-    const lastSeq = Number(await redis.hget(keys.conv(req.conv), "seq")) || 0;
+    // Seqs are dense (1..lastSeq, no gaps), so the wanted range follows from lastSeq alone. A
+    // counter this Redis server has not checked against MySQL (Redis lost its tail) is seeded first.
+    let [seqS, ep] = await redis.hmget(keys.conv(req.conv), "seq", "ep");
+    if (ep !== (await this.runId())) {
+      await this.seed([req.conv]).catch((e) => this.log?.warn("seeding a seq counter from MySQL failed", { err: (e as Error).message }));
+      seqS = await redis.hget(keys.conv(req.conv), "seq");
+    }
+    const lastSeq = Number(seqS) || 0;
     let from: number;
     let to: number;
     let hasMore: boolean;
@@ -305,16 +311,57 @@ export class Messages {
     return { messages: [...bySeq.values()].sort((a, b) => a.seq - b.seq), hasMore };
   }
 
+  /**
+   * The user's conversations: Redis's set, plus what MySQL's user_conversations holds (written
+   * behind by task) when Redis lost some; those are put back into Redis. Counters not checked by
+   * the current Redis server are seeded from MySQL first. MySQL down: Redis's view alone.
+   */
   async conversations(userId: number): Promise<ConversationSummary[]> {
-    const { redis, keys } = this.deps;
-    const convs = await redis.smembers(keys.userConvs(userId));
-    const pipe = redis.pipeline();
-    for (const c of convs) pipe.hmget(keys.conv(c), "seq", "ts");
-    const res = ((await pipe.exec()) ?? []) as [Error | null, (string | null)[]][];
-    const list = convs.map((conv, i) => {
-      const [seq, ts] = res[i]?.[1] ?? [null, null];
+    const { redis, keys, db } = this.deps;
+    const convs = new Set(await redis.smembers(keys.userConvs(userId)));
+    try {
+      const rows = await db.select({ conv: userConversations.conv }).from(userConversations).where(eq(userConversations.userId, userId));
+      const lost = rows.map((r) => r.conv).filter((c) => !convs.has(c));
+      if (lost.length) {
+        await redis.sadd(keys.userConvs(userId), ...lost);
+        for (const c of lost) convs.add(c);
+      }
+    } catch (e) {
+      this.log?.warn("conversation list from MySQL failed; Redis's alone", { err: (e as Error).message });
+    }
+    const list = [...convs];
+    const read = async () => {
+      const pipe = redis.pipeline();
+      for (const c of list) pipe.hmget(keys.conv(c), "seq", "ts", "ep");
+      return ((await pipe.exec()) ?? []).map((r) => (r?.[1] ?? [null, null, null]) as (string | null)[]);
+    };
+    let res = await read();
+    const runId = await this.runId();
+    const stale = list.filter((_, i) => res[i][2] !== runId);
+    if (stale.length) {
+      await this.seed(stale).then(
+        async () => (res = await read()),
+        (e) => this.log?.warn("seeding seq counters from MySQL failed", { err: (e as Error).message }),
+      );
+    }
+    const out = list.map((conv, i) => {
+      const [seq, ts] = res[i];
       return { conv, lastSeq: Number(seq) || 0, lastTs: ts ? Number(ts) : null };
     });
-    return list.sort((a, b) => (b.lastTs ?? -1) - (a.lastTs ?? -1) || a.conv.localeCompare(b.conv));
+    return out.sort((a, b) => (b.lastTs ?? -1) - (a.lastTs ?? -1) || a.conv.localeCompare(b.conv));
+  }
+
+  private cachedRunId?: string;
+  /** The current Redis server process's run_id (see SEND_BATCH); cached until forgetRunId(). */
+  private async runId(): Promise<string> {
+    if (this.cachedRunId) return this.cachedRunId;
+    const id = /run_id:(\w+)/.exec(await this.deps.redis.info("server"))?.[1] ?? "";
+    this.cachedRunId = id;
+    return id;
+  }
+
+  /** Call on every (re)connection to Redis: the server may be another process now. */
+  forgetRunId(): void {
+    this.cachedRunId = undefined;
   }
 }

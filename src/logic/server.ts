@@ -59,6 +59,7 @@ export class LogicServer {
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.messages.log = log;
+    this.redis.on("ready", () => this.messages.forgetRunId());
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
   }
 

@@ -131,7 +131,7 @@ export class TaskWorker {
     const stream = this.keys.stream(p);
     const common = { keys: this.keys, metrics: this.metrics };
     const push = new PushHandler({ ...common, redis: this.redis!, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
-    const persist = new PersistHandler({ ...common, pool: poolOf(this.o.db), log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
+    const persist = new PersistHandler({ ...common, stream, pool: poolOf(this.o.db), log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
     this.consumers!.push.add(stream, this.counted(PUSH_GROUP, push.handle));
     this.consumers!.persist.add(stream, this.counted(PERSIST_GROUP, persist.handle));
     this.running.add(p);

@@ -19,3 +19,9 @@ export const messages = mysqlTable("messages", {
   ts: bigint("ts", { mode: "number" }).notNull(),
   clientMsgId: varchar("client_msg_id", { length: 64 }),
 });
+
+/** Conversation lists written behind Redis (migrations/003_user_conversations.sql). */
+export const userConversations = mysqlTable("user_conversations", {
+  userId: bigint("user_id", { mode: "number", unsigned: true }).notNull(),
+  conv: varchar("conv", { length: 80 }).notNull(),
+});
