@@ -9,7 +9,7 @@ import type { Logger } from "../shared/log.ts";
 import { opsResponse } from "../shared/ops.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
-import { SEND_ANSWER_MARGIN_MS, sendFlush } from "../shared/send-deadline.ts";
+import { SEND_ANSWER_MARGIN_MS, answerInTime, sendFlush } from "../shared/send-deadline.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
 
 export interface ApiDeps {
@@ -71,11 +71,12 @@ export function createApiApp(deps: ApiDeps) {
   };
   const sendAs = async (req: Request, target: { room: string } | { toUserId: number }, b: { body: string; clientMsgId?: string }) => {
     const at = Date.now();
-    const u = await user(req);
-    return json(
-      202,
-      await send.call({ from: { userId: u.userId, userName: u.userName }, ...target, body: b.body, clientMsgId: b.clientMsgId, retryKey: `${deps.instanceId}:${++sendNo}` }, at),
-    );
+    const accepted = (async () => {
+      const u = await user(req);
+      return send.call({ from: { userId: u.userId, userName: u.userName }, ...target, body: b.body, clientMsgId: b.clientMsgId, retryKey: `${deps.instanceId}:${++sendNo}` }, at);
+    })();
+    accepted.catch(() => undefined); // answered by the race below
+    return json(202, await answerInTime(accepted, at, sendTimeoutMs));
   };
 
   return new Elysia()

@@ -31,6 +31,9 @@ const SEND_CHUNK = 256;
  */
 const SCRIPT_MARGIN_MS = 500;
 
+/** ioredis errors of a call that never reached Redis, and the send script's deadline refusal. */
+const NOT_RUN = /Stream isn't writeable|LATE/;
+
 /** A send that passed validation, with its id and encoded event. */
 interface Prepared {
   i: number;
@@ -131,8 +134,9 @@ export class Messages {
     // A conversation Redis has not checked against MySQL since it (re)started answers "S": seed
     // it from MySQL and send those again (once; a second "S" means Redis restarted meanwhile).
     let todo = ready;
+    const unknown: Prepared[] = [];
     for (let round = 0; todo.length && round < 2; round++) {
-      const seed = await this.runScripts(items, todo, now, deadline, out);
+      const seed = await this.runScripts(items, todo, now, deadline, out, unknown);
       if (!seed.length) break;
       try {
         await this.seed([...new Set(seed.map((p) => p.conv))]);
@@ -143,6 +147,7 @@ export class Messages {
       todo = seed;
     }
     for (const p of todo) out[p.i] ??= unavailable();
+    if (unknown.length) await this.settleUnknown(items, unknown, answerBy - 100, out);
     if (config.ackMode === "replica") {
       const acked = ready.filter((p) => out[p.i]?.ok);
       if (acked.length) {
@@ -164,10 +169,11 @@ export class Messages {
   log?: { warn(msg: string, f?: Record<string, unknown>): void };
 
   /**
-   * Runs the send script over `todo` in SEND_CHUNK calls, fills out[] for every answered item and
-   * returns the items Redis wants seeded first ("S"), in order.
+   * Runs the send script over `todo` in SEND_CHUNK calls, fills out[] for every answered item,
+   * adds to `unknown` those whose call failed in flight, and returns the items Redis wants seeded
+   * first ("S"), in order.
    */
-  private async runScripts(items: SendReq[], todo: Prepared[], now: number, deadline: number, out: Result<SendAck>[]): Promise<Prepared[]> {
+  private async runScripts(items: SendReq[], todo: Prepared[], now: number, deadline: number, out: Result<SendAck>[], unknown: Prepared[]): Promise<Prepared[]> {
     const { redis, keys, config } = this.deps;
     if (deadline <= Date.now()) return [];
     const nowS = String(now);
@@ -208,7 +214,13 @@ export class Messages {
       const rep = replies[c];
       const end = Math.min(k + SEND_CHUNK, todo.length);
       if (typeof rep !== "string") {
-        for (; k < end; k++) out[todo[k].i] = unavailable();
+        // Never sent (no connection) or refused as late: nothing stored. Any other failure (the
+        // connection dropped with the call in flight) may have come after Redis ran it.
+        const sure = NOT_RUN.test(rep.message);
+        for (; k < end; k++) {
+          out[todo[k].i] = unavailable();
+          if (!sure) unknown.push(todo[k]);
+        }
         continue;
       }
       // Per message "id|seq|ts", "" (rate limited), "S" (seed first) or "!" (failed), joined by ",".
@@ -229,6 +241,39 @@ export class Messages {
     }
     return seed;
   }
+
+  /**
+   * Settles sends whose script call was in flight when the connection to Redis dropped: once Redis
+   * answers again (before `until`), a send whose idem key is there was stored (its acceptance is
+   * the answer), one without it was not and never will be (nothing is re-sent). Redis still away
+   * at `until`: they stay UNAVAILABLE though one may have been stored (README "Failure modes"; a
+   * retry with the same clientMsgId tells).
+   */
+  private async settleUnknown(items: SendReq[], unknown: Prepared[], until: number, out: Result<SendAck>[]): Promise<void> {
+    const { redis, keys } = this.deps;
+    const list = unknown.filter((p) => items[p.i].clientMsgId ?? items[p.i].retryKey);
+    while (list.length && Date.now() < until) {
+      if (redis.status === "ready") {
+        try {
+          const vals = await redis.mget(...list.map((p) => keys.idem(items[p.i].from.userId, p.conv, (items[p.i].clientMsgId ?? items[p.i].retryKey) as string)));
+          list.forEach((p, j) => {
+            const v = vals[j];
+            if (!v) return;
+            const [id, seq, ts] = v.split("|");
+            out[p.i] = { ok: { id, conv: p.conv, seq: Number(seq), ts: Number(ts) } };
+          });
+          this.unknownSettled += list.length;
+          return;
+        } catch {
+          // not back yet
+        }
+      }
+      await Bun.sleep(100);
+    }
+  }
+
+  /** Sends whose in-flight outcome was looked up after Redis came back, for a metric. */
+  unknownSettled = 0;
 
   /**
    * Checks conversations' seq counters against MySQL (highest seq and ts per conversation, one

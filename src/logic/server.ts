@@ -13,6 +13,7 @@ import { addService, startServer, stopServer } from "../shared/rpc.ts";
 import { newRegistry, serveOps } from "../shared/ops.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import { LIMITS } from "../shared/protocol.ts";
+import { AppError } from "../shared/errors.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { defineScripts, type Scripts } from "./scripts.ts";
@@ -22,6 +23,20 @@ import { Presence } from "./presence.ts";
 import { Snowflake, leaseWorkerId } from "./snowflake.ts";
 
 const RECONCILE_EVERY_MS = 10_000;
+
+/** Client-side errors of ioredis and mysql2 meaning "the store is not reachable now". */
+const STORE_DOWN_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "PROTOCOL_CONNECTION_LOST", "ER_CON_COUNT_ERROR"]);
+const STORE_DOWN_MESSAGES = /Stream isn't writeable|Connection is closed|Command timed out|connect ETIMEDOUT|All sentinels are unreachable|READONLY|LOADING|MASTERDOWN|NOREPLICAS/;
+
+/** UNAVAILABLE for an error that says Redis or MySQL cannot be reached (not INTERNAL); else undefined. */
+export function storeDown(e: unknown): AppError | undefined {
+  if (e instanceof AppError) return undefined;
+  const err = e as { name?: string; message?: string; code?: string; cause?: { code?: string; message?: string } };
+  const code = err?.cause?.code ?? err?.code;
+  if (err?.name === "MaxRetriesPerRequestError" || (code && STORE_DOWN_CODES.has(code)) || STORE_DOWN_MESSAGES.test(`${err?.message} ${err?.cause?.message}`))
+    return new AppError("UNAVAILABLE", "a data store is unavailable; try again");
+  return undefined;
+}
 
 export interface LogicDeps {
   config: Readonly<Config>;
@@ -138,9 +153,13 @@ export class LogicServer {
     };
     for (const m of Object.keys(impl)) {
       const fn = impl[m];
-      impl[m] = (req) => {
+      impl[m] = async (req) => {
         calls.inc({ method: m });
-        return fn(req);
+        try {
+          return await fn(req);
+        } catch (e) {
+          throw storeDown(e) ?? e;
+        }
       };
     }
     return impl;

@@ -37,3 +37,20 @@ export function sendFlush(send: SendFn, timeoutMs: number) {
     return items.map(() => ({ err }));
   };
 }
+
+/**
+ * p, or UNAVAILABLE once timeoutMs - SEND_ANSWER_MARGIN_MS have passed since startedAt (for what
+ * runs before a send is batched, e.g. the token check of an HTTP send). A send still queued then
+ * is not sent (Batcher maxWaitMs); one in flight carries a budget that ends before this.
+ */
+export async function answerInTime<T>(p: Promise<T>, startedAt: number, timeoutMs: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new AppError("UNAVAILABLE", "no answer from the message store in time")), Math.max(0, startedAt + timeoutMs - SEND_ANSWER_MARGIN_MS - Date.now()));
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
