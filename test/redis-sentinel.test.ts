@@ -130,7 +130,7 @@ async function failover(ackMode: Config["ackMode"]) {
     process.kill(t.replicaProc.pid, "SIGSTOP");
     const p = new Redis(t.primary, { maxRetriesPerRequest: 0 });
     p.on("error", () => undefined);
-    await p.client("KILL", "TYPE", "replica");
+    await p.call("CLIENT", "KILL", "TYPE", "replica");
     p.disconnect();
     const ackedBefore = acked.size;
     await Bun.sleep(800);
@@ -151,7 +151,7 @@ async function failover(ackMode: Config["ackMode"]) {
   const np = new Redis(t.replica);
   np.on("error", () => undefined);
   const held = new Set<string>();
-  for (const v of await np.zrange(keys.pending(`room:${room}`), 0, -1)) held.add(JSON.parse(v).id);
+  for (const v of await np.zrange(keys.pending(`room:${room}`), "0", "-1")) held.add(JSON.parse(v).id);
   np.disconnect();
   redis.disconnect();
   const lost = [...acked.keys()].filter((id) => !held.has(id));
