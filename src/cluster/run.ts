@@ -42,14 +42,14 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   await checkPortsFree(allPorts(instances, infraPorts(opts.basePort)));
 
   // Redis, MariaDB and etcd are restarted on their own data when they die, like the roles.
-  // IM_ACK_MODE=memory runs Redis with appendfsync everysec, every other mode with always.
+  // IM_ACK_MODE=fsync runs Redis with appendfsync always, the other modes with everysec.
   const infra = await startInfra({
     dataDir,
     ports: infraPorts(opts.basePort),
     log,
     signal: opts.signal,
     keepAlive: true,
-    redisAppendfsync: opts.env.IM_ACK_MODE === "memory" ? "everysec" : "always",
+    redisAppendfsync: opts.env.IM_ACK_MODE === "fsync" ? "always" : "everysec",
   });
   const guard = new OrphanGuard(join(dataDir, "role-pids"));
   const shared = {

@@ -36,7 +36,7 @@ export interface InfraOptions {
   signal?: AbortSignal;
   /** Restart a server that exits on its own, on its own data (the local cluster). Default false. */
   keepAlive?: boolean;
-  /** Redis's appendfsync; default "always" (IM_ACK_MODE=fsync). */
+  /** Redis's appendfsync; default "everysec" ("always" for IM_ACK_MODE=fsync). */
   redisAppendfsync?: "always" | "everysec";
 }
 

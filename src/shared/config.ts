@@ -100,7 +100,7 @@ const SPECS: Record<string, Spec> = {
   IM_WS_MAX_BUFFERED: { key: "wsMaxBuffered", kind: "int", def: () => String(4 << 20), min: 1024 },
   IM_LOG_LEVEL: { key: "logLevel", kind: "level", def: () => "info" },
   IM_SEND_TIMEOUT_MS: { key: "sendTimeoutMs", kind: "int", def: () => "5000", min: 500 },
-  IM_ACK_MODE: { key: "ackMode", kind: "ack", def: () => "fsync" },
+  IM_ACK_MODE: { key: "ackMode", kind: "ack", def: () => "memory" },
 };
 /** Read by the cluster runner and config defaults, not a Config field. */
 const EXTRA_KNOWN = new Set(["IM_BASE_PORT"]);
