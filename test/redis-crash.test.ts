@@ -121,3 +121,41 @@ test("Redis hung (SIGSTOP) for longer than the send timeout: sends answered UNAV
   for (const o of acked) expect(hist.find((m) => m.body === o.body)).toMatchObject({ id: o.ack!.id, seq: o.ack!.seq });
   console.log(JSON.stringify({ hung: { sends: all.length, acked: acked.length, unavailable: refused.length } }));
 }, 120_000);
+
+test("MariaDB and etcd SIGKILLed: the cluster restarts each on its own data, and the system works again", async () => {
+  const c = cluster!;
+  const api = c.ready.api[0];
+  const room = uniqueName("ik");
+  const u = await registerUser(api);
+  const ws = await WsClient.open(`${c.ready.connect[0]}?token=${u.token}`);
+  ws.send({ op: "join", room, ref: "j" });
+  await ws.op("joined", "j", 10_000);
+  const first = await http(api, "POST", `/api/rooms/${room}/messages`, { token: u.token, body: { body: "before" } });
+  expect(first.status).toBe(202);
+  await ws.next((f) => f.op === "msg" && f.body === "before", 10_000);
+
+  for (const service of ["mysql", "etcd"]) {
+    const pid = c.servicePid(service);
+    process.kill(pid, "SIGKILL");
+    await eventually(() => !isAlive(pid) && c.servicePid(service) !== pid, 60_000, `${service} restarted`);
+    await eventually(() => c.err.all.some((l) => l.includes('"service ready"') && l.includes(`"service":"${service}"`) && !l.includes(`"pid":${pid}`)), 60_000, `${service} ready again`);
+  }
+  // MySQL data survived: the user still logs in (users table) and a new user can register.
+  await eventually(async () => (await http(api, "POST", "/api/sessions", { body: { userName: u.userName, password: "correct-horse-1" } })).status === 200, 30_000, "login after the restarts");
+  await registerUser(api);
+  // etcd back: task owns its partitions again, so a new message is delivered live and persisted.
+  const after = await eventually(async () => {
+    const r = await http(api, "POST", `/api/rooms/${room}/messages`, { token: u.token, body: { body: "after" } });
+    return r.status === 202 ? r.body : undefined;
+  }, 30_000, "a send after the restarts");
+  await ws.next((f) => f.op === "msg" && f.body === "after", 30_000);
+  const hist = await eventually(async () => {
+    const h = await fullHistory(api, u.token, `room:${room}`);
+    return h.length === 2 ? h : undefined;
+  }, 20_000, "history");
+  expect(hist.map((m) => [m.seq, m.body])).toEqual([
+    [1, "before"],
+    [after.seq, "after"],
+  ]);
+  ws.ws.close();
+}, 150_000);
