@@ -2,6 +2,7 @@
 // with one "push" consumer (deliver to connect instances) and one "persist" consumer (write to
 // MySQL), each with a handler per partition, and trims the streams below what both groups have
 // acked. Everything is passed in, so several workers can run in one process.
+import { createRedis } from "../shared/redis.ts";
 import { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import type { Config } from "../shared/config.ts";
@@ -69,7 +70,7 @@ export class TaskWorker {
     this.connect =
       typeof url === "string"
         ? () => {
-            const r = new Redis(url, { maxRetriesPerRequest: 2 });
+            const r = createRedis(url, { maxRetriesPerRequest: 2 });
             // Failing commands are logged (and retried) where they are made; this only keeps
             // ioredis from reporting every reconnect attempt as an unhandled error.
             r.on("error", (err) => this.log.debug("redis connection error", { err: err.message }));
