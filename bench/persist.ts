@@ -57,7 +57,7 @@ const stopAll = async () => {
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => void stopAll().finally(() => process.exit(130)));
 
 const keys = redisKeys("bench:");
-const metrics = taskMetrics(newRegistry("task", "bench"));
+const metrics = taskMetrics(newRegistry("task"));
 // Both db and pool, so the script also runs against revisions whose PersistOptions took the drizzle db.
 const opts = { db: handle.db, pool: handle.pool, keys, metrics, log: silentLogger, stream: keys.stream(0) };
 const handler = new PersistHandler(opts);

@@ -39,6 +39,7 @@ have_daemon redis-sentinel || missing="$missing redis-sentinel"
 have_daemon nginx || missing="$missing nginx"
 { have prometheus && have promtool; } || missing="$missing prometheus"
 have docker-compose || missing="$missing docker-compose"
+have openssl || missing="$missing openssl" # test/ops-deploy.test.ts: a certificate for nginx -t
 { have chromium || have chromium-browser; } || missing="$missing chromium"
 
 if [ -n "$missing" ]; then

@@ -129,7 +129,7 @@ describe("push", () => {
       for (let i = 0; i < 400 && t.server.connections; i++)
         await t.rpc.push({ events: Array.from({ length: 50 }, () => ({ t: "m" as const, users: [a.user.userId], msg: big })) });
       expect(t.server.connections).toBe(0);
-      expect(await (await fetch(`${t.http}/metrics`)).text()).toMatch(/bunchat_connect_closes_total\{[^}]*code="4429"[^}]*\} 1/);
+      expect(await (await fetch(`http://127.0.0.1:${t.server.metricsPort}/metrics`)).text()).toMatch(/bunchat_connect_closes_total\{[^}]*code="4429"[^}]*\} 1/);
       sock.destroy();
     } finally {
       await t.stop();

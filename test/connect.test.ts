@@ -62,13 +62,20 @@ describe("upgrade", () => {
     expect((await fetch(`${c.http}/ws?token=${token}&format=xml`)).status).toBe(400);
   });
 
-  test("/healthz and /metrics on the same port", async () => {
+  test("public port: /healthz only; /healthz, /readyz and /metrics on the internal ops port", async () => {
     await newUser();
     expect((await fetch(`${c.http}/healthz`)).status).toBe(200);
-    const text = await (await fetch(`${c.http}/metrics`)).text();
+    expect((await fetch(`${c.http}/metrics`)).status).toBe(404);
+    expect((await fetch(`${c.http}/readyz`)).status).toBe(404);
+    expect((await fetch(`${c.http}/nope`)).status).toBe(404);
+    const ops = `http://127.0.0.1:${c.server.metricsPort}`;
+    expect((await fetch(`${ops}/healthz`)).status).toBe(200);
+    expect((await fetch(`${ops}/readyz`)).status).toBe(200);
+    const text = await (await fetch(`${ops}/metrics`)).text();
     expect(text).toContain("bunchat_connect_connections");
     expect(text).toContain("bunchat_connect_frames_in_total");
-    expect((await fetch(`${c.http}/nope`)).status).toBe(404);
+    expect(text).toContain('bunchat_build_info{version="');
+    expect(text).not.toContain("instance=");
   });
 });
 
@@ -408,7 +415,7 @@ describe("registration", () => {
       expect(own.discovery.infos[0]).toEqual({
         id: expect.stringMatching(/^connect-test-/),
         addr: own.server.rpcAddr,
-        meta: { wsUrl: `ws://127.0.0.1:${own.server.port}/ws`, conns: 0 },
+        meta: { wsUrl: `ws://127.0.0.1:${own.server.port}/ws`, conns: 0, ready: true },
       });
       const { token } = own.logic.user();
       const ws = await WsClient.open(own.wsUrl(token));

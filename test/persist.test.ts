@@ -27,7 +27,7 @@ let convs = 0;
 const newConv = () => `room:persist-${process.pid}-${Date.now().toString(36)}-${++convs}`;
 
 function handler(over: Partial<PersistOptions> = {}) {
-  const metrics = taskMetrics(newRegistry("task", "persist-test"));
+  const metrics = taskMetrics(newRegistry("task"));
   const handler = new PersistHandler({ pool: poolOf(h.db), keys, metrics, log: silentLogger, stream: keys.stream(0), ...over } as PersistOptions);
   const persisted = async () => (await metrics.rowsPersisted.get()).values[0]?.value ?? 0;
   return { handler, persisted };

@@ -6,7 +6,9 @@ import { Counter, Histogram, type Registry } from "prom-client";
 import { AppError, badRequest, errorResponse, type ErrorCode } from "../shared/errors.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import type { Logger } from "../shared/log.ts";
-import { opsResponse } from "../shared/ops.ts";
+import { errorCounter, healthResponse } from "../shared/ops.ts";
+import { instrumentClient } from "../shared/rpc-metrics.ts";
+import { LogicService } from "../../proto/logic.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import { SEND_ANSWER_MARGIN_MS, answerInTime, sendFlush } from "../shared/send-deadline.ts";
@@ -17,7 +19,7 @@ export interface ApiDeps {
   log: Logger;
   registry: Registry;
   instanceId: string;
-  /** ws URL of the least-loaded live connect instance, or undefined if none. */
+  /** ws URL to hand out (IM_PUBLIC_WS_URL, or the least-loaded ready connect instance's), or undefined if none is ready. */
   gateway: () => string | undefined;
   ready: () => boolean;
   /** IM_SEND_TIMEOUT_MS: a send is answered within this, counted from the request's arrival. */
@@ -44,7 +46,15 @@ function intParam(q: Record<string, string | undefined>, name: string): number |
 }
 
 export function createApiApp(deps: ApiDeps) {
-  const { logic, log, registry } = deps;
+  const { log, registry } = deps;
+  const logic = instrumentClient(LogicService, deps.logic, registry);
+  const errors = errorCounter(registry, "api");
+  /** Every error response leaves through here, so bunchat_api_errors_total{code} sees each once. */
+  const counted = (res: Response, code: ErrorCode) => {
+    errors.inc(code);
+    return res;
+  };
+  const failCounted = (code: ErrorCode, message: string) => counted(fail(code, message), code);
   const requests = new Counter({ name: "bunchat_api_requests_total", help: "HTTP requests", labelNames: ["route", "status"], registers: [registry] });
   const latency = new Histogram({
     name: "bunchat_api_request_seconds",
@@ -82,7 +92,7 @@ export function createApiApp(deps: ApiDeps) {
   return new Elysia()
     .onRequest(({ request }) => {
       const len = Number(request.headers.get("content-length") ?? 0);
-      if (len > LIMITS.maxHttpBody) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
+      if (len > LIMITS.maxHttpBody) return failCounted("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
     })
     // A body that does not say its length (chunked) is read here, so one over the limit is refused
     // with 413 like any other; bodies with a content-length go to Elysia's parser.
@@ -105,21 +115,21 @@ export function createApiApp(deps: ApiDeps) {
       void request;
     })
     .onError(({ code, error, path }) => {
-      if (error instanceof AppError) return errorResponse(error);
+      if (error instanceof AppError) return counted(errorResponse(error), error.code);
       // Elysia wraps what a parse hook throws (ours: 413 for a chunked body) in a ParseError.
       const cause = (error as { cause?: unknown }).cause;
-      if (code === "PARSE" && cause instanceof AppError) return errorResponse(cause);
-      if (code === "VALIDATION") return fail("BAD_REQUEST", "request does not match the expected shape");
-      if (code === "PARSE") return fail("BAD_REQUEST", "request body is not valid JSON");
-      if (code === "NOT_FOUND") return fail("NOT_FOUND", "no such endpoint");
+      if (code === "PARSE" && cause instanceof AppError) return counted(errorResponse(cause), cause.code);
+      if (code === "VALIDATION") return failCounted("BAD_REQUEST", "request does not match the expected shape");
+      if (code === "PARSE") return failCounted("BAD_REQUEST", "request body is not valid JSON");
+      if (code === "NOT_FOUND") return failCounted("NOT_FOUND", "no such endpoint");
       const status = (error as { status?: number }).status;
-      if (status === 413) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
+      if (status === 413) return failCounted("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
       log.error("unhandled api error", { path, code, err: error });
-      return fail("INTERNAL", "internal error");
+      return failCounted("INTERNAL", "internal error");
     })
     .get("/", () => new Response(Bun.file(WEB_PAGE), { headers: { "content-type": "text/html; charset=utf-8" } }))
-    .get("/healthz", ({ request }) => opsResponse(request, registry, deps.ready))
-    .get("/metrics", ({ request }) => opsResponse(request, registry, deps.ready))
+    // /healthz stays on the public port for load balancers; /readyz and /metrics are on the internal ops port.
+    .get("/healthz", () => healthResponse(deps.ready))
     .post("/api/users", async ({ body }) => json(201, await timed(latency, "register", () => logic.register(body))), { body: Credentials })
     .post("/api/sessions", async ({ body }) => json(200, await timed(latency, "login", () => logic.login(body))), { body: Credentials })
     .delete("/api/sessions/current", async ({ request }) => {

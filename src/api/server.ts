@@ -1,11 +1,13 @@
 // The api role: the Elysia app on IM_API_PORT, calling logic through the etcd resolver, and
-// answering /api/gateway from the live connect instances in etcd (least connections first).
+// answering /api/gateway from the ready connect instances in etcd (least connections first), or
+// with IM_PUBLIC_WS_URL (the load balancer's URL) while at least one is ready; plus the internal
+// ops port (/healthz, /readyz, /metrics).
 import type { Config } from "../shared/config.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Discovery, ServiceWatch } from "../shared/discovery.ts";
 import { etcdTarget } from "../shared/resolver.ts";
 import { makeClient, type Client } from "../shared/rpc.ts";
-import { newRegistry } from "../shared/ops.ts";
+import { newRegistry, serveOps } from "../shared/ops.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
@@ -16,20 +18,29 @@ export class ApiServer {
   private releaseTarget?: () => void;
   private connects?: ServiceWatch;
   private server?: ReturnType<ReturnType<typeof createApiApp>["listen"]>["server"];
+  private ops?: ReturnType<typeof serveOps>;
+  readonly registry = newRegistry("api");
   private ready = false;
   port = 0;
 
   constructor(private readonly deps: { config: Readonly<Config>; log: Logger; discovery: Discovery; instanceId: string }) {}
 
-  /** The least-loaded live connect instance's ws URL. */
+  /** IM_PUBLIC_WS_URL, or the least-loaded ready connect instance's ws URL; undefined while none is ready. */
   private gateway(): string | undefined {
     let best: { url: string; conns: number } | undefined;
     for (const i of this.connects?.instances().values() ?? []) {
       const url = i.meta?.wsUrl;
       const conns = Number(i.meta?.conns ?? 0);
-      if (typeof url === "string" && (!best || conns < best.conns)) best = { url, conns };
+      // ready: false marks an instance that is draining; older instances do not set it.
+      if (typeof url === "string" && i.meta?.ready !== false && (!best || conns < best.conns)) best = { url, conns };
     }
-    return best?.url;
+    if (!best) return undefined;
+    return this.deps.config.publicWsUrl || best.url;
+  }
+
+  /** The internal ops port (/healthz, /readyz, /metrics). */
+  get metricsPort(): number {
+    return this.ops?.port ?? 0;
   }
 
   async start(): Promise<void> {
@@ -41,7 +52,7 @@ export class ApiServer {
     const app = createApiApp({
       logic: this.logic,
       log,
-      registry: newRegistry("api", instanceId),
+      registry: this.registry,
       instanceId,
       gateway: () => this.gateway(),
       ready: () => this.ready,
@@ -52,13 +63,25 @@ export class ApiServer {
     app.listen({ port: config.apiPort, hostname: "0.0.0.0", maxRequestBodySize: 16 * LIMITS.maxHttpBody });
     this.server = app.server ?? undefined;
     this.port = this.server?.port ?? 0;
+    // api keeps no store: ready when etcd answers and lists at least one logic instance to call.
+    const logicKey = discovery.serviceKey(LOGIC_SERVICE);
+    const checks = [
+      {
+        name: "logic instances in etcd",
+        check: async () => {
+          if (!(await discovery.etcd.getAll().prefix(logicKey).count())) throw new Error("none registered");
+        },
+      },
+    ];
+    this.ops = serveOps(config.metricsHost, config.metricsPort, { registry: this.registry, live: () => this.ready, checks });
     this.ready = true;
-    log.info("api ready", { port: this.port });
+    log.info("api ready", { port: this.port, metricsPort: this.ops.port });
   }
 
   async stop(): Promise<void> {
     this.ready = false;
     await this.server?.stop();
+    this.ops?.stop(true);
     await this.connects?.close().catch(() => undefined);
     this.logic?.close();
     this.releaseTarget?.();

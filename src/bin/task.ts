@@ -1,6 +1,5 @@
 // Wiring only: config, logger, db, discovery, the task worker, its ops port, signals.
 // No migration here: logic applies them, and the persist group retries until the table exists.
-import { DEFAULT_BASE_PORT, PORT_OFFSETS } from "../shared/config.ts";
 import { openDb } from "../shared/db/index.ts";
 import { Discovery } from "../shared/discovery.ts";
 import { newInstanceId } from "../shared/instance.ts";
@@ -12,11 +11,7 @@ await runRole("task", async ({ config, log }) => {
   const db = openDb(config.mysqlUrl);
   const discovery = new Discovery({ endpoints: config.etcdEndpoints, prefix: config.etcdPrefix, leaseTtlSec: config.leaseTtlSec, log });
   const worker = new TaskWorker({ config, log, redis: config.redisUrl, db: db.db, discovery, instanceId: newInstanceId("task") });
-  // IM_METRICS_PORT defaults to logic's metrics port; unset, task takes its own slot so both run side by side.
-  const port = process.env.IM_METRICS_PORT
-    ? config.metricsPort
-    : Number(process.env.IM_BASE_PORT ?? DEFAULT_BASE_PORT) + PORT_OFFSETS.taskMetrics;
-  const ops = serveOps(port, worker.registry, () => worker.ready);
+  const ops = serveOps(config.metricsHost, config.metricsPort, { registry: worker.registry, live: () => worker.ready, checks: worker.readyChecks() });
   await worker.start();
   log.info("task ready", { metricsPort: ops.port });
   return async () => {

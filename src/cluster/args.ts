@@ -13,8 +13,8 @@ export interface ClusterArgs {
 
 /** Each role's ports are 10 apart in the layout (PORT_OFFSETS), so at most 10 instances each. */
 export const MAX_INSTANCES = 10;
-/** The layout uses base .. base+69. */
-const PORT_SPAN = 70;
+/** The layout uses base .. base+89. */
+export const PORT_SPAN = 90;
 
 export const USAGE = `usage: bun run cluster [--api N] [--logic N] [--task N] [--connect N] [--base-port P] [--data-dir DIR]
   --api, --logic, --task, --connect  instances of each role, 0..${MAX_INSTANCES} (default 1)

@@ -1,6 +1,6 @@
 // Which processes the cluster runs and on which ports: instance i of a role gets
 // base + PORT_OFFSETS[...] + i (see src/shared/config.ts).
-import { PORT_OFFSETS } from "../shared/config.ts";
+import { METRICS_OFFSETS, PORT_OFFSETS } from "../shared/config.ts";
 import type { InfraPorts } from "../infra/index.ts";
 import { ROLES, type Role } from "./args.ts";
 
@@ -11,7 +11,7 @@ export interface Instance {
   name: string;
   /** IM_* variables set for this instance, on top of the parent's environment. */
   env: Record<string, string>;
-  /** Base URL serving /healthz and /metrics. */
+  /** Base URL of its internal ops port: /healthz, /readyz, /metrics. */
   opsUrl: string;
   /** What clients use: the HTTP API for api, the WebSocket URL for connect. */
   publicUrl?: string;
@@ -34,28 +34,24 @@ export function planInstances(counts: Record<Role, number>, base: number): Insta
     for (let i = 0; i < counts[role]; i++) {
       const at = (offset: number) => base + offset + i;
       const env: Record<string, string> = {};
-      let opsPort: number;
+      // Every role's internal ops port (/healthz, /readyz, /metrics), on loopback like the rest.
+      const opsPort = at(METRICS_OFFSETS[role]);
+      env.IM_METRICS_PORT = String(opsPort);
       let publicUrl: string | undefined;
       switch (role) {
         case "api":
-          opsPort = at(PORT_OFFSETS.api);
-          env.IM_API_PORT = String(opsPort);
-          publicUrl = `http://${HOST}:${opsPort}`;
+          env.IM_API_PORT = String(at(PORT_OFFSETS.api));
+          publicUrl = `http://${HOST}:${env.IM_API_PORT}`;
           break;
         case "logic":
           env.IM_LOGIC_PORT = String(at(PORT_OFFSETS.logic));
-          opsPort = at(PORT_OFFSETS.logicMetrics);
-          env.IM_METRICS_PORT = String(opsPort);
           break;
         case "task":
-          opsPort = at(PORT_OFFSETS.taskMetrics);
-          env.IM_METRICS_PORT = String(opsPort);
           break;
         case "connect":
-          opsPort = at(PORT_OFFSETS.connect);
-          env.IM_CONNECT_PORT = String(opsPort);
+          env.IM_CONNECT_PORT = String(at(PORT_OFFSETS.connect));
           env.IM_CONNECT_RPC_PORT = String(at(PORT_OFFSETS.connectRpc));
-          publicUrl = `ws://${HOST}:${opsPort}/ws`;
+          publicUrl = `ws://${HOST}:${env.IM_CONNECT_PORT}/ws`;
           break;
       }
       out.push({ role, index: i, name: `${role}-${i}`, env, opsUrl: `http://${HOST}:${opsPort}`, publicUrl });
@@ -74,7 +70,7 @@ export function allPorts(instances: Instance[], infra: InfraPorts): Map<number, 
   return ports;
 }
 
-/** The one line printed on stdout once every instance is healthy (the public contract). */
+/** The one line printed on stdout once every instance is healthy (the public contract); "metrics" lists every instance's ops port. */
 export function readyLine(instances: Instance[]): string {
   const publicOf = (role: Role) => instances.filter((i) => i.role === role).map((i) => i.publicUrl!);
   return JSON.stringify({ event: "ready", api: publicOf("api"), connect: publicOf("connect"), metrics: instances.map((i) => i.opsUrl) });

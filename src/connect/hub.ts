@@ -99,6 +99,7 @@ export class Hub {
           this.pushedM.inc();
           if (e.room !== undefined) this.toRoom(e.room, e.msg);
           if (e.users) this.toUsers(e.users, e.msg);
+          this.metrics.delivery.observe(Math.max(0, Date.now() - e.msg.ts) / 1000);
         } else if (e.t === "p") {
           this.pushedP.inc();
           this.presence(e.p);

@@ -2,7 +2,7 @@
 // Counters touched per frame or per event are Tallies: a plain number the hot path adds to, handed
 // to prom-client when /metrics is scraped. prom-client's inc() hashes and validates the label
 // object on every call, and a labels() child only re-passes that object, so it costs the same.
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 export type ConnectMetrics = ReturnType<typeof connectMetrics>;
 
@@ -92,6 +92,12 @@ export function connectMetrics(registry: Registry, stats: { connections: () => n
     framesOut: tally(registers, "bunchat_connect_frames_out_total", "Frames sent to clients (a room publish counts once per local subscriber)"),
     errors: family(registers, "bunchat_connect_errors_total", "Error frames sent to clients, by code", "code"),
     closes: family(registers, "bunchat_connect_closes_total", "Closed connections, by close code", "code"),
+    delivery: new Histogram({
+      name: "bunchat_connect_delivery_seconds",
+      help: "From message acceptance (msg.ts) to its write to this instance's sockets, once per message and instance",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
     pushEvents: family(registers, "bunchat_connect_push_events_total", "Events received over ConnectRPC push, by type (m message, p presence, k kick)", "t"),
   };
 }

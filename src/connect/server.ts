@@ -1,6 +1,7 @@
-// The connect tier: WebSocket long connections on Bun.serve (with /healthz and /metrics on the same
-// port), a ConnectRPC server that task pushes events to, and an etcd registration advertising the
-// public wsUrl and the connection count (api's /api/gateway picks the least-loaded instance).
+// The connect tier: WebSocket long connections on Bun.serve (plus /healthz for load balancers on the
+// same public port), a ConnectRPC server that task pushes events to, an etcd registration advertising
+// the wsUrl, the connection count and readiness (api's /api/gateway picks the least-loaded ready
+// instance), and the internal ops port (/healthz, /readyz, /metrics).
 import type { Server as GrpcServer } from "@grpc/grpc-js";
 import type { Server } from "bun";
 import type { Registry } from "prom-client";
@@ -8,7 +9,9 @@ import type { Config } from "../shared/config.ts";
 import type { InstanceInfo, Registration } from "../shared/discovery.ts";
 import { AppError, errorResponse } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
-import { newRegistry, opsResponse } from "../shared/ops.ts";
+import { healthResponse, newRegistry, registered, serveOps } from "../shared/ops.ts";
+import { instrumentClient, instrumentServer } from "../shared/rpc-metrics.ts";
+import { LogicService } from "../../proto/logic.ts";
 import { CLOSE } from "../shared/protocol.ts";
 import { addService, startServer, stopServer } from "../shared/rpc.ts";
 import { CONNECT_SERVICE, ConnectService, type ConnectApi } from "../../proto/connect.ts";
@@ -35,8 +38,8 @@ export interface ConnectServerOptions {
   log: Logger;
   /** LogicRPC: makeClient(LogicService, etcdTarget(discovery, "logic").target), or a fake. */
   logic: LogicPort;
-  /** Where this instance registers itself: a Discovery, or a stub with register(). */
-  discovery: { register(service: string, info: InstanceInfo): Promise<Registration> };
+  /** Where this instance registers itself: a Discovery, or a stub with register() (then /readyz checks only that it is started). */
+  discovery: { register(service: string, info: InstanceInfo): Promise<Registration> } & Partial<Parameters<typeof registered>[0]>;
   instanceId: string;
 }
 
@@ -50,6 +53,7 @@ export class ConnectServer {
   private readonly hub: Hub;
   private readonly handler: FrameHandler;
   private http?: Server<Conn>;
+  private ops?: ReturnType<typeof serveOps>;
   private grpc?: GrpcServer;
   private rpcPort = 0;
   private registration?: Registration;
@@ -64,9 +68,9 @@ export class ConnectServer {
   constructor(private readonly opts: ConnectServerOptions) {
     this.cfg = opts.config;
     this.log = opts.log.child({ component: "connect", instance: opts.instanceId });
-    this.registry = newRegistry("connect", opts.instanceId);
+    this.registry = newRegistry("connect");
     this.metrics = connectMetrics(this.registry, { connections: () => this.hub.all.size, rooms: () => this.hub.roomCount });
-    this.upstream = new Upstream(opts.logic, opts.config.sendTimeoutMs);
+    this.upstream = new Upstream(instrumentClient(LogicService, opts.logic, this.registry), opts.config.sendTimeoutMs);
     this.out = new Outbox(this.cfg.wsMaxBuffered, this.metrics);
     this.hub = new Hub((topic, data) => this.http?.publish(topic, data, false) ?? 0, this.out, this.metrics, this.log);
     this.handler = new FrameHandler({
@@ -93,6 +97,11 @@ export class ConnectServer {
     return `ws://${this.cfg.host}:${this.port}/ws`;
   }
 
+  /** The internal ops port (/healthz, /readyz, /metrics); config.metricsPort may be 0. */
+  get metricsPort(): number {
+    return this.ops?.port ?? 0;
+  }
+
   get connections(): number {
     return this.hub.all.size;
   }
@@ -100,12 +109,16 @@ export class ConnectServer {
   async start(): Promise<void> {
     try {
       this.http = this.serve();
-      const impl: ConnectApi = {
-        push: async (req) => {
-          this.hub.apply(req.events);
-          return null;
+      const impl = instrumentServer<ConnectApi>(
+        ConnectService,
+        {
+          push: async (req) => {
+            this.hub.apply(req.events);
+            return null;
+          },
         },
-      };
+        this.registry,
+      );
       const rpc = await startServer((s) => addService(s, ConnectService, impl, this.log), "0.0.0.0", this.cfg.connectRpcPort);
       this.grpc = rpc.server;
       this.rpcPort = rpc.port;
@@ -115,6 +128,9 @@ export class ConnectServer {
       this.registration = await this.opts.discovery.register(CONNECT_SERVICE, this.info(conns));
       this.reportedConns = conns;
       this.timers.push(setInterval(() => void this.refreshRegistration(), REGISTRATION_REFRESH_MS));
+      const d = this.opts.discovery;
+      const checks = d.etcd && d.serviceKey ? [{ name: "etcd registration", check: () => registered(d as Parameters<typeof registered>[0], CONNECT_SERVICE, this.opts.instanceId) }] : [];
+      this.ops = serveOps(this.cfg.metricsHost, this.cfg.metricsPort, { registry: this.registry, live: () => this.ready, checks });
       this.log.info("connect started", { wsUrl: this.wsUrl, rpcAddr: this.rpcAddr });
     } catch (e) {
       await this.stop();
@@ -143,6 +159,7 @@ export class ConnectServer {
     await within(Promise.all(this.handler.pending), CLEANUP_TIMEOUT_MS);
     if (this.grpc) await stopServer(this.grpc, GRPC_GRACE_MS);
     this.http?.stop(true);
+    this.ops?.stop(true);
     this.log.info("connect stopped", { closed: open });
   }
 
@@ -181,7 +198,9 @@ export class ConnectServer {
   private async fetch(req: Request, server: Server<Conn>): Promise<Response | undefined> {
     const url = new URL(req.url);
     if (url.pathname === "/ws") return this.upgrade(req, url, server);
-    return (await opsResponse(req, this.registry, () => this.ready)) ?? errorResponse(new AppError("NOT_FOUND", "no such endpoint"));
+    // /healthz stays on the public port for load balancers; /readyz and /metrics are internal only.
+    if (url.pathname === "/healthz") return healthResponse(() => this.ready);
+    return errorResponse(new AppError("NOT_FOUND", "no such endpoint"));
   }
 
   /** Authenticates ?token= (401 if missing, invalid, expired or revoked; 503 if logic is unreachable), then upgrades. */
@@ -227,7 +246,7 @@ export class ConnectServer {
   }
 
   private info(conns: number): InstanceInfo {
-    return { id: this.opts.instanceId, addr: this.rpcAddr, meta: { wsUrl: this.wsUrl, conns } };
+    return { id: this.opts.instanceId, addr: this.rpcAddr, meta: { wsUrl: this.wsUrl, conns, ready: this.ready } };
   }
 
   private async refreshRegistration(): Promise<void> {

@@ -10,10 +10,12 @@ import type { DbHandle } from "../shared/db/index.ts";
 import type { Discovery, Registration, ServiceWatch } from "../shared/discovery.ts";
 import { redisKeys, partitionOf } from "../shared/keys.ts";
 import { addService, startServer, stopServer } from "../shared/rpc.ts";
-import { newRegistry, serveOps } from "../shared/ops.ts";
+import { errorCounter, newRegistry, registered, serveOps, type ReadyCheck } from "../shared/ops.ts";
+import { instrumentServer } from "../shared/rpc-metrics.ts";
+import { AppError } from "../shared/errors.ts";
+import { sql } from "drizzle-orm";
 import { encodeEvent } from "../shared/stream.ts";
 import { LIMITS } from "../shared/protocol.ts";
-import { AppError } from "../shared/errors.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { defineScripts, type Scripts } from "./scripts.ts";
@@ -70,7 +72,7 @@ export class LogicServer {
     this.redis.on("error", (e) => log.warn("redis error", { err: e.message }));
     if (config.ackMode === "fsync") this.redis.on("ready", () => void this.checkFsync());
     const keys = redisKeys(config.redisPrefix);
-    this.registry = newRegistry("logic", deps.instanceId);
+    this.registry = newRegistry("logic");
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.messages.log = log;
@@ -112,6 +114,12 @@ export class LogicServer {
         this.inc(messages.seedsRaised);
       },
     });
+    const errors = errorCounter(this.registry, "logic");
+    /** Per-item failures of a batched call (send, authenticate, presence), counted by code. */
+    const countFailures = <R extends { err?: { code: string } }>(res: R[]): R[] => {
+      for (const x of res) if (x.err) errors.inc(x.err.code);
+      return res;
+    };
     const kick = async (userId: number, sid: string, conv: string) => {
       await this.redis.xadd(keys.stream(partitionOf(conv, config.streamPartitions)), "*", "n", 0, "d", encodeEvent({ t: "k", userId, sid }));
     };
@@ -124,7 +132,7 @@ export class LogicServer {
       },
       authenticate: async (r) => {
         batch.observe({ method: "authenticate" }, r.tokens.length);
-        return this.accounts.authenticate(r.tokens);
+        return countFailures(await this.accounts.authenticate(r.tokens));
       },
       send: async (r) => {
         batch.observe({ method: "send" }, r.items.length);
@@ -138,14 +146,15 @@ export class LogicServer {
         clearTimeout(timer);
         if (!res) {
           sendTimeouts.inc(r.items.length);
-          return r.items.map(() => ({ err: { code: "UNAVAILABLE", message: "message store did not answer in time" } }));
+          return countFailures(r.items.map(() => ({ err: { code: "UNAVAILABLE" as const, message: "message store did not answer in time" } })));
         }
+        countFailures(res);
         accepted.inc(res.filter((x) => x.ok).length);
         return res;
       },
       presence: async (r) => {
         batch.observe({ method: "presence" }, r.ops.length);
-        return this.presence.apply(r.ops);
+        return countFailures(await this.presence.apply(r.ops));
       },
       roomInfo: (r) => this.presence.roomInfo(r?.room),
       history: (r) => this.messages.history({ ...r, maxLimit: r?.maxLimit ?? LIMITS.historyMaxLimit }),
@@ -158,11 +167,13 @@ export class LogicServer {
         try {
           return await fn(req);
         } catch (e) {
-          throw storeDown(e) ?? e;
+          const err = storeDown(e) ?? e;
+          errors.inc(err instanceof AppError ? err.code : "INTERNAL");
+          throw err;
         }
       };
     }
-    return impl;
+    return instrumentServer(LogicService, impl, this.registry);
   }
 
   async start(): Promise<void> {
@@ -176,8 +187,8 @@ export class LogicServer {
     const { server, port } = await startServer((s) => addService(s, LogicService, impl, log), "0.0.0.0", config.logicPort);
     this.grpc = server;
     this.port = port;
-    this.ops = serveOps(config.metricsPort, this.registry, () => this.ready);
     this.reg = await discovery.register(LOGIC_SERVICE, { id: instanceId, addr: `${config.host}:${port}` });
+    this.ops = serveOps(config.metricsHost, config.metricsPort, { registry: this.registry, live: () => this.ready, checks: this.readyChecks() });
     // A connect instance that vanishes from etcd is cleaned up (presence leave, routing entries).
     this.connectWatch = await discovery.watch(CONNECT_SERVICE, () => this.scheduleReconcile());
     this.reconcileTimer = setInterval(() => this.scheduleReconcile(), RECONCILE_EVERY_MS);
@@ -193,6 +204,16 @@ export class LogicServer {
     } catch (e) {
       this.deps.log.warn("cannot check Redis appendfsync (CONFIG GET refused?)", { err: (e as Error).message });
     }
+  }
+
+  /** What /readyz checks: Redis, MySQL, and this instance's key in etcd (the lease is live). */
+  private readyChecks(): ReadyCheck[] {
+    const { discovery, instanceId, db } = this.deps;
+    return [
+      { name: "redis", check: () => this.redis.ping() },
+      { name: "mysql", check: () => db.db.execute(sql`SELECT 1`) },
+      { name: "etcd registration", check: () => registered(discovery, LOGIC_SERVICE, instanceId) },
+    ];
   }
 
   get metricsPort(): number {

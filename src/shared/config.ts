@@ -15,7 +15,20 @@ export const PORT_OFFSETS = {
   connect: 40,
   connectRpc: 50,
   taskMetrics: 60,
+  apiMetrics: 70,
+  connectMetrics: 80,
 } as const;
+
+/** The default ops port (/healthz, /readyz, /metrics) of each role, as an offset from the base port. */
+export const METRICS_OFFSETS = {
+  api: PORT_OFFSETS.apiMetrics,
+  logic: PORT_OFFSETS.logicMetrics,
+  task: PORT_OFFSETS.taskMetrics,
+  connect: PORT_OFFSETS.connectMetrics,
+} as const;
+
+/** IM_HOST / IM_METRICS_HOST value meaning: the address of the interface that reaches etcd (src/shared/host.ts). */
+export const AUTO_HOST = "auto";
 
 export interface Config {
   redisUrl: string;
@@ -25,13 +38,17 @@ export interface Config {
   etcdPrefix: string;
   /** Key prefix in Redis: lets tests share one Redis without seeing each other. */
   redisPrefix: string;
-  /** Address this instance advertises to others (gRPC and WebSocket URLs). */
+  /** Address this instance advertises to others (gRPC and WebSocket URLs); "auto" until runRole resolves it. */
   host: string;
+  /** Internal address the ops port (/healthz, /readyz, /metrics) binds to; defaults to host. */
+  metricsHost: string;
+  /** What /api/gateway hands out when set (e.g. wss://chat.example.com/ws): the load balancer's URL; "" = the instance's own. */
+  publicWsUrl: string;
   apiPort: number;
   logicPort: number;
   connectPort: number;
   connectRpcPort: number;
-  /** HTTP port for /healthz and /metrics of roles without their own HTTP server (logic, task). */
+  /** Internal HTTP port for /healthz, /readyz and /metrics (every role; default per role, see METRICS_OFFSETS). */
   metricsPort: number;
   /** etcd lease TTL in seconds: a dead instance disappears from discovery within this. */
   leaseTtlSec: number;
@@ -64,7 +81,7 @@ type Env = Record<string, string | undefined>;
 
 interface Spec {
   key: keyof Config;
-  kind: "string" | "port" | "int" | "list" | "level" | "ack";
+  kind: "string" | "port" | "int" | "list" | "level" | "wsUrl" | "ack";
   def: (env: Env) => string;
   min?: number;
 }
@@ -82,6 +99,8 @@ const SPECS: Record<string, Spec> = {
   IM_ETCD_PREFIX: { key: "etcdPrefix", kind: "string", def: () => "/bunchat" },
   IM_REDIS_PREFIX: { key: "redisPrefix", kind: "string", def: () => "im:" },
   IM_HOST: { key: "host", kind: "string", def: () => "127.0.0.1" },
+  IM_METRICS_HOST: { key: "metricsHost", kind: "string", def: (e) => e.IM_HOST || "127.0.0.1" },
+  IM_PUBLIC_WS_URL: { key: "publicWsUrl", kind: "wsUrl", def: () => "" },
   IM_API_PORT: { key: "apiPort", kind: "port", def: port(PORT_OFFSETS.api) },
   IM_LOGIC_PORT: { key: "logicPort", kind: "port", def: port(PORT_OFFSETS.logic) },
   IM_CONNECT_PORT: { key: "connectPort", kind: "port", def: port(PORT_OFFSETS.connect) },
@@ -141,6 +160,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
         out[spec.key] = n;
         break;
       }
+      case "wsUrl":
+        if (raw && !/^wss?:\/\/[^\s/?#]+(\/[^\s]*)?$/.test(raw)) problems.push(`${name}=${raw} must be a ws:// or wss:// URL`);
+        out[spec.key] = raw;
+        break;
       case "level":
         if (!["debug", "info", "warn", "error"].includes(raw)) problems.push(`${name}=${raw} must be debug, info, warn or error`);
         out[spec.key] = raw;

@@ -95,6 +95,7 @@ export class PersistHandler {
     let bytes = 0;
     let rows = 0;
     const maxSeq = new Map<string, number>();
+    const acceptedAt: number[] = [];
     for (const e of entries) {
       let ev: StreamEvent;
       let id: bigint, senderId: number, senderName: string, size: number;
@@ -121,6 +122,7 @@ export class PersistHandler {
       member(senderId, ev.conv);
       const dm = /^dm:(\d+):(\d+)$/.exec(ev.conv);
       if (dm) for (const u of [Number(dm[1]), Number(dm[2])]) if (u !== senderId) member(u, ev.conv);
+      acceptedAt.push(ev.ts);
       bytes += size;
       rows++;
       maxSeq.set(ev.conv, Math.max(maxSeq.get(ev.conv) ?? 0, e.n));
@@ -141,6 +143,8 @@ export class PersistHandler {
     }
     if (members.length) await this.writeMembers(members);
     metrics.rowsPersisted.inc(inserted);
+    const now = Date.now();
+    for (const ts of acceptedAt) metrics.persistDelay.observe(Math.max(0, now - ts) / 1000);
     log.debug("persist batch stored", { entries: entries.length, rows, inserted });
     const top = collided.length ? await this.maxSeqs([...new Set(collided.map((c) => c.conv))]) : new Map<string, number>();
     for (const c of collided) {

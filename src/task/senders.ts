@@ -5,7 +5,9 @@
 import { Batcher } from "../shared/batcher.ts";
 import type { Discovery, Instances, ServiceWatch } from "../shared/discovery.ts";
 import type { Logger } from "../shared/log.ts";
+import type { Registry } from "prom-client";
 import { makeClient, type Client } from "../shared/rpc.ts";
+import { instrumentClient } from "../shared/rpc-metrics.ts";
 import { CONNECT_SERVICE, ConnectService, type ConnectApi, type PushEvent } from "../../proto/connect.ts";
 
 interface Peer {
@@ -22,6 +24,8 @@ export interface SendersOptions {
   /** Partition batches combined into one call at most (default 16, i.e. up to 8000 events). */
   maxBatch?: number;
   onCall?: (ok: boolean) => void;
+  /** Where bunchat_rpc_client_duration_seconds of the push calls goes (none if unset). */
+  registry?: Registry;
 }
 
 export class ConnectSenders {
@@ -58,7 +62,8 @@ export class ConnectSenders {
     let peer = this.peers.get(id);
     if (peer && peer.addr === info.addr) return peer;
     peer?.client.close();
-    const client = makeClient<ConnectApi>(ConnectService, info.addr, this.o.deadlineMs ?? 3000);
+    const raw = makeClient<ConnectApi>(ConnectService, info.addr, this.o.deadlineMs ?? 3000);
+    const client = this.o.registry ? instrumentClient(ConnectService, raw, this.o.registry) : raw;
     const batcher = new Batcher<PushEvent[], null>(
       async (items) => {
         try {

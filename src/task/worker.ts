@@ -10,9 +10,10 @@ import { poolOf, type Db } from "../shared/db/index.ts";
 import type { Discovery } from "../shared/discovery.ts";
 import type { Logger } from "../shared/log.ts";
 import { redisKeys, type Keys } from "../shared/keys.ts";
-import { newRegistry } from "../shared/ops.ts";
+import { newRegistry, registered, type ReadyCheck } from "../shared/ops.ts";
+import { AppError } from "../shared/errors.ts";
 import { AckBuffer, StreamConsumer, type BatchHandler } from "./consumer.ts";
-import { taskMetrics, type TaskMetrics } from "./metrics.ts";
+import { streamGauges, taskMetrics, type TaskMetrics } from "./metrics.ts";
 import { PartitionOwnership } from "./ownership.ts";
 import { PersistHandler } from "./persist.ts";
 import { PushHandler } from "./push.ts";
@@ -64,8 +65,10 @@ export class TaskWorker {
   constructor(private readonly o: TaskWorkerOptions) {
     this.log = o.log.child({ component: "task", instance: o.instanceId });
     this.keys = redisKeys(o.config.redisPrefix);
-    this.registry = o.registry ?? newRegistry("task", o.instanceId);
+    this.registry = o.registry ?? newRegistry("task");
     this.metrics = taskMetrics(this.registry);
+    this.metrics.partitions.set(o.config.streamPartitions);
+    streamGauges(this.registry, { partitions: () => this.running, redis: () => this.redis, stream: (p) => this.keys.stream(p) });
     const url = o.redis;
     this.connect =
       typeof url === "string"
@@ -84,6 +87,15 @@ export class TaskWorker {
     return this.started && !this.stopping;
   }
 
+  /** What /readyz checks: Redis, MySQL, and this worker's key in etcd (its lease is live). */
+  readyChecks(): ReadyCheck[] {
+    return [
+      { name: "redis", check: async () => this.redis?.ping() ?? Promise.reject(new Error("not connected")) },
+      { name: "mysql", check: () => poolOf(this.o.db).query("SELECT 1") },
+      { name: "etcd registration", check: () => registered(this.o.discovery, "task", this.o.instanceId) },
+    ];
+  }
+
   ownedPartitions(): number[] {
     return this.ownership?.ownedPartitions() ?? [];
   }
@@ -99,6 +111,7 @@ export class TaskWorker {
       discovery,
       log: this.log.child({ component: "senders" }),
       onCall: (ok) => this.metrics.pushCalls.inc({ result: ok ? "ok" : "error" }),
+      registry: this.registry,
     });
     await this.senders.start();
     this.ownership = new PartitionOwnership({
@@ -157,6 +170,7 @@ export class TaskWorker {
         return await handler(entries, signal);
       } catch (err) {
         this.metrics.batchFailures.inc({ group });
+        this.metrics.errors.inc(err instanceof AppError ? err.code : "UNAVAILABLE");
         throw err;
       }
     };

@@ -151,7 +151,7 @@ export interface TestConnect {
 let instanceNo = 0;
 
 export async function startConnect(overrides: Partial<Config> = {}, logic = new FakeLogic()): Promise<TestConnect> {
-  const { config } = loadConfig({}, { host: "127.0.0.1", connectPort: 0, connectRpcPort: 0, ...overrides });
+  const { config } = loadConfig({}, { host: "127.0.0.1", connectPort: 0, connectRpcPort: 0, metricsHost: "127.0.0.1", metricsPort: 0, ...overrides });
   const discovery = new FakeDiscovery();
   const server = new ConnectServer({ config, log: silentLogger, logic, discovery, instanceId: `connect-test-${++instanceNo}` });
   await server.start();

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePortRange } from "./infra.ts";
+import { PORT_SPAN } from "../../src/cluster/args.ts";
 
 const REPO = join(import.meta.dir, "../..");
 
@@ -92,7 +93,7 @@ export interface ProcessCluster {
 
 export async function spawnCluster(args: string[], env: Record<string, string> = {}, readyTimeoutMs = 60_000): Promise<ProcessCluster> {
   const dataDir = mkdtempSync(join(tmpdir(), "bunchat-cluster-test-"));
-  const base = await freePortRange(71);
+  const base = await freePortRange(PORT_SPAN + 1);
   const proc = Bun.spawn({
     cmd: [process.execPath, "src/bin/cluster.ts", "--base-port", String(base), "--data-dir", dataDir, ...args],
     cwd: REPO,

@@ -1,0 +1,73 @@
+// Latency of LogicRPC and ConnectRPC per logical call. RPCs ride long-lived pipe streams
+// (src/shared/rpc.ts), so gRPC's own per-call interceptors would see one call per stream: here the
+// service implementation (server side) and the typed client (client side) are wrapped instead,
+// one observation per method call. code is "OK" or the error catalogue's code (src/shared/errors.ts);
+// the client's includes its retries and the wait for a lane, the server's only the handler.
+import { Histogram, type Registry } from "prom-client";
+import { AppError } from "./errors.ts";
+import type { Api, Service } from "./rpc.ts";
+
+const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+const codeOf = (e: unknown) => (e instanceof AppError ? e.code : "INTERNAL");
+
+function histogram(registry: Registry, side: "server" | "client"): Histogram<"service" | "method" | "code"> {
+  const name = `bunchat_rpc_${side}_duration_seconds`;
+  // One per registry, shared by every service a role serves or calls.
+  const existing = registry.getSingleMetric(name);
+  if (existing) return existing as Histogram<"service" | "method" | "code">;
+  return new Histogram({
+    name,
+    help: `Duration of one logical RPC call (${side} side), by gRPC service, method and result code`,
+    labelNames: ["service", "method", "code"],
+    buckets: BUCKETS,
+    registers: [registry],
+  });
+}
+
+/** The implementation with every method timed into bunchat_rpc_server_duration_seconds. */
+export function instrumentServer<T extends Api>(svc: Service, impl: T, registry: Registry): T {
+  const h = histogram(registry, "server");
+  const out: Record<string, (req: unknown) => Promise<unknown>> = {};
+  for (const m of svc.methods) {
+    const fn = impl[m];
+    out[m] = async (req) => {
+      const t0 = performance.now();
+      let code = "OK";
+      try {
+        return await fn.call(impl, req);
+      } catch (e) {
+        code = codeOf(e);
+        throw e;
+      } finally {
+        h.observe({ service: svc.name, method: m, code }, (performance.now() - t0) / 1000);
+      }
+    };
+  }
+  return out as T;
+}
+
+/** The client with every method timed into bunchat_rpc_client_duration_seconds; close() passes through. */
+export function instrumentClient<C extends object>(svc: Service, client: C, registry: Registry): C {
+  const h = histogram(registry, "client");
+  const src = client as Record<string, unknown>;
+  const out: Record<string, unknown> = { ...src };
+  if (typeof src.close === "function") out.close = (src.close as () => void).bind(client);
+  for (const m of svc.methods) {
+    const fn = src[m];
+    if (typeof fn !== "function") continue;
+    out[m] = async (...args: unknown[]) => {
+      const t0 = performance.now();
+      let code = "OK";
+      try {
+        return await fn.apply(client, args);
+      } catch (e) {
+        code = codeOf(e);
+        throw e;
+      } finally {
+        h.observe({ service: svc.name, method: m, code }, (performance.now() - t0) / 1000);
+      }
+    };
+  }
+  return out as C;
+}
