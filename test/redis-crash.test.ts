@@ -13,6 +13,16 @@ const SEND_TIMEOUT_MS = 5000;
 /** What the client may see on top of the server's deadline on a loaded shared box. */
 const CLIENT_SLACK_MS = 1000;
 
+/** GET <ops>/readyz with a timeout; status 0 when it does not answer in time. */
+async function readyz(ops: string): Promise<{ status: number; body: string }> {
+  try {
+    const r = await fetch(`${ops}/readyz`, { signal: AbortSignal.timeout(3000) });
+    return { status: r.status, body: await r.text() };
+  } catch {
+    return { status: 0, body: "" };
+  }
+}
+
 let cluster: ProcessCluster | undefined;
 beforeAll(async () => {
   cluster = await spawnCluster(["--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], {
@@ -84,7 +94,7 @@ test("Redis SIGKILLed under WS and HTTP sends: every send answered in time, ever
   expect(r.status).toBe(200);
 }, 120_000);
 
-test("Redis hung (SIGSTOP) for longer than the send timeout: sends answered UNAVAILABLE in time, and the batches it reads late are refused, not stored", async () => {
+test("Redis hung (SIGSTOP) for longer than the send timeout: sends answered UNAVAILABLE in time, the batches it reads late are refused, not stored; /readyz 503 naming redis, then 200", async () => {
   const c = cluster!;
   const api = c.ready.api[0];
   const room = uniqueName("rh");
@@ -96,11 +106,23 @@ test("Redis hung (SIGSTOP) for longer than the send timeout: sends answered UNAV
   await eventually(() => okCount() >= 20, 20_000, "sends before the stop");
   const redisPid = c.servicePid("redis");
   process.kill(redisPid, "SIGSTOP");
+  const stoppedAt = Date.now();
+  // Readiness (CONTRACT v1.1 /readyz): some role names redis as down while it hangs...
+  let notReady: { status: number; body: string } | undefined;
   try {
-    await Bun.sleep(SEND_TIMEOUT_MS + 2500);
+    while (Date.now() - stoppedAt < SEND_TIMEOUT_MS + 2500) {
+      if (!notReady) {
+        const seen = await Promise.all(c.ready.metrics.map((u) => readyz(u)));
+        notReady = seen.find((r) => r.status === 503 && r.body.includes("redis"));
+      }
+      await Bun.sleep(200);
+    }
   } finally {
     process.kill(redisPid, "SIGCONT");
   }
+  expect(notReady).toBeDefined();
+  // ...and every role is ready again once it answers.
+  await eventually(async () => (await Promise.all(c.ready.metrics.map((u) => readyz(u)))).every((r) => r.status === 200), 30_000, "every /readyz 200 again");
   const before = okCount();
   await eventually(() => okCount() >= before + 20, 30_000, "sends accepted after SIGCONT");
   await Promise.all([viaHttp.stop(), viaWs.stop()]);
