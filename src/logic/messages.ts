@@ -2,7 +2,7 @@
 // deduplicates, rate-limits, assigns seqs and appends to the streams) and the read path (history
 // and sync from MySQL plus the not-yet-persisted zset).
 import type Redis from "ioredis";
-import { and, between, eq, inArray, max } from "drizzle-orm";
+import { and, between, eq } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
 import { messages, userConversations } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
@@ -13,6 +13,7 @@ import type { Config } from "../shared/config.ts";
 import type { Result } from "../shared/batcher.ts";
 import { SendBatchWriter, type Scripts } from "./scripts.ts";
 import type { Snowflake } from "./snowflake.ts";
+import { SeqFence } from "./seq-fence.ts";
 import type { Accounts } from "./accounts.ts";
 import type { ConversationSummary, HistoryReq, HistoryRes, SendAck, SendReq } from "../../proto/logic.ts";
 
@@ -87,9 +88,13 @@ export class Messages {
       accounts: Accounts;
       ids: () => Snowflake;
     },
-  ) {}
+  ) {
+    this.fence = new SeqFence(deps);
+  }
 
   private readonly writer = new SendBatchWriter();
+  /** Seeds seq counters Redis may have lost (README "Redis losing its tail"). */
+  readonly fence: SeqFence;
 
   /**
    * Accepts a batch of sends, in order. answerBy: local ms since the epoch by which the caller
@@ -139,7 +144,7 @@ export class Messages {
       const seed = await this.runScripts(items, todo, now, deadline, out, unknown);
       if (!seed.length) break;
       try {
-        await this.seed([...new Set(seed.map((p) => p.conv))]);
+        await this.fence.seed([...new Set(seed.map((p) => p.conv))]);
       } catch (e) {
         this.log?.warn("seeding seq counters from MySQL failed", { err: (e as Error).message });
         break;
@@ -164,8 +169,6 @@ export class Messages {
 
   /** Sends not yet confirmed by a replica in "replica" ack mode (answered UNAVAILABLE), for a metric. */
   unconfirmed = 0;
-  /** Conversation counters raised from MySQL after Redis lost its tail, for a metric. */
-  seedsRaised = 0;
   log?: { warn(msg: string, f?: Record<string, unknown>): void };
 
   /**
@@ -275,28 +278,6 @@ export class Messages {
   /** Sends whose in-flight outcome was looked up after Redis came back, for a metric. */
   unknownSettled = 0;
 
-  /**
-   * Checks conversations' seq counters against MySQL (highest seq and ts per conversation, one
-   * query) and marks them checked for the current Redis server process (SEED_CONVS). Throws when
-   * MySQL or Redis fails; then nothing is accepted in those conversations.
-   */
-  async seed(convList: string[]): Promise<void> {
-    if (!convList.length) return;
-    const { db, redis, keys } = this.deps;
-    const rows = await db
-      .select({ conv: messages.conv, seq: max(messages.seq), ts: max(messages.ts) })
-      .from(messages)
-      .where(inArray(messages.conv, convList))
-      .groupBy(messages.conv);
-    const top = new Map(rows.map((r) => [r.conv, r]));
-    const argv: (string | number)[] = [];
-    for (const c of convList) {
-      const r = top.get(c);
-      argv.push(keys.conv(c), Number(r?.seq ?? 0), r?.ts == null ? "" : String(r.ts));
-    }
-    this.seedsRaised += await redis.imSeedConvs(...argv);
-  }
-
   async history(req: HistoryReq): Promise<HistoryRes> {
     const { redis, keys, db } = this.deps;
     if (!req || typeof req.conv !== "string") throw badRequest("conv is required");
@@ -314,8 +295,8 @@ export class Messages {
     // Seqs are dense (1..lastSeq, no gaps), so the wanted range follows from lastSeq alone. A
     // counter this Redis server has not checked against MySQL (Redis lost its tail) is seeded first.
     let [seqS, ep] = await redis.hmget(keys.conv(req.conv), "seq", "ep");
-    if (ep !== (await this.runId())) {
-      await this.seed([req.conv]).catch((e) => this.log?.warn("seeding a seq counter from MySQL failed", { err: (e as Error).message }));
+    if (ep !== (await this.fence.runId())) {
+      await this.fence.seed([req.conv]).catch((e) => this.log?.warn("seeding a seq counter from MySQL failed", { err: (e as Error).message }));
       seqS = await redis.hget(keys.conv(req.conv), "seq");
     }
     const lastSeq = Number(seqS) || 0;
@@ -381,10 +362,10 @@ export class Messages {
       return ((await pipe.exec()) ?? []).map((r) => (r?.[1] ?? [null, null, null]) as (string | null)[]);
     };
     let res = await read();
-    const runId = await this.runId();
+    const runId = await this.fence.runId();
     const stale = list.filter((_, i) => res[i][2] !== runId);
     if (stale.length) {
-      await this.seed(stale).then(
+      await this.fence.seed(stale).then(
         async () => (res = await read()),
         (e) => this.log?.warn("seeding seq counters from MySQL failed", { err: (e as Error).message }),
       );
@@ -394,19 +375,5 @@ export class Messages {
       return { conv, lastSeq: Number(seq) || 0, lastTs: ts ? Number(ts) : null };
     });
     return out.sort((a, b) => (b.lastTs ?? -1) - (a.lastTs ?? -1) || a.conv.localeCompare(b.conv));
-  }
-
-  private cachedRunId?: string;
-  /** The current Redis server process's run_id (see SEND_BATCH); cached until forgetRunId(). */
-  private async runId(): Promise<string> {
-    if (this.cachedRunId) return this.cachedRunId;
-    const id = /run_id:(\w+)/.exec(await this.deps.redis.info("server"))?.[1] ?? "";
-    this.cachedRunId = id;
-    return id;
-  }
-
-  /** Call on every (re)connection to Redis: the server may be another process now. */
-  forgetRunId(): void {
-    this.cachedRunId = undefined;
   }
 }

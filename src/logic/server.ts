@@ -76,7 +76,7 @@ export class LogicServer {
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.messages.log = log;
-    this.redis.on("ready", () => this.messages.forgetRunId());
+    this.redis.on("ready", () => this.messages.fence.forget());
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
   }
 
@@ -111,7 +111,7 @@ export class LogicServer {
       registers: [this.registry],
       collect() {
         this.reset();
-        this.inc(messages.seedsRaised);
+        this.inc(messages.fence.raised);
       },
     });
     const errors = errorCounter(this.registry, "logic");
