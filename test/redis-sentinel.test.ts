@@ -47,14 +47,16 @@ interface Topology {
   url: string;
 }
 
-async function startTopology(): Promise<Topology> {
+/** appendfsync "always" on both servers for the fsync ack mode; no AOF otherwise. */
+async function startTopology(fsync = false): Promise<Topology> {
   const dir = mkdtempSync(join(tmpdir(), "bunchat-sentinel-"));
   dirs.push(dir);
   const server = findBinary(["redis-server"], "redis-server");
   const sentinelBin = findBinary(["redis-sentinel"], "redis-sentinel");
   const [primary, replica, ...sentinels] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const redis = (port: number, extra: string[] = []) => {
-    const c = new Child({ cmd: [server, "--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no", "--dbfilename", `${port}.rdb`, ...extra] });
+    const aof = fsync ? ["--appendonly", "yes", "--appendfsync", "always", "--appenddirname", `aof-${port}`] : ["--appendonly", "no"];
+    const c = new Child({ cmd: [server, "--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", ...aof, "--dbfilename", `${port}.rdb`, ...extra] });
     children.push(c);
     return c;
   };
@@ -101,7 +103,7 @@ const user = { userId: 1, userName: "user1" };
 
 /** Runs one ack mode through a failover; returns what was acknowledged and what survived. */
 async function failover(ackMode: Config["ackMode"]) {
-  const t = await startTopology();
+  const t = await startTopology(ackMode === "fsync");
   const prefix = `sent${process.pid}${ackMode}:`;
   const keys = redisKeys(prefix);
   const config = { redisPrefix: prefix, streamPartitions: 2, rateLimitPerSec: 100_000, rateLimitBurst: 100_000, sendTimeoutMs: 3000, ackMode } as Config;
@@ -160,7 +162,7 @@ async function failover(ackMode: Config["ackMode"]) {
 
 test("Sentinel failover under sends: 0 acknowledged messages lost with IM_ACK_MODE=replica; the other modes measured", async () => {
   const results = [];
-  for (const mode of ["replica", "memory"] as const) results.push(await failover(mode));
+  for (const mode of ["replica", "memory", "fsync"] as const) results.push(await failover(mode));
   console.log(JSON.stringify({ sentinelFailover: results }));
   const replica = results.find((x) => x.ackMode === "replica")!;
   expect(replica.acked).toBeGreaterThan(50);
