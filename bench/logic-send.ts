@@ -70,10 +70,12 @@ for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
 
 const redis = defineScripts(new Redis(url, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
 const admin = new Redis(url);
-const config = { redisPrefix: PREFIX, streamPartitions: 8, rateLimitPerSec: 1_000_000, rateLimitBurst: 1_000_000 } as Config;
+const config = { redisPrefix: PREFIX, streamPartitions: 8, rateLimitPerSec: 1_000_000, rateLimitBurst: 1_000_000, sendTimeoutMs: 5000, ackMode: "memory" } as Config;
+// MySQL is only read to seed a conversation's counter once per Redis process: a stub with no rows.
+const noRows = { select: () => ({ from: () => ({ where: () => ({ groupBy: async () => [] }) }) }) } as unknown as Db;
 const accounts = { names: async (ids: number[]) => new Map(ids.map((id) => [id, `user${id}`])) } as unknown as Accounts;
 const snowflake = new Snowflake(1);
-const current = new Messages({ db: {} as Db, redis, keys: redisKeys(PREFIX), config, accounts, ids: () => snowflake });
+const current = new Messages({ db: noRows, redis, keys: redisKeys(PREFIX), config, accounts, ids: () => snowflake });
 const versions: [string, { send: Messages["send"] }][] = [["current", current]];
 const closers: (() => void)[] = [];
 if (opt.baseline) {
@@ -84,7 +86,7 @@ if (opt.baseline) {
     keys: (await import(`${dir}/src/shared/keys.ts`)) as typeof import("../src/shared/keys.ts"),
   };
   const baseRedis = base.scripts.defineScripts(new Redis(url, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
-  const m = new base.messages.Messages({ db: {} as Db, redis: baseRedis, keys: base.keys.redisKeys(PREFIX), config, accounts, ids: () => snowflake } as never);
+  const m = new base.messages.Messages({ db: noRows, redis: baseRedis, keys: base.keys.redisKeys(PREFIX), config, accounts, ids: () => snowflake } as never);
   versions.unshift(["baseline", m]);
   closers.push(() => baseRedis.disconnect());
 }

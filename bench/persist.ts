@@ -59,7 +59,7 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => void s
 const keys = redisKeys("bench:");
 const metrics = taskMetrics(newRegistry("task"));
 // Both db and pool, so the script also runs against revisions whose PersistOptions took the drizzle db.
-const opts = { db: handle.db, pool: handle.pool, keys, metrics, log: silentLogger };
+const opts = { db: handle.db, pool: handle.pool, keys, metrics, log: silentLogger, stream: keys.stream(0) };
 const handler = new PersistHandler(opts);
 const ackStub = { zremrangebyscore: () => ackStub } as unknown as Parameters<AckHook>[0];
 

@@ -109,7 +109,11 @@ export interface LogicApi {
   login(req: Credentials): Promise<SessionGrant>;
   logout(req: { token: string }): Promise<null>;
   authenticate(req: { tokens: string[] }): Promise<Result<Session>[]>;
-  send(req: { items: SendReq[] }): Promise<Result<SendAck>[]>;
+  /**
+   * budgetMs: how long the caller still waits for this answer; logic answers within it and stores
+   * nothing after it (default: IM_SEND_TIMEOUT_MS).
+   */
+  send(req: { items: SendReq[]; budgetMs?: number }): Promise<Result<SendAck>[]>;
   presence(req: { ops: PresenceOp[] }): Promise<Result<JoinInfo | null>[]>;
   roomInfo(req: { room: string }): Promise<RoomInfo>;
   history(req: HistoryReq): Promise<HistoryRes>;

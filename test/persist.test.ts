@@ -28,7 +28,7 @@ const newConv = () => `room:persist-${process.pid}-${Date.now().toString(36)}-${
 
 function handler(over: Partial<PersistOptions> = {}) {
   const metrics = taskMetrics(newRegistry("task"));
-  const handler = new PersistHandler({ pool: poolOf(h.db), keys, metrics, log: silentLogger, ...over });
+  const handler = new PersistHandler({ pool: poolOf(h.db), keys, metrics, log: silentLogger, stream: keys.stream(0), ...over } as PersistOptions);
   const persisted = async () => (await metrics.rowsPersisted.get()).values[0]?.value ?? 0;
   return { handler, persisted };
 }
@@ -40,7 +40,10 @@ const entry = (ev: StreamEvent | Uint8Array, n: number): StreamEntry => ({ id: `
 /** The AckHook's commands on a stub transaction. */
 function ackCommands(hook: unknown): string[][] {
   const calls: string[][] = [];
-  const tx = { zremrangebyscore: (...a: unknown[]) => (calls.push(a.map(String)), tx) } as unknown as ChainableCommander;
+  const tx = {
+    zremrangebyscore: (...a: unknown[]) => (calls.push(a.map(String)), tx),
+    eval: (_lua: string, ...a: unknown[]) => (calls.push(["eval", ...a.map(String)]), tx),
+  } as unknown as ChainableCommander;
   (hook as (tx: ChainableCommander) => void)(tx);
   return calls.sort();
 }
@@ -73,23 +76,32 @@ describe("PersistHandler", () => {
     ].sort());
   });
 
-  test("a replay writes nothing twice: same id, or same (conv, seq) under another id", async () => {
+  test("a replay writes nothing twice; another id on a stored (conv, seq) is counted and re-sequenced, not dropped", async () => {
     const { handler: p, persisted } = handler();
+    const metrics = (p as unknown as { o: PersistOptions }).o.metrics;
     const conv = newConv();
     const first = [msg(conv, { body: "one" }), msg(conv, { body: "two" })];
     await p.handle(first.map((e, i) => entry(e, i + 1)));
     const before = await rows(conv);
-    const hook = await p.handle([entry(first[0], 1), entry(msg(conv, { body: "other id, same seq" }), 2), entry(first[1], 2)]);
+    const replay = await p.handle([entry(first[0], 1), entry(first[1], 2)]);
+    expect(ackCommands(replay)).toEqual([[keys.pending(conv), "-inf", "2"]]);
+    const newcomer = msg(conv, { body: "other id, same seq", cmid: "c9" });
+    const hook = await p.handle([entry(first[0], 1), entry(newcomer, 2), entry(first[1], 2)]);
     expect(await rows(conv)).toEqual(before);
     expect(await persisted()).toBe(2);
-    expect(ackCommands(hook)).toEqual([[keys.pending(conv), "-inf", "2"]]);
+    expect((await metrics.seqCollisions.get()).values[0]?.value).toBe(1);
+    // The newcomer goes back on the stream after MySQL's highest seq (2), in the ack's MULTI.
+    expect(ackCommands(hook)).toEqual([
+      [keys.pending(conv), "-inf", "2"],
+      ["eval", "0", keys.conv(conv), "2", keys.stream(0), keys.pending(conv), encodeEvent(newcomer).toString(), keys.idem(42, conv, "c9"), newcomer.id, String(newcomer.ts)],
+    ].sort());
   });
 
   test("splits a batch by rows and by estimated bytes; every row lands", async () => {
     const conv = newConv();
     const evs = Array.from({ length: 23 }, (_, i) => msg(conv, { body: `${i}`.padEnd(i % 5 === 0 ? 3000 : 10, "é") }));
     let statements = 0;
-    // Message INSERTs only (each batch also upserts its senders' read positions once).
+    // Message INSERTs only (each batch also upserts its senders' read positions and conversation lists).
     const pool = { query: (sql: string, values: unknown[]) => (sql.startsWith("INSERT IGNORE INTO messages") && statements++, h.pool.query(sql, values)) } as unknown as Pool;
     const byRows = handler({ pool, maxRows: 4 });
     await byRows.handler.handle(evs.slice(0, 11).map((e, i) => entry(e, i + 1)));

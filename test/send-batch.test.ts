@@ -4,8 +4,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
 import type { Config } from "../src/shared/config.ts";
-import type { Db } from "../src/shared/db/index.ts";
-import { partitionOf, redisKeys, type Keys } from "../src/shared/keys.ts";
+import { openDb, type DbHandle } from "../src/shared/db/index.ts";
+import { ownSeqField, partitionOf, redisKeys, type Keys } from "../src/shared/keys.ts";
 import { dmConv, roomConv, LIMITS } from "../src/shared/protocol.ts";
 import { encodeEvent, entryFields, parseEvent, type StreamEvent } from "../src/shared/stream.ts";
 import type { Accounts } from "../src/logic/accounts.ts";
@@ -18,22 +18,27 @@ import { getInfra } from "./support/infra.ts";
 
 const PARTITIONS = 4;
 let redis: Redis & Scripts;
+let dbh: DbHandle;
 let scopes = 0;
 const snowflake = new Snowflake(7);
 
 beforeAll(async () => {
   const infra = await getInfra();
   redis = defineScripts(new Redis(infra.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
+  dbh = openDb(infra.mysqlUrl, 2);
 });
-afterAll(() => redis?.disconnect());
+afterAll(async () => {
+  redis?.disconnect();
+  await dbh?.close();
+});
 
 /** A Messages on its own key prefix; users 1..99 exist. */
 function scope(rate = { perSec: 1000, burst: 1000 }, client?: Redis & Scripts) {
   const prefix = `sb${process.pid}x${++scopes}x${Date.now().toString(36)}:`;
   const keys = redisKeys(prefix);
-  const config = { redisPrefix: prefix, streamPartitions: PARTITIONS, rateLimitPerSec: rate.perSec, rateLimitBurst: rate.burst } as Config;
+  const config = { redisPrefix: prefix, streamPartitions: PARTITIONS, rateLimitPerSec: rate.perSec, rateLimitBurst: rate.burst, sendTimeoutMs: 5000, ackMode: "memory" } as Config;
   const accounts = { names: async (ids: number[]) => new Map(ids.filter((id) => id < 100).map((id) => [id, `user${id}`])) } as unknown as Accounts;
-  const messages = new Messages({ db: {} as Db, redis: client ?? redis, keys, config, accounts, ids: () => snowflake });
+  const messages = new Messages({ db: dbh.db, redis: client ?? redis, keys, config, accounts, ids: () => snowflake });
   return { keys, messages };
 }
 
@@ -148,7 +153,7 @@ describe("send batches", () => {
     const strs = ["", "a", "k".repeat(31), "k".repeat(32), "k".repeat(255), "k".repeat(256), "é".repeat(10), "é".repeat(200), "✓".repeat(30000), "k".repeat(70000)];
     const blobs = [0, 1, 31, 32, 255, 256, 65535, 65536, 70000].map((n) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 131 + n) & 255)));
     const w = new SendBatchWriter();
-    w.begin("1735689600123", 2.5, 7);
+    w.begin("1735689600123", 2.5, 7, 1735689605123);
     for (let i = 0; i < Math.max(strs.length, blobs.length); i++) {
       const s = strs[i % strs.length];
       w.add(s, s, s, s, s, s, s, s, s, s, blobs[i % blobs.length], s);
@@ -158,7 +163,7 @@ describe("send batches", () => {
     const plain = new Redis((await getInfra()).redisUrl);
     const echoed = (await plain.callBuffer("EVAL", "local a = cmsgpack.unpack(ARGV[1]) return a", 0, blob)) as Buffer[];
     plain.disconnect();
-    const want: Buffer[] = ["1735689600123", "2.5", "7"].map((s) => Buffer.from(s));
+    const want: Buffer[] = ["1735689600123", "2.5", "7", "1735689605123"].map((s) => Buffer.from(s));
     for (let i = 0; i < Math.max(strs.length, blobs.length); i++) {
       for (let f = 0; f < 10; f++) want.push(Buffer.from(strs[i % strs.length]));
       want.push(blobs[i % blobs.length]);
@@ -179,5 +184,39 @@ describe("send batches", () => {
     const res2 = await down.messages.send([inRoom(1, "fine", "x"), { from: user(1), toUserId: 500, body: "to nobody" }]);
     expect(res2.map((r) => r.err?.code)).toEqual(["UNAVAILABLE", "NOT_FOUND"]);
     closed.disconnect();
+  });
+
+  test("a call Redis would run after its deadline stores nothing and is UNAVAILABLE", async () => {
+    const { keys, messages } = scope();
+    const res = await messages.send([inRoom(1, "late", "a"), inRoom(1, "late", "b")], Date.now() + 400);
+    expect(res.map((r) => r.err?.code)).toEqual(["UNAVAILABLE", "UNAVAILABLE"]);
+    // The script itself refuses: a blob whose deadline passed (by Redis's clock) writes nothing.
+    const w = new SendBatchWriter();
+    w.begin(String(Date.now()), 1000, 1000, Date.now() - 1);
+    const conv = roomConv("late");
+    w.add(keys.rate(1), "", "60", keys.conv(conv), keys.stream(0), keys.pending(conv), keys.userConvs(1), keys.userConvs(1), conv, "1", encodeEvent({ t: "m", id: "1", conv, from: user(1), body: "x", ts: 1 }), ownSeqField(1));
+    await expect(redis.imSendBatch(w.finish())).rejects.toThrow(/LATE/);
+    expect(await redis.exists(keys.conv(conv), keys.pending(conv), keys.userConvs(1))).toBe(0);
+  });
+
+  test("a conversation Redis lost is seeded from MySQL's highest seq before its next message", async () => {
+    const { keys, messages } = scope();
+    const room = `seed${Date.now().toString(36)}${scopes}`;
+    const conv = roomConv(room);
+    await dbh.pool.query("INSERT INTO messages (id, conv, seq, sender_id, sender_name, body, ts) VALUES (?, ?, 41, 1, 'user1', 'old', 1000), (?, ?, 42, 1, 'user1', 'old', 2000)", [
+      snowflake.next(Date.now()),
+      conv,
+      snowflake.next(Date.now()),
+      conv,
+    ]);
+    const [a, b] = (await messages.send([inRoom(1, room, "new"), inRoom(1, room, "newer")])).map(ok);
+    expect([a.seq, b.seq]).toEqual([43, 44]);
+    // Marked for this Redis process: the next send needs no MySQL (ep = run_id).
+    const runId = /run_id:(\w+)/.exec(await redis.info("server"))![1];
+    expect(await redis.hget(keys.conv(conv), "ep")).toBe(runId);
+    // As after a restore from an older file: the counter is back at 10 and was marked by an
+    // earlier server process. MySQL holds 42 (43 and 44 were never persisted: lost with Redis).
+    await redis.hset(keys.conv(conv), "ep", "an-older-server", "seq", 10);
+    expect(ok((await messages.send([inRoom(1, room, "after loss")]))[0]).seq).toBe(43);
   });
 });

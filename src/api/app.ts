@@ -11,6 +11,7 @@ import { instrumentClient } from "../shared/rpc-metrics.ts";
 import { LogicService } from "../../proto/logic.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
+import { SEND_ANSWER_MARGIN_MS, answerInTime, sendFlush } from "../shared/send-deadline.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
 import { checkUrl, intQuery, pathSegment, readBody } from "./request.ts";
 import { clientAddressResolver } from "./client-addr.ts";
@@ -30,6 +31,8 @@ export interface ApiDeps {
   trustedProxies?: readonly string[];
   /** ws origins (ws://host:port) of the live connect instances, for the web page's connect-src. */
   wsOrigins?: () => string[];
+  /** IM_SEND_TIMEOUT_MS: a send is answered within this, counted from the request's arrival. */
+  sendTimeoutMs?: number;
 }
 
 
@@ -64,7 +67,12 @@ export function createApiApp(deps: ApiDeps) {
   });
   // Hot paths batch: every token check and every send of this process shares a few RPCs.
   const auth = new Batcher<string, Session>((tokens) => logic.authenticate({ tokens }, { retries: 2 }), { concurrency: 4 });
-  const send = new Batcher<SendReq, SendAck>((items) => logic.send({ items }, { retries: 2 }), { concurrency: 4, lingerMs: 1 });
+  const sendTimeoutMs = deps.sendTimeoutMs ?? 5000;
+  const send = new Batcher<SendReq, SendAck>(sendFlush((req, opts) => logic.send(req, opts), sendTimeoutMs), {
+    concurrency: 4,
+    lingerMs: 1,
+    maxWaitMs: sendTimeoutMs - SEND_ANSWER_MARGIN_MS,
+  });
   let sendNo = 0;
   const resolveAddr = clientAddressResolver(deps.trustedProxies ?? []);
   /** Logins and registrations are limited per client address, which logic learns from us. */
@@ -78,11 +86,13 @@ export function createApiApp(deps: ApiDeps) {
     return { ...(await auth.call(m[1])), token: m[1] };
   };
   const sendAs = async (req: Request, target: { room: string } | { toUserId: number }, b: { body: string; clientMsgId?: string }) => {
-    const u = await user(req);
-    return json(
-      202,
-      await send.call({ from: { userId: u.userId, userName: u.userName }, ...target, body: b.body, clientMsgId: b.clientMsgId, retryKey: `${deps.instanceId}:${++sendNo}` }),
-    );
+    const at = Date.now();
+    const accepted = (async () => {
+      const u = await user(req);
+      return send.call({ from: { userId: u.userId, userName: u.userName }, ...target, body: b.body, clientMsgId: b.clientMsgId, retryKey: `${deps.instanceId}:${++sendNo}` }, at);
+    })();
+    accepted.catch(() => undefined); // answered by the race below
+    return json(202, await answerInTime(accepted, at, sendTimeoutMs));
   };
 
   const errorFor = (code: string | number, error: unknown, path: string): Response => {

@@ -66,6 +66,7 @@ export class ApiServer {
         config.publicWsUrl
           ? [new URL(config.publicWsUrl).origin]
           : [...(this.connects?.instances().values() ?? [])].flatMap((i) => (typeof i.meta?.wsUrl === "string" ? [new URL(i.meta.wsUrl).origin] : [])),
+      sendTimeoutMs: config.sendTimeoutMs,
     });
     await webAssets(); // built before the port opens, so a build error stops the start
     // Bodies over LIMITS.maxHttpBody are refused with the JSON envelope by the app (by content-length,

@@ -42,7 +42,16 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const instances = planInstances(opts.counts, opts.basePort);
   await checkPortsFree(allPorts(instances, infraPorts(opts.basePort)));
 
-  const infra = await startInfra({ dataDir, ports: infraPorts(opts.basePort), log, signal: opts.signal });
+  // Redis, MariaDB and etcd are restarted on their own data when they die, like the roles.
+  // IM_ACK_MODE=fsync runs Redis with appendfsync always, the other modes with everysec.
+  const infra = await startInfra({
+    dataDir,
+    ports: infraPorts(opts.basePort),
+    log,
+    signal: opts.signal,
+    keepAlive: true,
+    redisAppendfsync: opts.env.IM_ACK_MODE === "fsync" ? "always" : "everysec",
+  });
   const guard = new OrphanGuard(join(dataDir, "role-pids"));
   const shared = {
     IM_REDIS_URL: infra.redisUrl,

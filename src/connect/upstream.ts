@@ -6,6 +6,7 @@
 //   sends reach logic, which assigns seqs in batch order, in the order they were sent. Items carry
 //   a retryKey, which makes the transport-level retries safe.
 import { Batcher } from "../shared/batcher.ts";
+import { SEND_ANSWER_MARGIN_MS, sendFlush } from "../shared/send-deadline.ts";
 import type { Client } from "../shared/rpc.ts";
 import type { JoinInfo, LogicApi, PresenceOp, ReadReq, ReadRes, SendAck, SendReq, Session } from "../../proto/logic.ts";
 
@@ -20,7 +21,6 @@ export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "se
  */
 const SEND_LANES = 1;
 const AUTH_CONCURRENCY = 4;
-const SEND_RETRIES = 2;
 
 export class Upstream {
   readonly auth: Batcher<string, Session>;
@@ -29,7 +29,8 @@ export class Upstream {
   readonly reads: Batcher<ReadReq, ReadRes>;
   private readonly lanes: Batcher<SendReq, SendAck>[] = [];
 
-  constructor(readonly logic: LogicPort) {
+  /** sendTimeoutMs: IM_SEND_TIMEOUT_MS, each send answered within it (src/shared/send-deadline.ts). */
+  constructor(readonly logic: LogicPort, sendTimeoutMs = 5000) {
     this.auth = new Batcher((tokens) => logic.authenticate({ tokens }, { retries: 1 }), { concurrency: AUTH_CONCURRENCY });
     this.presence = new Batcher((ops) => logic.presence({ ops }, { retries: 2 }), { concurrency: 1 });
     this.reads = new Batcher((items) => logic.markRead({ items }, { retries: 2 }), { concurrency: 4 });
@@ -39,7 +40,8 @@ export class Upstream {
     // `bun bench/messaging.ts --target bunchat --rates 1000,2500,5000` with 1 ms and without gave p99
     // 44 / 65 vs 34 / 50 ms at 2,500 msgs/s and 239 / 215 vs 175 / 131 ms at 5,000 (logic ~5 % of a
     // core busier without).
-    for (let i = 0; i < SEND_LANES; i++) this.lanes.push(new Batcher((items) => logic.send({ items }, { retries: SEND_RETRIES }), { concurrency: 1 }));
+    const flush = sendFlush((req, opts) => logic.send(req, opts), sendTimeoutMs);
+    for (let i = 0; i < SEND_LANES; i++) this.lanes.push(new Batcher(flush, { concurrency: 1, maxWaitMs: sendTimeoutMs - SEND_ANSWER_MARGIN_MS }));
   }
 
   send(connNo: number, item: SendReq): Promise<SendAck> {

@@ -34,6 +34,10 @@ export interface InfraOptions {
   keepData?: boolean;
   /** Aborting stops a start in progress (what was started is stopped again). */
   signal?: AbortSignal;
+  /** Restart a server that exits on its own, on its own data (the local cluster). Default false. */
+  keepAlive?: boolean;
+  /** Redis's appendfsync; default "everysec" ("always" for IM_ACK_MODE=fsync). */
+  redisAppendfsync?: "always" | "everysec";
 }
 
 export interface Infra {
@@ -60,8 +64,8 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
   const guard = new OrphanGuard(join(dataDir, "pids"), opts.keepData === false ? dataDir : "");
 
   const make = (spec: ServiceSpec) =>
-    createService(spec, { log, logFile: join(dataDir, `${spec.name}.log`), signal: opts.signal, guard });
-  const redis = make(redisSpec({ port: ports.redis, dir: join(dataDir, "redis") }));
+    createService(spec, { log, logFile: join(dataDir, `${spec.name}.log`), signal: opts.signal, guard, keepAlive: opts.keepAlive });
+  const redis = make(redisSpec({ port: ports.redis, dir: join(dataDir, "redis"), appendfsync: opts.redisAppendfsync }));
   const mysql = make(mysqlSpec({ port: ports.mysql, dir: join(dataDir, "mysql"), socket: join(dataDir, "mysql.sock") }));
   const etcd = make(etcdSpec({ port: ports.etcd, peerPort: ports.etcdPeer, dir: join(dataDir, "etcd") }));
   const all = [redis, mysql, etcd];

@@ -21,12 +21,18 @@ const SERVER_OPTS = ["--innodb-log-file-size=32M", "--innodb-buffer-pool-size=12
 export function mysqlSpec(opts: { port: number; dir: string; socket: string }): ServiceSpec {
   const socket = opts.socket.length <= MAX_SOCKET_PATH ? opts.socket : join(tmpdir(), `bunchat-mysql-${opts.port}.sock`);
   const user = isRoot() ? ["--user=root"] : [];
+  const tmp = `${opts.dir}-tmp`;
   return {
     name: "mysql",
     port: opts.port,
     readyTimeoutMs: 60_000,
     stopTimeoutMs: 30_000,
-    prepare: ({ guard }) => initDataDir(opts.dir, user, guard),
+    prepare: async ({ guard }) => {
+      // A private temporary folder: with the shared /tmp, a concurrent MariaDB on the machine (or
+      // a /tmp cleaner) removing "#sql-temptable-*" files made mariadb-install-db fail now and then.
+      await mkdir(tmp, { recursive: true });
+      await initDataDir(opts.dir, [...user, `--tmpdir=${tmp}`], guard);
+    },
     command: () => [
       findBinary(["mariadbd", "mysqld"], "mariadb-server"),
       "--no-defaults", // must come first: ignore /etc/mysql and ~/.my.cnf
@@ -41,6 +47,7 @@ export function mysqlSpec(opts: { port: number; dir: string; socket: string }): 
       "--character-set-server=utf8mb4",
       "--collation-server=utf8mb4_bin",
       "--max-connections=1000",
+      `--tmpdir=${tmp}`,
       ...SERVER_OPTS,
     ],
     ready: () => answers(opts.port),

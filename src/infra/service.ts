@@ -6,6 +6,7 @@ import { Child } from "./child.ts";
 import type { OrphanGuard } from "./guard.ts";
 import { isPortFree } from "./ports.ts";
 import { waitUntil } from "./wait.ts";
+import { DEFAULT_BACKOFF } from "../cluster/supervisor.ts";
 
 export interface Service {
   readonly name: string;
@@ -16,6 +17,8 @@ export interface Service {
   start(): Promise<void>;
   /** SIGTERM, SIGKILL after a timeout; resolves once the process has exited. No-op if stopped. */
   stop(): Promise<void>;
+  /** Times it was started again after exiting on its own (keepAlive). */
+  readonly restarts: number;
 }
 
 export interface ServiceSpec {
@@ -36,6 +39,11 @@ export interface ServiceSpec {
 
 export interface ServiceContext {
   log: Logger;
+  /**
+   * Restart the process when it exits on its own (not by stop()), on the same port and data
+   * folder, after a backoff like a role's (src/cluster/supervisor.ts). Default false.
+   */
+  keepAlive?: boolean;
   /** Every output line of the process is appended here. */
   logFile: string;
   signal?: AbortSignal;
@@ -46,9 +54,32 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
   const log = ctx.log.child({ service: spec.name });
   let child: Child | undefined;
   let stopping = false;
+  /** Set by stop(): no more restarts. */
+  let stopped = false;
+  let delayMs = DEFAULT_BACKOFF.initialMs;
+  let restarts = 0;
+
+  /** After an exit of its own: start again with backoff until it answers or stop() is called. */
+  async function restart(startedAt: number): Promise<void> {
+    if (Date.now() - startedAt >= DEFAULT_BACKOFF.resetAfterMs) delayMs = DEFAULT_BACKOFF.initialMs;
+    while (!stopped) {
+      log.info("service restarting", { inMs: delayMs });
+      await Bun.sleep(delayMs);
+      delayMs = Math.min(delayMs * 2, DEFAULT_BACKOFF.maxMs);
+      if (stopped || child?.running) return;
+      try {
+        await start();
+        restarts++;
+        return;
+      } catch (err) {
+        log.error("service could not be restarted", { err: (err as Error).message });
+      }
+    }
+  }
 
   async function start(): Promise<void> {
     if (child?.running) return;
+    stopped = false;
     await spec.prepare?.({ signal: ctx.signal, guard: ctx.guard });
     if (!(await isPortFree(spec.port))) {
       throw new Error(`${spec.name}: port ${spec.port} on 127.0.0.1 is already in use (left over from an earlier run? stop that process or choose other ports)`);
@@ -58,10 +89,14 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
     child = c;
     stopping = false;
     log.info("service started", { pid: c.pid, port: spec.port });
+    const startedAt = Date.now();
     c.exited.then((code) => {
       out.end();
-      if (!stopping) log.warn("service exited", { pid: c.pid, code });
+      if (stopping) return;
+      log.warn("service exited", { pid: c.pid, code });
+      if (ctx.keepAlive && !stopped && child === c && ready) void restart(startedAt);
     });
+    let ready = false;
     try {
       await waitUntil(spec.ready, {
         timeoutMs: spec.readyTimeoutMs,
@@ -72,15 +107,21 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
       await spec.afterReady?.();
     } catch (err) {
       const exitedEarly = !c.running;
-      await stop();
+      await stopChild();
       if (ctx.signal?.aborted) throw err;
       const why = `${(err as Error).message}${exitedEarly ? `, exit code ${await c.exited}` : ""}`;
       throw new Error(`${spec.name} failed to start (${why}); last output (full log: ${ctx.logFile}):\n${c.tail()}`);
     }
+    ready = true;
     log.info("service ready", { pid: c.pid, port: spec.port });
   }
 
   async function stop(): Promise<void> {
+    stopped = true;
+    await stopChild();
+  }
+
+  async function stopChild(): Promise<void> {
     const c = child;
     if (!c) return;
     stopping = true;
@@ -94,6 +135,9 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
     port: spec.port,
     get pid() {
       return child?.running ? child.pid : undefined;
+    },
+    get restarts() {
+      return restarts;
     },
     start,
     stop,

@@ -4,7 +4,7 @@
 import type Redis from "ioredis";
 import { and, between, eq } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
-import { messages } from "../shared/db/schema.ts";
+import { messages, userConversations } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import { ownSeqField, partitionOf, type Keys } from "../shared/keys.ts";
 import { LIMITS, ROOM_ID_RE, dmConv, parseConv, roomConv, type Message } from "../shared/protocol.ts";
@@ -13,6 +13,7 @@ import type { Config } from "../shared/config.ts";
 import type { Result } from "../shared/batcher.ts";
 import { SendBatchWriter, type Scripts } from "./scripts.ts";
 import type { Snowflake } from "./snowflake.ts";
+import { SeqFence } from "./seq-fence.ts";
 import type { Accounts } from "./accounts.ts";
 import type { ConversationSummary, HistoryReq, HistoryRes, SendAck, SendReq } from "../../proto/logic.ts";
 
@@ -25,6 +26,22 @@ const RETRY_KEY_TTL_SEC = "60";
 const CLIENT_MSG_ID_TTL_SEC = String(LIMITS.idempotencySec);
 /** Messages per script call: bounds how long one call holds Redis (and the blob's size). */
 const SEND_CHUNK = 256;
+/**
+ * How long before the caller's answer deadline the send script must have started: leaves time for
+ * the reply to travel back, so a send Redis stored is not answered UNAVAILABLE by a timer.
+ */
+const SCRIPT_MARGIN_MS = 500;
+
+/** ioredis errors of a call that never reached Redis, and the send script's deadline refusal. */
+const NOT_RUN = /Stream isn't writeable|LATE/;
+
+/** A send that passed validation, with its id and encoded event. */
+interface Prepared {
+  i: number;
+  conv: string;
+  id: string;
+  event: Uint8Array;
+}
 const unavailable = (): Result<SendAck> => ({ err: { code: "UNAVAILABLE", message: "message store unavailable" } });
 const rateLimited = (): Result<SendAck> => ({ err: { code: "RATE_LIMITED", message: "sending too fast" } });
 const isPosInt = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
@@ -71,12 +88,25 @@ export class Messages {
       accounts: Accounts;
       ids: () => Snowflake;
     },
-  ) {}
+  ) {
+    this.fence = new SeqFence(deps);
+  }
 
   private readonly writer = new SendBatchWriter();
+  /** Seeds seq counters Redis may have lost (README "Redis losing its tail"). */
+  readonly fence: SeqFence;
 
-  async send(items: SendReq[]): Promise<Result<SendAck>[]> {
-    const { redis, keys, config } = this.deps;
+  /**
+   * Accepts a batch of sends, in order. answerBy: local ms since the epoch by which the caller
+   * must have its answer (default now + sendTimeoutMs). Nothing is stored once the Redis script
+   * would start later than answerBy - SCRIPT_MARGIN_MS (the script checks Redis's clock), so a
+   * send answered UNAVAILABLE is not stored later; the caller races this against answerBy.
+   * In "replica" ack mode an accepted send is answered only once a replica has it (WAIT), else
+   * UNAVAILABLE (counted in unconfirmed; it may still be delivered: a retry with the same
+   * clientMsgId tells the outcome).
+   */
+  async send(items: SendReq[], answerBy = Date.now() + this.deps.config.sendTimeoutMs): Promise<Result<SendAck>[]> {
+    const { redis, config } = this.deps;
     const out: Result<SendAck>[] = new Array(items.length);
     const convs: (string | undefined)[] = items.map((r, i) => {
       try {
@@ -92,15 +122,8 @@ export class Messages {
     for (let i = 0; i < items.length; i++) if (convs[i]) targets.add(items[i].from.userId);
     const known = await this.deps.accounts.names([...targets]);
     const now = Date.now();
-    const nowS = String(now);
     const ids = this.deps.ids();
-    const w = this.writer;
-    const sent: number[] = []; // indexes of the items handed to the script, in order
-    const calls: Promise<string | Error>[] = [];
-    const flush = () => calls.push(redis.imSendBatch(w.finish()).catch((e: Error) => e));
-    // Calls are issued without awaiting in between: Redis runs them in batch order, and each
-    // runs its messages in order, so seqs follow send order.
-    w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst);
+    const ready: Prepared[] = [];
     for (let i = 0; i < items.length; i++) {
       const conv = convs[i];
       if (!conv) continue;
@@ -117,56 +140,151 @@ export class Messages {
       const id = ids.next(now);
       const ev: StreamEvent = { t: "m", id, conv, from: { userId: r.from.userId, userName }, body: r.body, ts: now };
       if (r.clientMsgId !== undefined) ev.cmid = r.clientMsgId;
+      ready.push({ i, conv, id, event: encodeEvent(ev) });
+    }
+    const deadline = answerBy - SCRIPT_MARGIN_MS;
+    // A conversation Redis has not checked against MySQL since it (re)started answers "S": seed
+    // it from MySQL and send those again (once; a second "S" means Redis restarted meanwhile).
+    let todo = ready;
+    const unknown: Prepared[] = [];
+    for (let round = 0; todo.length && round < 2; round++) {
+      const seed = await this.runScripts(items, todo, now, deadline, out, unknown);
+      if (!seed.length) break;
+      try {
+        await this.fence.seed([...new Set(seed.map((p) => p.conv))]);
+      } catch (e) {
+        this.log?.warn("seeding seq counters from MySQL failed", { err: (e as Error).message });
+        break;
+      }
+      todo = seed;
+    }
+    for (const p of todo) out[p.i] ??= unavailable();
+    if (unknown.length) await this.settleUnknown(items, unknown, answerBy - 100, out);
+    if (config.ackMode === "replica") {
+      const acked = ready.filter((p) => out[p.i]?.ok);
+      if (acked.length) {
+        const wait = Math.max(1, answerBy - Date.now() - 50);
+        const n = await redis.wait(1, wait).catch(() => 0);
+        if (n < 1) {
+          this.unconfirmed += acked.length;
+          for (const p of acked) out[p.i] = { err: { code: "UNAVAILABLE", message: "not confirmed by a Redis replica in time" } };
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Sends not yet confirmed by a replica in "replica" ack mode (answered UNAVAILABLE), for a metric. */
+  unconfirmed = 0;
+  log?: { warn(msg: string, f?: Record<string, unknown>): void };
+
+  /**
+   * Runs the send script over `todo` in SEND_CHUNK calls, fills out[] for every answered item,
+   * adds to `unknown` those whose call failed in flight, and returns the items Redis wants seeded
+   * first ("S"), in order.
+   */
+  private async runScripts(items: SendReq[], todo: Prepared[], now: number, deadline: number, out: Result<SendAck>[], unknown: Prepared[]): Promise<Prepared[]> {
+    const { redis, keys, config } = this.deps;
+    if (deadline <= Date.now()) return [];
+    const nowS = String(now);
+    const w = this.writer;
+    const calls: Promise<string | Error>[] = [];
+    const flush = () => calls.push(redis.imSendBatch(w.finish()).catch((e: Error) => e));
+    // Calls are issued without awaiting in between: Redis runs them in batch order, and each
+    // runs its messages in order, so seqs follow send order.
+    w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst, deadline);
+    for (const p of todo) {
+      const r = items[p.i];
       const idemKey = r.clientMsgId ?? r.retryKey;
       const uid = r.from.userId;
       const senderConvs = keys.userConvs(uid);
       w.add(
         keys.rate(uid),
-        idemKey ? keys.idem(uid, conv, idemKey) : "",
+        idemKey ? keys.idem(uid, p.conv, idemKey) : "",
         r.clientMsgId ? CLIENT_MSG_ID_TTL_SEC : RETRY_KEY_TTL_SEC,
-        keys.conv(conv),
-        keys.stream(partitionOf(conv, config.streamPartitions)),
-        keys.pending(conv),
+        keys.conv(p.conv),
+        keys.stream(partitionOf(p.conv, config.streamPartitions)),
+        keys.pending(p.conv),
         senderConvs,
         r.toUserId !== undefined ? keys.userConvs(r.toUserId) : senderConvs,
-        conv,
-        id,
-        encodeEvent(ev),
+        p.conv,
+        p.id,
+        p.event,
         ownSeqField(uid),
       );
-      sent.push(i);
       if (w.count === SEND_CHUNK) {
         flush();
-        w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst);
+        w.begin(nowS, config.rateLimitPerSec, config.rateLimitBurst, deadline);
       }
     }
     if (w.count) flush();
 
     const replies = await Promise.all(calls);
+    const seed: Prepared[] = [];
     for (let c = 0, k = 0; c < replies.length; c++) {
       const rep = replies[c];
-      const end = Math.min(k + SEND_CHUNK, sent.length);
+      const end = Math.min(k + SEND_CHUNK, todo.length);
       if (typeof rep !== "string") {
-        for (; k < end; k++) out[sent[k]] = unavailable();
+        // Never sent (no connection) or refused as late: nothing stored. Any other failure (the
+        // connection dropped with the call in flight) may have come after Redis ran it.
+        const sure = NOT_RUN.test(rep.message);
+        for (; k < end; k++) {
+          out[todo[k].i] = unavailable();
+          if (!sure) unknown.push(todo[k]);
+        }
         continue;
       }
-      // Per message "id|seq|ts", "" (rate limited) or "!" (failed), joined by ",".
+      // Per message "id|seq|ts", "" (rate limited), "S" (seed first) or "!" (failed), joined by ",".
       for (let at = 0; k < end; k++) {
-        const i = sent[k];
+        const p = todo[k];
         let stop = rep.indexOf(",", at);
         if (stop < 0) stop = rep.length;
-        if (stop === at) out[i] = rateLimited();
-        else if (stop === at + 1 && rep.charCodeAt(at) === 33 /* ! */) out[i] = unavailable();
+        if (stop === at) out[p.i] = rateLimited();
+        else if (stop === at + 1 && rep.charCodeAt(at) === 33 /* ! */) out[p.i] = unavailable();
+        else if (stop === at + 1 && rep.charCodeAt(at) === 83 /* S */) seed.push(p);
         else {
           const p1 = rep.indexOf("|", at);
           const p2 = rep.indexOf("|", p1 + 1);
-          out[i] = { ok: { id: rep.slice(at, p1), conv: convs[i] as string, seq: Number(rep.slice(p1 + 1, p2)), ts: Number(rep.slice(p2 + 1, stop)) } };
+          out[p.i] = { ok: { id: rep.slice(at, p1), conv: p.conv, seq: Number(rep.slice(p1 + 1, p2)), ts: Number(rep.slice(p2 + 1, stop)) } };
         }
         at = stop + 1;
       }
     }
-    return out;
+    return seed;
   }
+
+  /**
+   * Settles sends whose script call was in flight when the connection to Redis dropped: once Redis
+   * answers again (before `until`), a send whose idem key is there was stored (its acceptance is
+   * the answer), one without it was not and never will be (nothing is re-sent). Redis still away
+   * at `until`: they stay UNAVAILABLE though one may have been stored (README "Failure modes"; a
+   * retry with the same clientMsgId tells).
+   */
+  private async settleUnknown(items: SendReq[], unknown: Prepared[], until: number, out: Result<SendAck>[]): Promise<void> {
+    const { redis, keys } = this.deps;
+    const list = unknown.filter((p) => items[p.i].clientMsgId ?? items[p.i].retryKey);
+    while (list.length && Date.now() < until) {
+      if (redis.status === "ready") {
+        try {
+          const vals = await redis.mget(...list.map((p) => keys.idem(items[p.i].from.userId, p.conv, (items[p.i].clientMsgId ?? items[p.i].retryKey) as string)));
+          list.forEach((p, j) => {
+            const v = vals[j];
+            if (!v) return;
+            const [id, seq, ts] = v.split("|");
+            out[p.i] = { ok: { id, conv: p.conv, seq: Number(seq), ts: Number(ts) } };
+          });
+          this.unknownSettled += list.length;
+          return;
+        } catch {
+          // not back yet
+        }
+      }
+      await Bun.sleep(100);
+    }
+  }
+
+  /** Sends whose in-flight outcome was looked up after Redis came back, for a metric. */
+  unknownSettled = 0;
 
   async history(req: HistoryReq): Promise<HistoryRes> {
     const { redis, keys, db } = this.deps;
@@ -182,8 +300,14 @@ export class Messages {
     if (!Number.isSafeInteger(limitIn) || limitIn < 1) throw badRequest("limit must be an integer >= 1");
     const limit = Math.min(limitIn, req.maxLimit || LIMITS.historyMaxLimit);
 
-    // Seqs are dense (1..lastSeq, no gaps), so the wanted range follows from lastSeq alone.
-    const lastSeq = Number(await redis.hget(keys.conv(req.conv), "seq")) || 0;
+    // Seqs are dense (1..lastSeq, no gaps), so the wanted range follows from lastSeq alone. A
+    // counter this Redis server has not checked against MySQL (Redis lost its tail) is seeded first.
+    let [seqS, ep] = await redis.hmget(keys.conv(req.conv), "seq", "ep");
+    if (ep !== (await this.fence.runId())) {
+      await this.fence.seed([req.conv]).catch((e) => this.log?.warn("seeding a seq counter from MySQL failed", { err: (e as Error).message }));
+      seqS = await redis.hget(keys.conv(req.conv), "seq");
+    }
+    const lastSeq = Number(seqS) || 0;
     let from: number;
     let to: number;
     let hasMore: boolean;
@@ -221,16 +345,43 @@ export class Messages {
     return { messages: [...bySeq.values()].sort((a, b) => a.seq - b.seq), hasMore };
   }
 
+  /**
+   * The user's conversations: Redis's set, plus what MySQL's user_conversations holds (written
+   * behind by task) when Redis lost some; those are put back into Redis. Counters not checked by
+   * the current Redis server are seeded from MySQL first. MySQL down: Redis's view alone.
+   */
   async conversations(userId: number): Promise<Pick<ConversationSummary, "conv" | "lastSeq" | "lastTs">[]> {
-    const { redis, keys } = this.deps;
-    const convs = await redis.smembers(keys.userConvs(userId));
-    const pipe = redis.pipeline();
-    for (const c of convs) pipe.hmget(keys.conv(c), "seq", "ts");
-    const res = ((await pipe.exec()) ?? []) as [Error | null, (string | null)[]][];
-    const list = convs.map((conv, i) => {
-      const [seq, ts] = res[i]?.[1] ?? [null, null];
+    const { redis, keys, db } = this.deps;
+    const convs = new Set(await redis.smembers(keys.userConvs(userId)));
+    try {
+      const rows = await db.select({ conv: userConversations.conv }).from(userConversations).where(eq(userConversations.userId, userId));
+      const lost = rows.map((r) => r.conv).filter((c) => !convs.has(c));
+      if (lost.length) {
+        await redis.sadd(keys.userConvs(userId), ...lost);
+        for (const c of lost) convs.add(c);
+      }
+    } catch (e) {
+      this.log?.warn("conversation list from MySQL failed; Redis's alone", { err: (e as Error).message });
+    }
+    const list = [...convs];
+    const read = async () => {
+      const pipe = redis.pipeline();
+      for (const c of list) pipe.hmget(keys.conv(c), "seq", "ts", "ep");
+      return ((await pipe.exec()) ?? []).map((r) => (r?.[1] ?? [null, null, null]) as (string | null)[]);
+    };
+    let res = await read();
+    const runId = await this.fence.runId();
+    const stale = list.filter((_, i) => res[i][2] !== runId);
+    if (stale.length) {
+      await this.fence.seed(stale).then(
+        async () => (res = await read()),
+        (e) => this.log?.warn("seeding seq counters from MySQL failed", { err: (e as Error).message }),
+      );
+    }
+    const out = list.map((conv, i) => {
+      const [seq, ts] = res[i];
       return { conv, lastSeq: Number(seq) || 0, lastTs: ts ? Number(ts) : null };
     });
-    return list.sort((a, b) => (b.lastTs ?? -1) - (a.lastTs ?? -1) || a.conv.localeCompare(b.conv));
+    return out.sort((a, b) => (b.lastTs ?? -1) - (a.lastTs ?? -1) || a.conv.localeCompare(b.conv));
   }
 }

@@ -6,25 +6,43 @@ import type Redis from "ioredis";
 /**
  * Accept a batch of messages, in order. No KEYS; ARGV[1] is one MessagePack array written by
  * SendBatchWriter (every item a str: Redis 7's cmsgpack cannot decode bin), holding
- *   now ms, rate/s, burst, then per message SEND_FIELDS items: rate key, idem key (or ""), idem
- *   ttl s, conv key, stream key, pending key, sender convs key, other convs key, conv, message
- *   id, packed event, sender field ("s:<userId>").
+ *   now ms, rate/s, burst, deadline (ms since the epoch by Redis's clock, "0" for none), then per
+ *   message SEND_FIELDS items: rate key, idem key (or ""), idem ttl s, conv key, stream key,
+ *   pending key, sender convs key, other convs key, conv, message id, packed event, sender field
+ *   ("s:<userId>").
+ * A call that Redis starts running after the deadline (TIME) writes nothing and fails with
+ * "LATE": a batch that waited in a socket buffer, or was re-sent after a reconnect, is refused
+ * rather than stored after its sender was told UNAVAILABLE.
  * For each message, as if sent alone one after another: a repeated idem key gives its first
- * acceptance (also within the batch); an empty token bucket rejects it; otherwise the
- * conversation's next seq is assigned, the event appended to the stream and the pending zset,
- * and the acceptance recorded under the idem key. The conversation hash's sender field gets the
- * seq in the same HSET as ts: the sender's own-send position (CONTRACT v1.1: a user's own send
- * moves their readSeq; logic/read.ts reads readSeq as the max of it and the explicit position).
+ * acceptance (also within the batch); a conversation whose counter was not checked against
+ * MySQL by this Redis server process (its "ep" field is not this server's run_id: a restart, a
+ * restore from an older file or a failover happened since) is refused with "S" so the caller
+ * seeds it (SEED_CONVS) and sends again, no token used; an empty token bucket rejects it;
+ * otherwise the conversation's next seq is assigned, the event appended to the stream and the
+ * pending zset, and the acceptance recorded under the idem key. The conversation hash's sender
+ * field gets the seq in the same HSET as ts: the sender's own-send position (CONTRACT v1.1: a
+ * user's own send moves their readSeq; logic/read.ts reads readSeq as the max of it and the
+ * explicit position).
  * Returns one string, the messages' results joined by ",": "id|seq|ts" (accepted, or first
- * acceptance of a duplicate), "" (rate limited) or "!" (a command failed, logged by Redis; like
- * an error of a one-message script, the message's earlier writes stay and the next message
- * still runs).
+ * acceptance of a duplicate), "" (rate limited), "S" (seed first) or "!" (a command failed,
+ * logged by Redis; like an error of a one-message script, the message's earlier writes stay and
+ * the next message still runs).
  * Keys are computed by the caller and not declared, which standalone Redis allows; Redis Cluster
  * would need them declared in KEYS and in one slot (hash tags).
  */
 const SEND_FIELDS = 12;
+/** Lua expression: this Redis server process's run_id (new on every start; a promoted replica has its own). */
+const RUN_ID = "string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')";
 const SEND_BATCH = `
 local a = cmsgpack.unpack(ARGV[1])
+local deadline = tonumber(a[4])
+if deadline > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then
+    return redis.error_reply('LATE send arrived after its deadline')
+  end
+end
+local runId = ${RUN_ID}
 local nowS = a[1]
 local now = tonumber(nowS)
 local rate = tonumber(a[2])
@@ -36,6 +54,7 @@ local function accept(i)
     local prev = redis.call('GET', idem)
     if prev then return prev end
   end
+  if redis.call('HGET', a[i + 3], 'ep') ~= runId then return 'S' end
   local b = redis.call('HMGET', a[i], 't', 'v')
   local tokens = tonumber(b[2]) or burst
   local last = tonumber(b[1]) or now
@@ -56,7 +75,7 @@ local function accept(i)
 end
 local out = {}
 local j = 0
-for i = 4, #a, ${SEND_FIELDS} do
+for i = 5, #a, ${SEND_FIELDS} do
   j = j + 1
   local ok, res = pcall(accept, i)
   if ok then
@@ -82,13 +101,15 @@ export class SendBatchWriter {
   /** Messages added since begin(). */
   count = 0;
 
-  begin(nowMs: string, ratePerSec: number, burst: number): void {
+  /** deadlineMs: Redis-clock ms after which the call must not run; 0 for none. */
+  begin(nowMs: string, ratePerSec: number, burst: number, deadlineMs = 0): void {
     this.pos = 5; // array32 header, filled in by finish()
     this.items = 0;
     this.count = 0;
     this.str(nowMs);
     this.str(String(ratePerSec));
     this.str(String(burst));
+    this.str(String(deadlineMs));
   }
 
   /** One message; idemKey "" for none. The order is SEND_BATCH's. */
@@ -233,9 +254,35 @@ if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS
 return 1
 `;
 
+/**
+ * Marks conversations as checked against MySQL by this Redis server process. No KEYS; ARGV: per
+ * conversation conv key, MySQL's highest seq, its ts ("" if none). A conversation not yet marked
+ * gets seq = max(its seq here, MySQL's) (and that ts when MySQL's is higher) and ep = run_id, so
+ * no seq MySQL holds is handed out again after Redis lost its tail. Returns how many were raised.
+ */
+const SEED_CONVS = `
+local runId = ${RUN_ID}
+local raised = 0
+for i = 1, #ARGV, 3 do
+  local k = ARGV[i]
+  if redis.call('HGET', k, 'ep') ~= runId then
+    local m = tonumber(ARGV[i + 1])
+    if m > (tonumber(redis.call('HGET', k, 'seq')) or 0) then
+      redis.call('HSET', k, 'seq', m)
+      if ARGV[i + 2] ~= '' then redis.call('HSET', k, 'ts', ARGV[i + 2]) end
+      raised = raised + 1
+    end
+    redis.call('HSET', k, 'ep', runId)
+  end
+end
+return raised
+`;
+
 export interface Scripts {
   /** SEND_BATCH: blob as described there; resolves to the joined results. */
   imSendBatch(blob: Buffer): Promise<string>;
+  /** SEED_CONVS: [convKey, maxSeq, ts|""]… flattened; resolves to how many counters were raised. */
+  imSeedConvs(...argv: (string | number)[]): Promise<number>;
   imJoin(keys: string[], argv: (string | number | Buffer)[]): Promise<[number, number]>;
   imLeave(keys: string[], argv: (string | number | Buffer)[]): Promise<number>;
   imConnect(keys: string[], argv: (string | number)[]): Promise<number>;
@@ -245,6 +292,7 @@ export interface Scripts {
 export function defineScripts(redis: Redis): Redis & Scripts {
   const def = (name: string, lua: string, numberOfKeys: number) => redis.defineCommand(name, { lua, numberOfKeys });
   def("imSendBatch", SEND_BATCH, 0);
+  def("imSeedConvs", SEED_CONVS, 0);
   def("imJoinRaw", JOIN, 7);
   def("imLeaveRaw", LEAVE, 4);
   def("imConnectRaw", CONNECT, 3);

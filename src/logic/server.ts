@@ -1,6 +1,7 @@
 // The logic role: LogicRPC over gRPC, registered in etcd; owns auth, validation, ids, seqs and
 // presence state, and appends accepted messages to the partition streams.
-import Redis from "ioredis";
+import type Redis from "ioredis";
+import { createRedis, noLateWrites } from "../shared/redis.ts";
 import type * as grpc from "@grpc/grpc-js";
 import { Counter, Histogram } from "prom-client";
 import type { Config } from "../shared/config.ts";
@@ -31,6 +32,20 @@ import { Snowflake, leaseWorkerId } from "./snowflake.ts";
 
 const RECONCILE_EVERY_MS = 10_000;
 
+/** Client-side errors of ioredis and mysql2 meaning "the store is not reachable now". */
+const STORE_DOWN_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "PROTOCOL_CONNECTION_LOST", "ER_CON_COUNT_ERROR"]);
+const STORE_DOWN_MESSAGES = /Stream isn't writeable|Connection is closed|Command timed out|connect ETIMEDOUT|All sentinels are unreachable|READONLY|LOADING|MASTERDOWN|NOREPLICAS/;
+
+/** UNAVAILABLE for an error that says Redis or MySQL cannot be reached (not INTERNAL); else undefined. */
+export function storeDown(e: unknown): AppError | undefined {
+  if (e instanceof AppError) return undefined;
+  const err = e as { name?: string; message?: string; code?: string; cause?: { code?: string; message?: string } };
+  const code = err?.cause?.code ?? err?.code;
+  if (err?.name === "MaxRetriesPerRequestError" || (code && STORE_DOWN_CODES.has(code)) || STORE_DOWN_MESSAGES.test(`${err?.message} ${err?.cause?.message}`))
+    return new AppError("UNAVAILABLE", "a data store is unavailable; try again");
+  return undefined;
+}
+
 export interface LogicDeps {
   config: Readonly<Config>;
   log: Logger;
@@ -60,13 +75,18 @@ export class LogicServer {
 
   constructor(private readonly deps: LogicDeps) {
     const { config, log } = deps;
-    this.redis = defineScripts(new Redis(config.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true }));
+    // No offline queue and no re-sending after a reconnect: a send fails at once while Redis is
+    // away and never runs later (src/shared/redis.ts).
+    this.redis = defineScripts(createRedis(config.redisUrl, { enableAutoPipelining: true, lazyConnect: true, ...noLateWrites(config.sendTimeoutMs) }));
     this.redis.on("error", (e) => log.warn("redis error", { err: e.message }));
+    if (config.ackMode === "fsync") this.redis.on("ready", () => void this.checkFsync());
     const keys = redisKeys(config.redisPrefix);
     this.registry = newRegistry("logic");
     const hashes = (this.hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, nice: config.hashNice, registry: this.registry }));
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config, hashes });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
+    this.messages.log = log;
+    this.redis.on("ready", () => this.messages.fence.forget());
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
     this.reads = new ReadPositions({ db: deps.db.db, redis: this.redis, keys, streamPartitions: config.streamPartitions, log });
     this.typing = new Typing({ redis: this.redis, keys, streamPartitions: config.streamPartitions });
@@ -86,6 +106,26 @@ export class LogicServer {
     const calls = new Counter({ name: "bunchat_logic_rpc_calls_total", help: "LogicRPC calls by method", labelNames: ["method"], registers: [this.registry] });
     const batch = new Histogram({ name: "bunchat_logic_batch_items", help: "Items per batched call", labelNames: ["method"], buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500], registers: [this.registry] });
     const accepted = new Counter({ name: "bunchat_logic_messages_accepted_total", help: "Messages accepted", registers: [this.registry] });
+    const sendTimeouts = new Counter({ name: "bunchat_logic_send_timeouts_total", help: "Sends answered UNAVAILABLE because the stores did not answer within the send budget", registers: [this.registry] });
+    const messages = this.messages;
+    new Counter({
+      name: "bunchat_logic_send_unconfirmed_total",
+      help: "Sends answered UNAVAILABLE in replica ack mode because no replica confirmed them in time",
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(messages.unconfirmed);
+      },
+    });
+    new Counter({
+      name: "bunchat_logic_seq_seeds_raised_total",
+      help: "Conversation seq counters raised to MySQL's highest seq after Redis lost its tail",
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(messages.fence.raised);
+      },
+    });
     const errors = errorCounter(this.registry, "logic");
     /** Per-item failures of a batched call (send, authenticate, presence), counted by code. */
     const countFailures = <R extends { err?: { code: string } }>(res: R[]): R[] => {
@@ -114,7 +154,19 @@ export class LogicServer {
       },
       send: async (r) => {
         batch.observe({ method: "send" }, r.items.length);
-        const res = countFailures(await this.messages.send(r.items));
+        // Answered within the caller's budget whatever Redis or MySQL do; the send script
+        // refuses to store anything past it (Messages.send).
+        const budget = Number.isFinite(r.budgetMs) && (r.budgetMs as number) > 0 ? Math.min(r.budgetMs as number, config.sendTimeoutMs) : config.sendTimeoutMs;
+        const answerBy = Date.now() + budget;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<null>((res) => (timer = setTimeout(res, budget, null)));
+        const res = await Promise.race([this.messages.send(r.items, answerBy), late]);
+        clearTimeout(timer);
+        if (!res) {
+          sendTimeouts.inc(r.items.length);
+          return countFailures(r.items.map(() => ({ err: { code: "UNAVAILABLE" as const, message: "message store did not answer in time" } })));
+        }
+        countFailures(res);
         accepted.inc(res.filter((x) => x.ok).length);
         return res;
       },
@@ -156,8 +208,9 @@ export class LogicServer {
         try {
           return await fn(req);
         } catch (e) {
-          errors.inc(e instanceof AppError ? e.code : "INTERNAL");
-          throw e;
+          const err = storeDown(e) ?? e;
+          errors.inc(err instanceof AppError ? err.code : "INTERNAL");
+          throw err;
         }
       };
     }
@@ -186,6 +239,16 @@ export class LogicServer {
     this.reads.start();
     this.ready = true;
     log.info("logic ready", { port, metricsPort: this.ops.port });
+  }
+
+  /** fsync ack mode relies on Redis's appendfsync always: say loudly when the server is not set so. */
+  private async checkFsync(): Promise<void> {
+    try {
+      const [, v] = (await this.redis.config("GET", "appendfsync")) as string[];
+      if (v !== "always") this.deps.log.error("IM_ACK_MODE=fsync but Redis runs appendfsync " + v + ": acknowledged sends may be lost with the Redis host", {});
+    } catch (e) {
+      this.deps.log.warn("cannot check Redis appendfsync (CONFIG GET refused?)", { err: (e as Error).message });
+    }
   }
 
   /** What /readyz checks: Redis, MySQL, and this instance's key in etcd (the lease is live). */

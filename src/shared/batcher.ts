@@ -9,6 +9,8 @@ export type Result<T> = { ok: T; err?: undefined } | { ok?: undefined; err: Wire
 
 interface Pending<I, O> {
   item: I;
+  /** When the caller's clock for this item started (ms since the epoch). */
+  at: number;
   resolve: (o: O) => void;
   reject: (e: unknown) => void;
 }
@@ -18,14 +20,20 @@ export class Batcher<I, O> {
   private inFlight = 0;
   private scheduled = false;
 
+  /**
+   * flush gets the batch and the start time of its oldest item (the `at` of call()).
+   * maxWaitMs: an item whose clock has run this long by the time its batch would go out is not
+   * sent but rejected with UNAVAILABLE (a caller promised an answer within that time).
+   */
   constructor(
-    private readonly flush: (items: I[]) => Promise<Result<O>[]>,
-    private readonly opts: { maxBatch?: number; concurrency?: number; lingerMs?: number } = {},
+    private readonly flush: (items: I[], oldestAt: number) => Promise<Result<O>[]>,
+    private readonly opts: { maxBatch?: number; concurrency?: number; lingerMs?: number; maxWaitMs?: number } = {},
   ) {}
 
-  call(item: I): Promise<O> {
+  /** at: when this item's clock started (default now), for maxWaitMs. */
+  call(item: I, at = Date.now()): Promise<O> {
     return new Promise<O>((resolve, reject) => {
-      this.queue.push({ item, resolve, reject });
+      this.queue.push({ item, at, resolve, reject });
       this.schedule();
     });
   }
@@ -48,10 +56,23 @@ export class Batcher<I, O> {
 
   private async run() {
     if (!this.queue.length || this.inFlight >= (this.opts.concurrency ?? 1)) return;
-    const batch = this.queue.splice(0, this.opts.maxBatch ?? 512);
+    let batch = this.queue.splice(0, this.opts.maxBatch ?? 512);
+    const { maxWaitMs } = this.opts;
+    if (maxWaitMs !== undefined) {
+      const now = Date.now();
+      const late = batch.filter((p) => now - p.at >= maxWaitMs);
+      for (const p of late) p.reject(new AppError("UNAVAILABLE", "no answer from the message store in time"));
+      if (late.length) batch = batch.filter((p) => now - p.at < maxWaitMs);
+      if (!batch.length) {
+        if (this.queue.length) this.schedule();
+        return;
+      }
+    }
+    let oldest = batch[0].at;
+    for (const p of batch) if (p.at < oldest) oldest = p.at;
     this.inFlight++;
     try {
-      const results = await this.flush(batch.map((p) => p.item));
+      const results = await this.flush(batch.map((p) => p.item), oldest);
       batch.forEach((p, i) => {
         const r = results[i];
         if (!r) p.reject(new AppError("INTERNAL", "missing batch result"));

@@ -87,13 +87,21 @@ export interface Config {
   hashNice: number;
   /** Address the public listeners (api HTTP, connect WebSocket) bind to; the local cluster uses loopback. */
   publicBindHost: string;
+  /** A send is answered within this (ms): accepted, or UNAVAILABLE and never stored later. */
+  sendTimeoutMs: number;
+  /**
+   * When a send is acknowledged (README "Acknowledgement modes"): "memory" once Redis ran the send
+   * script; "fsync" once it is also in Redis's AOF on disk (Redis must run appendfsync always);
+   * "replica" once a replica has it too (WAIT).
+   */
+  ackMode: "memory" | "fsync" | "replica";
 }
 
 type Env = Record<string, string | undefined>;
 
 interface Spec {
   key: keyof Config;
-  kind: "string" | "port" | "int" | "list" | "optlist" | "level" | "wsUrl";
+  kind: "string" | "port" | "int" | "list" | "optlist" | "level" | "wsUrl" | "ack";
   def: (env: Env) => string;
   min?: number;
 }
@@ -139,6 +147,8 @@ const SPECS: Record<string, Spec> = {
   IM_HASH_QUEUE: { key: "hashQueue", kind: "int", def: () => "16", min: 0 },
   IM_HASH_NICE: { key: "hashNice", kind: "int", def: () => "10", min: 0 },
   IM_PUBLIC_BIND: { key: "publicBindHost", kind: "string", def: () => "0.0.0.0" },
+  IM_SEND_TIMEOUT_MS: { key: "sendTimeoutMs", kind: "int", def: () => "5000", min: 500 },
+  IM_ACK_MODE: { key: "ackMode", kind: "ack", def: () => "memory" },
 };
 /** Read by the cluster runner and config defaults, not a Config field. */
 const EXTRA_KNOWN = new Set(["IM_BASE_PORT"]);
@@ -188,6 +198,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
         break;
       case "level":
         if (!["debug", "info", "warn", "error"].includes(raw)) problems.push(`${name}=${raw} must be debug, info, warn or error`);
+        out[spec.key] = raw;
+        break;
+      case "ack":
+        if (!["memory", "fsync", "replica"].includes(raw)) problems.push(`${name}=${raw} must be memory, fsync or replica`);
         out[spec.key] = raw;
         break;
     }

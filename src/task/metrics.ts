@@ -45,6 +45,11 @@ export function taskMetrics(registry: Registry) {
       labelNames: ["group"] as const,
       registers,
     }),
+    seqCollisions: new Counter({
+      name: "bunchat_task_seq_collisions_total",
+      help: "Messages whose (conv, seq) MySQL already held with another id (Redis lost its tail); each was given a new seq and delivered again",
+      registers,
+    }),
     ownedPartitions: new Gauge({ name: "bunchat_task_owned_partitions", help: "Stream partitions this worker owns", registers }),
     partitions: new Gauge({ name: "bunchat_task_partitions", help: "Stream partitions of the deployment (IM_STREAM_PARTITIONS); the sum of owned ones should equal it", registers }),
     persistDelay: new Histogram({

@@ -2,6 +2,7 @@
 // with one "push" consumer (deliver to connect instances) and one "persist" consumer (write to
 // MySQL), each with a handler per partition, and trims the streams below what both groups have
 // acked. Everything is passed in, so several workers can run in one process.
+import { createRedis } from "../shared/redis.ts";
 import { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import type { Config } from "../shared/config.ts";
@@ -73,7 +74,7 @@ export class TaskWorker {
     this.connect =
       typeof url === "string"
         ? () => {
-            const r = new Redis(url, { maxRetriesPerRequest: 2 });
+            const r = createRedis(url, { maxRetriesPerRequest: 2 });
             // Failing commands are logged (and retried) where they are made; this only keeps
             // ioredis from reporting every reconnect attempt as an unhandled error.
             r.on("error", (err) => this.log.debug("redis connection error", { err: err.message }));
@@ -147,7 +148,7 @@ export class TaskWorker {
     const stream = this.keys.stream(p);
     const common = { keys: this.keys, metrics: this.metrics };
     const push = new PushHandler({ ...common, redis: this.redis!, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
-    const persist = new PersistHandler({ ...common, pool: poolOf(this.o.db), log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
+    const persist = new PersistHandler({ ...common, stream, pool: poolOf(this.o.db), log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
     this.consumers!.push.add(stream, this.counted(PUSH_GROUP, push.handle));
     this.consumers!.persist.add(stream, this.counted(PERSIST_GROUP, persist.handle));
     this.running.add(p);

@@ -84,6 +84,10 @@ export interface ProcessCluster {
   pid(role: string, index: number): number;
   /** Every PID it logged as started (roles and infrastructure). */
   startedPids(): number[];
+  /** PID of the current process of an infrastructure service (redis, mysql, etcd). */
+  servicePid(service: string): number;
+  /** The cluster's --data-dir (redis/, mysql/, etcd/ inside). */
+  dataDir: string;
   stop(): Promise<void>;
 }
 
@@ -131,6 +135,12 @@ export async function spawnCluster(args: string[], env: Record<string, string> =
         return hits[hits.length - 1]!.pid;
       },
       startedPids,
+      servicePid: (service) => {
+        const hits = err.all.map(parseLogLine).filter((r) => r?.msg === "service started" && r.service === service);
+        if (!hits.length) throw new Error(`no ${service} started`);
+        return hits[hits.length - 1]!.pid;
+      },
+      dataDir,
       stop,
     };
   } catch (e) {

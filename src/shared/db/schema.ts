@@ -26,3 +26,9 @@ export const readPositions = mysqlTable("read_positions", {
   conv: varchar("conv", { length: 80 }).notNull(),
   readSeq: bigint("read_seq", { mode: "number", unsigned: true }).notNull(),
 });
+
+/** Conversation lists written behind Redis (migrations/003_user_conversations.sql). */
+export const userConversations = mysqlTable("user_conversations", {
+  userId: bigint("user_id", { mode: "number", unsigned: true }).notNull(),
+  conv: varchar("conv", { length: 80 }).notNull(),
+});

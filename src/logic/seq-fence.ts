@@ -1,0 +1,52 @@
+// The seq fence (README "Redis losing its tail"): a conversation's seq counter is trusted only
+// once the current Redis server process (its run_id) has checked it against MySQL's highest seq.
+// The send script refuses unchecked conversations ("S"); this seeds them.
+import { inArray, max } from "drizzle-orm";
+import type Redis from "ioredis";
+import type { Db } from "../shared/db/index.ts";
+import { messages } from "../shared/db/schema.ts";
+import type { Keys } from "../shared/keys.ts";
+import type { Scripts } from "./scripts.ts";
+
+export class SeqFence {
+  /** Counters raised to MySQL's highest seq (Redis had lost their tail), for a metric. */
+  raised = 0;
+  private cachedRunId?: string;
+
+  constructor(private readonly deps: { db: Db; redis: Redis & Scripts; keys: Keys }) {}
+
+  /**
+   * Checks conversations' counters against MySQL (highest seq and ts per conversation, one
+   * query) and marks them checked for the current Redis server process (SEED_CONVS). Throws when
+   * MySQL or Redis fails; then nothing is accepted in those conversations.
+   */
+  async seed(convList: string[]): Promise<void> {
+    if (!convList.length) return;
+    const { db, redis, keys } = this.deps;
+    const rows = await db
+      .select({ conv: messages.conv, seq: max(messages.seq), ts: max(messages.ts) })
+      .from(messages)
+      .where(inArray(messages.conv, convList))
+      .groupBy(messages.conv);
+    const top = new Map(rows.map((r) => [r.conv, r]));
+    const argv: (string | number)[] = [];
+    for (const c of convList) {
+      const r = top.get(c);
+      argv.push(keys.conv(c), Number(r?.seq ?? 0), r?.ts == null ? "" : String(r.ts));
+    }
+    this.raised += await redis.imSeedConvs(...argv);
+  }
+
+  /** The current Redis server process's run_id (the "ep" a checked counter carries); cached until forget(). */
+  async runId(): Promise<string> {
+    if (this.cachedRunId) return this.cachedRunId;
+    const id = /run_id:(\w+)/.exec(await this.deps.redis.info("server"))?.[1] ?? "";
+    this.cachedRunId = id;
+    return id;
+  }
+
+  /** Call on every (re)connection to Redis: the server may be another process now. */
+  forget(): void {
+    this.cachedRunId = undefined;
+  }
+}

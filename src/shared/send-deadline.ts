@@ -1,0 +1,56 @@
+// The send deadline of api and connect (CONTRACT.md: a send is answered within 5 s, accepted or
+// UNAVAILABLE, and a send answered UNAVAILABLE is never stored later). A batch of sends goes to
+// logic with the time its oldest send has left (budgetMs); logic answers within it and its Redis
+// script refuses to store anything once that time is up. Transport failures are retried on
+// another lane while time is left (items carry a retryKey, so a retry cannot store twice).
+import { AppError, fromGrpc } from "./errors.ts";
+import type { Result } from "./batcher.ts";
+import type { SendAck, SendReq } from "../../proto/logic.ts";
+
+/** Kept back from the caller's budget for the reply's way back and the deadline sweep (ms). */
+export const SEND_ANSWER_MARGIN_MS = 250;
+/** Below this much time left, a send is not attempted at all. */
+const MIN_BUDGET_MS = 100;
+
+type SendFn = (req: { items: SendReq[]; budgetMs?: number }, opts?: { deadlineMs?: number; retries?: number }) => Promise<Result<SendAck>[]>;
+
+/**
+ * A Batcher flush for sends: timeoutMs is the answer deadline counted from each item's start
+ * (IM_SEND_TIMEOUT_MS). Never rejects: every item gets an ack or an error result.
+ */
+export function sendFlush(send: SendFn, timeoutMs: number) {
+  return async (items: SendReq[], oldestAt: number): Promise<Result<SendAck>[]> => {
+    const until = oldestAt + timeoutMs - SEND_ANSWER_MARGIN_MS;
+    let last: AppError = new AppError("UNAVAILABLE", "no answer from the message store in time");
+    for (let attempt = 0; ; attempt++) {
+      const left = until - Date.now();
+      if (left < MIN_BUDGET_MS) break;
+      try {
+        return await send({ items, budgetMs: left - 50 }, { deadlineMs: left, retries: 0 });
+      } catch (e) {
+        last = fromGrpc(e);
+        if (last.code !== "UNAVAILABLE") break;
+        await Bun.sleep(Math.min(50 * (attempt + 1), Math.max(0, until - Date.now() - MIN_BUDGET_MS)));
+      }
+    }
+    const err = last.toJSON();
+    return items.map(() => ({ err }));
+  };
+}
+
+/**
+ * p, or UNAVAILABLE once timeoutMs - SEND_ANSWER_MARGIN_MS have passed since startedAt (for what
+ * runs before a send is batched, e.g. the token check of an HTTP send). A send still queued then
+ * is not sent (Batcher maxWaitMs); one in flight carries a budget that ends before this.
+ */
+export async function answerInTime<T>(p: Promise<T>, startedAt: number, timeoutMs: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new AppError("UNAVAILABLE", "no answer from the message store in time")), Math.max(0, startedAt + timeoutMs - SEND_ANSWER_MARGIN_MS - Date.now()));
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
