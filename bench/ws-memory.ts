@@ -81,7 +81,7 @@ async function startBunchat(): Promise<Server> {
   const env = { IM_PING_INTERVAL_MS: "5000", IM_RATE_LIMIT: "100000", IM_RATE_BURST: "100000" };
   const cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], env);
   cleanups.push(() => cluster.stop());
-  const tokens = await register(cluster.api, USERS, `m${runId}`, 8);
+  const tokens = await register(cluster.api, USERS, `m${runId}`, 3);
   const connectPid = [...processTree(cluster.pid)].find(([, label]) => label === "connect")?.[0];
   if (!connectPid) throw new Error("no connect process in the cluster's tree");
   const u = new URL(cluster.connect[0]);
