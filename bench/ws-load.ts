@@ -275,7 +275,8 @@ export class LoadGen {
       lateDeliveries: 0,
     };
     this.steps.set(no, st);
-    // --senders S: clients 0, n/S, 2n/S, … send in turn (with rooms of r members, S/(n/r) per room)
+    // --senders S: sender k is client k·(n/S) + k mod (n/S), so the senders spread evenly over the
+    // rooms (S/(n/r) per room of r) and over the connect instances (client i uses instance i mod m)
     const n = this.clients.length;
     const senders = Math.min(n, this.o.senders || n);
     const stride = Math.floor(n / senders);
@@ -289,7 +290,8 @@ export class LoadGen {
       if (now > deadline) break;
       const due = Math.min(total, Math.floor((now - t0) / gap) + 1);
       for (; i < due; i++) {
-        const c = this.clients[(i % senders) * stride];
+        const k = i % senders;
+        const c = this.clients[k * stride + (k % stride)];
         if (!c.isOpen()) {
           this.count(st.errors, "client-not-open");
           continue;
