@@ -153,6 +153,8 @@ async function runLoad(t: Target): Promise<StepResult[]> {
       received: st.received,
       lost: acc.lost,
       duplicates: acc.duplicates,
+      // clients closed during the step so far (a closed member cannot receive: its deliveries count as lost)
+      clientsClosed: st.clientsClosed,
       errors,
       // persisted rows over the step and its drain (a persist backlog shows as rows < accepted)
       ...(persisted === undefined ? {} : { persistedRows: persisted, persistedRowsPerSec: Math.round(persisted / rowsSecs) }),
@@ -182,7 +184,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     note: "after waiting for the backlog (no frame for 3 s, at most 60 s): lost = deliveries still missing for acknowledged messages",
     steps: steps.map((st, i) => {
       const acc = gen.settle(st);
-      return { step: plan[i][0], lateAcks: st.lateAcks, lateDeliveries: st.lateDeliveries, lost: acc.lost, neverAcked: acc.unacked, duplicates: acc.duplicates };
+      return { step: plan[i][0], clientsClosed: st.clientsClosed, lateAcks: st.lateAcks, lateDeliveries: st.lateDeliveries, lost: acc.lost, neverAcked: acc.unacked, duplicates: acc.duplicates };
     }),
     ...(Object.keys(gen.stray).length ? { stray: gen.stray } : {}),
   });

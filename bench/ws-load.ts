@@ -39,6 +39,8 @@ export interface Step {
   closed: boolean;
   lateAcks: number;
   lateDeliveries: number;
+  /** clients closed by the server (or the network) from this step's start until the next step's: deliveries owed to them show as lost */
+  clientsClosed: number;
 }
 
 /**
@@ -64,6 +66,8 @@ export class LoadGen {
   /** performance.now() of the last reply or delivery: the final drain waits for quiet */
   lastActivity = 0;
   private readonly steps = new Map<number, Step>();
+  /** the step most recently started (closes are charged to it) */
+  private current?: Step;
   private closing = false;
   private readonly pad: string;
 
@@ -115,7 +119,7 @@ export class LoadGen {
       };
       ws.onclose = (ev) => {
         clearTimeout(timer);
-        if (!this.closing) this.count(this.stray, `close:${ev.code}`);
+        if (!this.closing) this.closed(`close:${ev.code}`);
         c.joined?.(false, `closed ${ev.code}`);
       };
       ws.onmessage = (ev) => this.onFrame(c, ev.data as string);
@@ -147,7 +151,7 @@ export class LoadGen {
       });
       s.on("disconnect", (why) => {
         closed = true;
-        if (!this.closing) this.count(this.stray, `close:${why}`);
+        if (!this.closing) this.closed(`close:${why}`);
         c.joined?.(false, `closed ${why}`);
       });
       s.on("f", (data: string) => this.onFrame(c, data));
@@ -172,6 +176,11 @@ export class LoadGen {
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));
+  }
+
+  private closed(why: string) {
+    this.count(this.stray, why);
+    if (this.current) this.current.clientsClosed++;
   }
 
   private count(m: Record<string, number>, k: string) {
@@ -273,9 +282,12 @@ export class LoadGen {
       closed: false,
       lateAcks: 0,
       lateDeliveries: 0,
+      clientsClosed: 0,
     };
     this.steps.set(no, st);
-    // --senders S: clients 0, n/S, 2n/S, … send in turn (with rooms of r members, S/(n/r) per room)
+    this.current = st;
+    // --senders S: sender k is client k·(n/S) + k mod (n/S), so the senders spread evenly over the
+    // rooms (S/(n/r) per room of r) and over the connect instances (client i uses instance i mod m)
     const n = this.clients.length;
     const senders = Math.min(n, this.o.senders || n);
     const stride = Math.floor(n / senders);
@@ -289,7 +301,8 @@ export class LoadGen {
       if (now > deadline) break;
       const due = Math.min(total, Math.floor((now - t0) / gap) + 1);
       for (; i < due; i++) {
-        const c = this.clients[(i % senders) * stride];
+        const k = i % senders;
+        const c = this.clients[k * stride + (k % stride)];
         if (!c.isOpen()) {
           this.count(st.errors, "client-not-open");
           continue;

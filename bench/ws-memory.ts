@@ -1,8 +1,8 @@
 // Memory per idle WebSocket: N authenticated connections on ONE connect instance of
 // `bun run cluster` (1 api, 1 logic, 1 task, 1 connect), each joined to a room of --room-size,
-// heartbeats on (the server pings every IM_PING_INTERVAL_MS, 5 s here instead of 25 s, so that
-// several rounds fall inside the idle window; Bun's client answers the pings), then idle for
-// --idle seconds. Reported: the connect process's RSS before the clients and after the idle
+// heartbeats on (the server pings every IM_PING_INTERVAL_MS, 5 s here instead of 25 s, and closes
+// a connection silent for IM_IDLE_TIMEOUT_MS, 12 s here instead of 60 s), then idle for --idle
+// seconds (20): a client whose pongs did not count would be closed with 4408 within the window. Reported: the connect process's RSS before the clients and after the idle
 // window, and (after − before) / N. In the same run, the same clients against the bare Bun
 // pub/sub server of bench/messaging.ts (bench/baseline-pubsub.ts: one process, subscribe per
 // join, Bun's own pings).
@@ -22,7 +22,7 @@ const { values: o } = parseArgs({
     clients: { type: "string", default: "20000" },
     "room-size": { type: "string", default: "100" },
     users: { type: "string", default: "100" },
-    idle: { type: "string", default: "15" },
+    idle: { type: "string", default: "20" },
     hosts: { type: "string", default: "4" },
     concurrency: { type: "string", default: "64" },
     target: { type: "string", default: "both" },
@@ -78,10 +78,10 @@ async function startBaseline(): Promise<Server> {
 }
 
 async function startBunchat(): Promise<Server> {
-  const env = { IM_PING_INTERVAL_MS: "5000", IM_RATE_LIMIT: "100000", IM_RATE_BURST: "100000" };
+  const env = { IM_PING_INTERVAL_MS: "5000", IM_IDLE_TIMEOUT_MS: "12000", IM_RATE_LIMIT: "100000", IM_RATE_BURST: "100000" };
   const cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], env);
   cleanups.push(() => cluster.stop());
-  const tokens = await register(cluster.api, USERS, `m${runId}`, 8);
+  const tokens = await register(cluster.api, USERS, `m${runId}`, 3);
   const connectPid = [...processTree(cluster.pid)].find(([, label]) => label === "connect")?.[0];
   if (!connectPid) throw new Error("no connect process in the cluster's tree");
   const u = new URL(cluster.connect[0]);
