@@ -196,7 +196,7 @@ describe("read positions", () => {
     await logic.typing({ user: { userId: a.userId, userName: "impostor" }, conv });
     expect(await b1.op("typing", undefined, 10_000)).toEqual({ op: "typing", conv, user: { userId: a.userId, userName: a.userName } });
     const [unknown] = await logic.markRead({ items: [{ user: { userId: 9_999_999, userName: "x" }, conv: "room:r", seq: 1 }] });
-    expect(unknown.err?.code).toBe("BAD_REQUEST");
+    expect(unknown.err?.code).toBe("UNAUTHENTICATED");
   });
 
     test("bad input is BAD_REQUEST over HTTP and WS, and the connection stays usable", async () => {
