@@ -47,7 +47,8 @@ export class FrameHandler {
   readonly pending = new Set<Promise<unknown>>();
   private readonly up: Upstream;
   private readonly out: Outbox;
-  private readonly inst: string;
+  /** The registration id presence ops are recorded under; ConnectServer changes it when its registration is lost. */
+  inst: string;
 
   constructor(private readonly d: HandlerDeps) {
     this.up = d.upstream;
@@ -69,11 +70,13 @@ export class FrameHandler {
     this.d.log.debug("connection closed", { conn: c.no, userId: c.user.userId, code, rooms: c.rooms.size });
     this.d.metrics.closes.child(String(code)).inc();
     this.d.hub.remove(ws);
-    // After any join/leave still running, so logic sees each join before its leave.
+    // Undone under the registration the socket was recorded with, after any join/leave still
+    // running, so logic sees each join before its leave.
+    const inst = this.inst;
     const done = c.ctl.then(() => {
-      const ops = [...c.rooms].map((room) => this.presence({ k: "leave", inst: this.inst, conn: c.no, user: c.user, room }));
+      const ops = [...c.rooms].map((room) => this.presence({ k: "leave", inst, conn: c.no, user: c.user, room }));
       c.rooms.clear();
-      ops.push(this.presence({ k: "disconnect", inst: this.inst, conn: c.no, user: c.user }));
+      ops.push(this.presence({ k: "disconnect", inst, conn: c.no, user: c.user }));
       return Promise.all(ops);
     });
     this.track(done);

@@ -205,10 +205,9 @@ export class LogicServer {
     if (this.reconciling) return;
     this.reconciling = (async () => {
       try {
-        // A fresh read, not the watch's cache: an instance registers before it sends any op.
-        const keys = await this.deps.discovery.etcd.getAll().prefix(this.deps.discovery.serviceKey(CONNECT_SERVICE)).keys();
-        const alive = new Set(keys.map((k) => k.slice(this.deps.discovery.serviceKey(CONNECT_SERVICE).length)));
-        await this.presence.reconcile(alive);
+        // A fresh read, not the watch's cache, taken after the known instances (see reconcile).
+        const prefix = this.deps.discovery.serviceKey(CONNECT_SERVICE);
+        await this.presence.reconcile(async () => new Set((await this.deps.discovery.etcd.getAll().prefix(prefix).keys()).map((k) => k.slice(prefix.length))));
       } catch (e) {
         this.deps.log.warn("presence reconcile failed", { err: e });
       } finally {

@@ -1,0 +1,120 @@
+// etcd lease loss on real processes (redis, mariadb, etcd; logic, task, connect in-process): a
+// connect instance whose lease is revoked is cleaned up by logic's reconcile while its sockets are
+// still open. A client that follows the contract (stays connected; on 1001/1012 reconnects via
+// /api/gateway, rejoins and syncs) must still get every message of its room, in seq order.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import Redis from "ioredis";
+import { CONNECT_SERVICE } from "../proto/connect.ts";
+import { redisKeys } from "../src/shared/keys.ts";
+import { startCluster, type TestCluster } from "./support/cluster.ts";
+import { WsClient } from "./support/connect.ts";
+import { eventually, http, registerUser } from "./support/http.ts";
+
+let c: TestCluster;
+let redis: Redis;
+
+beforeAll(async () => {
+  c = await startCluster({ logic: 1, api: 1, connect: 1, task: 1, config: { rateLimitPerSec: 1000, rateLimitBurst: 1000 } });
+  redis = new Redis(c.config.redisUrl);
+});
+
+afterAll(async () => {
+  redis?.disconnect();
+  await c?.stop();
+});
+
+/** Revokes the etcd lease a key is bound to, as an expiry after a stall would end it; returns the lease id. */
+async function revokeLeaseOf(key: string): Promise<string> {
+  const etcd = c.discovery().etcd;
+  const res = await etcd.get(key).exec();
+  const lease = res.kvs[0]?.lease;
+  if (!lease || String(lease) === "0") throw new Error(`no lease on ${key}`);
+  await etcd.leaseClient.leaseRevoke({ ID: lease });
+  return String(lease);
+}
+
+/** A room member that behaves as the contract asks: on 1001/1012 it reconnects through the gateway, rejoins and syncs. */
+class RoomMember {
+  readonly seqs: number[] = [];
+  reconnects = 0;
+  ws!: WsClient;
+  private stopped = false;
+
+  constructor(
+    private readonly token: string,
+    private readonly room: string,
+  ) {}
+
+  async connect(url: string): Promise<void> {
+    this.ws = await WsClient.open(`${url}?token=${encodeURIComponent(this.token)}`);
+    const ws = this.ws;
+    ws.send({ op: "join", room: this.room, ref: "j" });
+    await ws.op("joined", "j", 10_000);
+    ws.send({ op: "sync", conv: `room:${this.room}`, afterSeq: this.last(), ref: "s" });
+    void this.pump(ws);
+  }
+
+  last(): number {
+    return this.seqs.at(-1) ?? 0;
+  }
+
+  /** Takes msg frames as they come (dropping repeats, which the contract allows after a fault). */
+  private async pump(ws: WsClient): Promise<void> {
+    for (;;) {
+      const f = await Promise.race([ws.op("msg", undefined, 60_000).catch(() => undefined), ws.closed]);
+      if (!f || "code" in f) break;
+      if (f.seq > this.last()) this.seqs.push(f.seq);
+    }
+    const { code } = await ws.closed;
+    if (this.stopped || (code !== 1001 && code !== 1012)) return;
+    this.reconnects++;
+    const gw = await eventually(async () => (await http(c.apiUrl(), "GET", "/api/gateway")).body?.wsUrl, 20_000, "a gateway url");
+    await this.connect(gw);
+  }
+
+  close(): void {
+    this.stopped = true;
+    this.ws.ws.close();
+  }
+}
+
+test("a connect instance that loses its lease keeps delivering every message to its room members", async () => {
+  const conn = c.connect[0];
+  const sender = await registerUser(c.apiUrl());
+  const bystander = await registerUser(c.apiUrl());
+  const room = `ll-${crypto.randomUUID().slice(0, 8)}`;
+  const member = new RoomMember(bystander.token, room);
+  await member.connect(conn.wsUrl);
+  const post = async (body: string) => {
+    const r = await http(c.apiUrl(), "POST", `/api/rooms/${room}/messages`, { token: sender.token, body: { body } });
+    expect(r.status).toBe(202);
+    return r.body.seq as number;
+  };
+  expect(await post("before")).toBe(1);
+  await eventually(() => member.last() === 1, 10_000, "the first message");
+
+  // The lease ends; logic's reconcile sees the key gone and drops what the instance held.
+  const keys = redisKeys(c.config.redisPrefix);
+  const oldId = conn.registrationId;
+  await revokeLeaseOf(c.discovery().serviceKey(CONNECT_SERVICE, oldId));
+  await eventually(async () => !(await redis.sismember(keys.instances, oldId)) && !(await redis.exists(keys.instanceHoldings(oldId))), 20_000, "logic's cleanup of the lost registration");
+
+  // Messages sent after the loss, a few spread over time, all reach the member in order.
+  let last = 1;
+  for (let i = 0; i < 5; i++) {
+    last = await post(`after ${i}`);
+    await Bun.sleep(600);
+  }
+  await eventually(() => member.last() === last, 30_000, `every message (have ${member.seqs.join(",")})`);
+  expect(member.seqs).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+
+  // The instance is registered again and presence is right: the member is counted once.
+  await eventually(async () => (await http(c.apiUrl(), "GET", `/api/rooms/${room}`, { token: sender.token })).body?.onlineCount === 1, 20_000, "room info");
+  const info = await http(c.apiUrl(), "GET", `/api/rooms/${room}`, { token: sender.token });
+  expect(info.body.members).toEqual([{ userId: bystander.userId, userName: bystander.userName }]);
+  // It came back as a new registration, its sockets told to reconnect and sync (1012) once.
+  expect(conn.registrationId).not.toBe(oldId);
+  expect(await c.discovery().etcd.get(c.discovery().serviceKey(CONNECT_SERVICE, conn.registrationId)).string()).not.toBeNull();
+  expect(member.reconnects).toBe(1);
+  member.close();
+}, 120_000);
