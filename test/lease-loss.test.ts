@@ -6,6 +6,8 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import Redis from "ioredis";
 import { CONNECT_SERVICE } from "../proto/connect.ts";
 import { redisKeys } from "../src/shared/keys.ts";
+import { Discovery } from "../src/shared/discovery.ts";
+import { leaseWorkerId } from "../src/logic/snowflake.ts";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
 import { WsClient } from "./support/connect.ts";
 import { eventually, http, registerUser } from "./support/http.ts";
@@ -117,4 +119,120 @@ test("a connect instance that loses its lease keeps delivering every message to 
   expect(await c.discovery().etcd.get(c.discovery().serviceKey(CONNECT_SERVICE, conn.registrationId)).string()).not.toBeNull();
   expect(member.reconnects).toBe(1);
   member.close();
+}, 120_000);
+
+/**
+ * A TCP proxy to etcd that can stall: while paused, bytes both ways are held (in order) and
+ * delivered on resume, as a network blip or a stalled peer would; nothing is dropped.
+ */
+function stallableProxy(endpoint: string) {
+  const { hostname, port } = new URL(endpoint);
+  let paused = false;
+  let held: (() => void)[] = [];
+  const run = (f: () => void): void => {
+    if (paused) held.push(f);
+    else f();
+  };
+  /** Writes in order, keeping what the socket did not take for its drain. */
+  type Out = { sock?: { write(d: Uint8Array): number }; queue: Uint8Array[] };
+  const push = (o: Out, d: Uint8Array) => {
+    o.queue.push(d);
+    drain(o);
+  };
+  const drain = (o: Out) => {
+    while (o.sock && o.queue.length) {
+      const d = o.queue[0];
+      const n = o.sock.write(d);
+      if (n < d.length) {
+        o.queue[0] = d.subarray(Math.max(n, 0));
+        return;
+      }
+      o.queue.shift();
+    }
+  };
+  type Pipe = { toUp: Out; toClient: Out; up?: { end(): void } };
+  const server = Bun.listen<Pipe>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(client) {
+        const pipe: Pipe = { toUp: { queue: [] }, toClient: { sock: client, queue: [] } };
+        client.data = pipe;
+        Bun.connect({
+          hostname,
+          port: Number(port),
+          socket: {
+            data: (_u, d) => {
+              const copy = new Uint8Array(d);
+              run(() => push(pipe.toClient, copy));
+            },
+            drain: () => drain(pipe.toUp),
+            close: () => run(() => void client.end()),
+            error: () => void client.end(),
+          },
+        }).then(
+          (up) => {
+            pipe.up = up;
+            pipe.toUp.sock = up;
+            drain(pipe.toUp);
+          },
+          () => void client.end(),
+        );
+      },
+      data(client, d) {
+        const copy = new Uint8Array(d);
+        run(() => push(client.data.toUp, copy));
+      },
+      drain: (client) => drain(client.data.toClient),
+      close: (client) => client.data.up?.end(),
+    },
+  });
+  return {
+    endpoint: `http://127.0.0.1:${server.port}`,
+    pause: () => void (paused = true),
+    resume: () => {
+      paused = false;
+      const fs = held;
+      held = [];
+      for (const f of fs) f();
+    },
+    stop: () => server.stop(true),
+  };
+}
+
+test("a logic instance whose lease expires stops minting ids before another can claim its worker id", async () => {
+  const proxy = stallableProxy(c.config.etcdEndpoints[0]);
+  const prefix = `${c.config.etcdPrefix}/wid${crypto.randomUUID().slice(0, 6)}`;
+  const log = c.log.child({ test: "snowflake" });
+  const d1 = new Discovery({ endpoints: [proxy.endpoint], prefix, leaseTtlSec: c.config.leaseTtlSec, log });
+  const d2 = new Discovery({ endpoints: c.config.etcdEndpoints, prefix, leaseTtlSec: c.config.leaseTtlSec, log });
+  try {
+    const a = await leaseWorkerId(d1, "logic-a", () => undefined);
+    const first = await a.ids();
+    expect(first.workerId).toBe(0);
+
+    // The path to etcd stalls past the TTL: etcd expires a's lease and frees worker id 0.
+    proxy.pause();
+    const key = `${prefix}/workerids/0`;
+    await eventually(async () => (await d2.etcd.get(key).string()) === null, 20_000, "worker id 0 freed by expiry");
+    const b = await leaseWorkerId(d2, "logic-b", () => undefined);
+    expect((await b.ids()).workerId).toBe(0);
+    // a has not heard of the expiry yet, and must not mint with id 0 meanwhile.
+    expect(() => a.ids(0)).toThrow("etcd lease not confirmed");
+    await expect(Promise.resolve(a.ids(100))).rejects.toThrow("etcd lease not confirmed");
+
+    // Back on the network: a learns its lease is gone and claims another id before minting again.
+    proxy.resume();
+    const again = await eventually(() => Promise.resolve(a.ids(0)).catch(() => undefined), 20_000, "a mints again");
+    expect(again.workerId).not.toBe(0);
+    const x = BigInt(again.next()), y = BigInt((await b.ids()).next());
+    expect((x >> 12n) & 1023n).not.toBe((y >> 12n) & 1023n);
+    await a.close();
+    await b.close();
+  } finally {
+    proxy.resume();
+    await d1.close();
+    await d2.close();
+    proxy.stop();
+  }
 }, 120_000);

@@ -69,7 +69,7 @@ export class Messages {
       keys: Keys;
       config: Readonly<Config>;
       accounts: Accounts;
-      ids: () => Snowflake;
+      ids: () => Snowflake | Promise<Snowflake>;
     },
   ) {}
 
@@ -91,9 +91,9 @@ export class Messages {
     const targets = new Set(items.filter((r, i) => convs[i] && r.toUserId !== undefined).map((r) => r.toUserId as number));
     for (let i = 0; i < items.length; i++) if (convs[i]) targets.add(items[i].from.userId);
     const known = await this.deps.accounts.names([...targets]);
+    const ids = await this.deps.ids();
     const now = Date.now();
     const nowS = String(now);
-    const ids = this.deps.ids();
     const w = this.writer;
     const sent: number[] = []; // indexes of the items handed to the script, in order
     const calls: Promise<string | Error>[] = [];

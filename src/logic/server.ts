@@ -27,7 +27,7 @@ import { Presence } from "./presence.ts";
 import { ReadPositions, withReadState } from "./read.ts";
 import { Typing } from "./typing.ts";
 import { userByName } from "./users.ts";
-import { Snowflake, leaseWorkerId } from "./snowflake.ts";
+import { leaseWorkerId, type WorkerIdLease } from "./snowflake.ts";
 
 const RECONCILE_EVERY_MS = 10_000;
 
@@ -47,12 +47,11 @@ export class LogicServer {
   readonly presence: Presence;
   readonly reads: ReadPositions;
   readonly typing: Typing;
-  private ids?: Snowflake;
   private grpc?: grpc.Server;
   private ops?: ReturnType<typeof serveOps>;
   private reg?: Registration;
   private connectWatch?: ServiceWatch;
-  private releaseWorkerId?: () => Promise<void>;
+  private workerId?: WorkerIdLease;
   private reconcileTimer?: ReturnType<typeof setInterval>;
   private ready = false;
   port = 0;
@@ -65,7 +64,7 @@ export class LogicServer {
     this.registry = newRegistry("logic");
     const hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, registry: this.registry });
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config, hashes });
-    this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
+    this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => (this.workerId as WorkerIdLease).ids() });
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
     this.reads = new ReadPositions({ db: deps.db.db, redis: this.redis, keys, streamPartitions: config.streamPartitions, log });
     this.typing = new Typing({ redis: this.redis, keys, streamPartitions: config.streamPartitions });
@@ -165,10 +164,7 @@ export class LogicServer {
   async start(): Promise<void> {
     const { config, log, discovery, instanceId } = this.deps;
     await this.redis.connect();
-    this.releaseWorkerId = await leaseWorkerId(discovery, instanceId, (n) => {
-      this.ids = new Snowflake(n);
-      log.info("snowflake worker id", { workerId: n });
-    });
+    this.workerId = await leaseWorkerId(discovery, instanceId, (n) => log.info("snowflake worker id", { workerId: n }));
     const impl = this.api();
     // Bound to the internal address only; every call must carry the cluster secret.
     const auth = { auth: clusterAuthFor(config, { redis: true, mysql: true }), onRefused: refusedCounter(this.registry) };
@@ -225,7 +221,7 @@ export class LogicServer {
     if (this.grpc) await stopServer(this.grpc);
     await this.reconciling;
     await this.reads.stop().catch(() => undefined);
-    await this.releaseWorkerId?.().catch(() => undefined);
+    await this.workerId?.close().catch(() => undefined);
     this.ops?.stop(true);
     this.redis.disconnect();
   }

@@ -18,6 +18,13 @@ export interface Registration {
 
 export type Instances = ReadonlyMap<string, InstanceInfo>;
 
+export interface KeptLease {
+  current(): Lease;
+  /** performance.now() ms before which etcd cannot have expired the current lease (see keptLease). */
+  earliestExpiry(): number;
+  close(): Promise<void>;
+}
+
 export interface ServiceWatch {
   instances(): Instances;
   close(): Promise<void>;
@@ -50,17 +57,31 @@ export class Discovery {
   /**
    * A lease that re-grants itself if lost (it expired, e.g. after a stall longer than the TTL, or
    * etcd restarted): onLost runs once per loss, then onRenew (retried with backoff) re-puts keys.
+   * earliestExpiry() is the soonest moment (performance.now() ms) etcd may expire the current
+   * lease: the TTL after the grant or the last keepalive etcd answered was sent, so a holder that
+   * stops using what the lease guards before then never overlaps with the next holder.
    */
-  keptLease(onRenew: (lease: Lease) => Promise<void>, onLost?: () => void): { current: () => Lease; close: () => Promise<void> } {
+  keptLease(onRenew: (lease: Lease) => Promise<void>, onLost?: () => void): KeptLease {
+    const ttlMs = this.opts.leaseTtlSec * 1000;
+    let confirmed = performance.now();
     let lease = this.etcd.lease(this.opts.leaseTtlSec, { autoKeepAlive: true });
     let stopped = false;
     const arm = (l: Lease) => {
+      // etcd answers a lease's keepalives in order on its stream; a new stream starts afresh.
+      const fired: number[] = [];
+      l.on("keepaliveEstablished", () => void (fired.length = 0));
+      l.on("keepaliveFired", () => void fired.push(performance.now()));
+      l.on("keepaliveSucceeded", () => {
+        const sent = fired.shift();
+        if (sent !== undefined && l === lease) confirmed = sent;
+      });
       l.on("lost", async (err) => {
         if (stopped || this.closed) return;
         this.opts.log.warn("etcd lease lost, re-registering", { err: err.message });
         onLost?.();
         for (let delay = 200; !stopped && !this.closed; delay = Math.min(delay * 2, 2000)) {
           try {
+            confirmed = performance.now();
             lease = this.etcd.lease(this.opts.leaseTtlSec, { autoKeepAlive: true });
             arm(lease);
             await onRenew(lease);
@@ -75,6 +96,7 @@ export class Discovery {
     arm(lease);
     const handle = {
       current: () => lease,
+      earliestExpiry: () => confirmed + ttlMs,
       close: async () => {
         stopped = true;
         this.leases.delete(handle);
