@@ -8,6 +8,7 @@ import { CONNECT_SERVICE } from "../proto/connect.ts";
 import { redisKeys } from "../src/shared/keys.ts";
 import { Discovery } from "../src/shared/discovery.ts";
 import { leaseWorkerId } from "../src/logic/snowflake.ts";
+import { PartitionOwnership } from "../src/task/ownership.ts";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
 import { WsClient } from "./support/connect.ts";
 import { eventually, http, registerUser } from "./support/http.ts";
@@ -233,6 +234,60 @@ test("a logic instance whose lease expires stops minting ids before another can 
     proxy.resume();
     await d1.close();
     await d2.close();
+    proxy.stop();
+  }
+}, 120_000);
+
+test("a task worker whose lease expires stops its partitions before another worker takes them", async () => {
+  const proxy = stallableProxy(c.config.etcdEndpoints[0]);
+  const prefix = `${c.config.etcdPrefix}/own${crypto.randomUUID().slice(0, 6)}`;
+  const log = c.log.child({ test: "ownership" });
+  const ttl = c.config.leaseTtlSec;
+  const dA = new Discovery({ endpoints: [proxy.endpoint], prefix, leaseTtlSec: ttl, log });
+  const dB = new Discovery({ endpoints: c.config.etcdEndpoints, prefix, leaseTtlSec: ttl, log });
+  // Which worker runs each partition now (from onAcquire until its onRelease resolved); a second one is a violation.
+  const running = new Map<number, string>();
+  const overlaps: string[] = [];
+  const owner = (d: Discovery, id: string) =>
+    new PartitionOwnership({
+      discovery: d,
+      id,
+      partitions: 4,
+      log,
+      onAcquire: async (p) => {
+        const other = running.get(p);
+        if (other && other !== id) overlaps.push(`${id} acquired ${p} while ${other} ran it`);
+        running.set(p, id);
+      },
+      onRelease: async (p) => {
+        await Bun.sleep(50); // in-flight work finishing
+        if (running.get(p) === id) running.delete(p);
+      },
+    });
+  const a = owner(dA, "task-a");
+  const b = owner(dB, "task-b");
+  try {
+    await a.start();
+    await b.start();
+    await eventually(() => a.ownedPartitions().length === 2 && b.ownedPartitions().length === 2, 20_000, "an even split");
+
+    proxy.pause();
+    const t0 = performance.now();
+    await eventually(() => b.ownedPartitions().length === 4, (ttl + 10) * 1000, "b takes every partition");
+    const takeoverMs = Math.round(performance.now() - t0);
+    expect(a.ownedPartitions()).toEqual([]);
+    expect(overlaps).toEqual([]);
+
+    proxy.resume();
+    await eventually(() => a.ownedPartitions().length === 2 && b.ownedPartitions().length === 2, 20_000, "a takes its share back");
+    expect(overlaps).toEqual([]);
+    console.log(JSON.stringify({ test: "ownership stall", leaseTtlSec: ttl, takeoverMs }));
+  } finally {
+    proxy.resume();
+    await a.stop();
+    await b.stop();
+    await dA.close();
+    await dB.close();
     proxy.stop();
   }
 }, 120_000);
