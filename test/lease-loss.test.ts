@@ -71,8 +71,11 @@ class RoomMember {
     const { code } = await ws.closed;
     if (this.stopped || (code !== 1001 && code !== 1012)) return;
     this.reconnects++;
-    const gw = await eventually(async () => (await http(c.apiUrl(), "GET", "/api/gateway")).body?.wsUrl, 20_000, "a gateway url");
-    await this.connect(gw);
+    // As a client would: ask the gateway, and try again while the instance it names refuses (503).
+    await eventually(async () => {
+      await this.connect((await http(c.apiUrl(), "GET", "/api/gateway")).body?.wsUrl);
+      return true;
+    }, 20_000, "a reconnect");
   }
 
   close(): void {
