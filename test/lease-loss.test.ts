@@ -9,6 +9,12 @@ import { redisKeys } from "../src/shared/keys.ts";
 import { Discovery } from "../src/shared/discovery.ts";
 import { leaseWorkerId } from "../src/logic/snowflake.ts";
 import { PartitionOwnership } from "../src/task/ownership.ts";
+import { ConnectServer } from "../src/connect/server.ts";
+import { newInstanceId } from "../src/shared/instance.ts";
+import { etcdTarget } from "../src/shared/resolver.ts";
+import { makeClient } from "../src/shared/rpc.ts";
+import { ClusterAuth } from "../src/shared/cluster-auth.ts";
+import { LOGIC_SERVICE, LogicService, type LogicApi } from "../proto/logic.ts";
 import { startCluster, type TestCluster } from "./support/cluster.ts";
 import { WsClient } from "./support/connect.ts";
 import { eventually, http, registerUser } from "./support/http.ts";
@@ -84,8 +90,12 @@ class RoomMember {
   }
 }
 
-test("a connect instance that loses its lease keeps delivering every message to its room members", async () => {
-  const conn = c.connect[0];
+/**
+ * A member joined on conn gets message 1; loseLease ends conn's lease and returns once logic has
+ * cleaned up the lost registration; messages sent then and over the next seconds (during, and after
+ * `recover`) must all reach the member, in order, and presence must be right again.
+ */
+async function memberKeepsEveryMessage(conn: ConnectServer, loseLease: (oldId: string) => Promise<void>, recover = async () => {}) {
   const sender = await registerUser(c.apiUrl());
   const bystander = await registerUser(c.apiUrl());
   const room = `ll-${crypto.randomUUID().slice(0, 8)}`;
@@ -102,11 +112,12 @@ test("a connect instance that loses its lease keeps delivering every message to 
   // The lease ends; logic's reconcile sees the key gone and drops what the instance held.
   const keys = redisKeys(c.config.redisPrefix);
   const oldId = conn.registrationId;
-  await revokeLeaseOf(c.discovery().serviceKey(CONNECT_SERVICE, oldId));
+  await loseLease(oldId);
   await eventually(async () => !(await redis.sismember(keys.instances, oldId)) && !(await redis.exists(keys.instanceHoldings(oldId))), 20_000, "logic's cleanup of the lost registration");
 
   // Messages sent after the loss, a few spread over time, all reach the member in order.
-  let last = 1;
+  let last = await post("in the gap");
+  await recover();
   for (let i = 0; i < 5; i++) {
     last = await post(`after ${i}`);
     await Bun.sleep(600);
@@ -119,10 +130,32 @@ test("a connect instance that loses its lease keeps delivering every message to 
   const info = await http(c.apiUrl(), "GET", `/api/rooms/${room}`, { token: sender.token });
   expect(info.body.members).toEqual([{ userId: bystander.userId, userName: bystander.userName }]);
   // It came back as a new registration, its sockets told to reconnect and sync (1012) once.
-  expect(conn.registrationId).not.toBe(oldId);
-  expect(await c.discovery().etcd.get(c.discovery().serviceKey(CONNECT_SERVICE, conn.registrationId)).string()).not.toBeNull();
+  await eventually(async () => conn.registrationId !== oldId && (await c.discovery().etcd.get(c.discovery().serviceKey(CONNECT_SERVICE, conn.registrationId)).string()) !== null, 20_000, "a new registration");
   expect(member.reconnects).toBe(1);
   member.close();
+}
+
+test("a connect instance whose lease is revoked keeps delivering every message to its room members", async () => {
+  await memberKeepsEveryMessage(c.connect[0], (oldId) => revokeLeaseOf(c.discovery().serviceKey(CONNECT_SERVICE, oldId)).then(() => undefined));
+}, 120_000);
+
+test("a connect instance whose path to etcd stalls past the lease TTL keeps delivering every message", async () => {
+  const proxy = stallableProxy(c.config.etcdEndpoints[0]);
+  const d = new Discovery({ endpoints: [proxy.endpoint], prefix: c.config.etcdPrefix, leaseTtlSec: c.config.leaseTtlSec, log: c.log });
+  const t = etcdTarget(d, LOGIC_SERVICE);
+  const logic = makeClient<LogicApi>(LogicService, t.target, undefined, new ClusterAuth(c.config.clusterSecrets));
+  const conn = new ConnectServer({ config: c.config, log: c.log.child({ role: "connect", stalled: true }), logic, discovery: d, instanceId: newInstanceId("connect") });
+  await conn.start();
+  try {
+    await memberKeepsEveryMessage(conn, async () => proxy.pause(), async () => proxy.resume());
+  } finally {
+    proxy.resume();
+    await conn.stop();
+    logic.close();
+    t.release();
+    await d.close();
+    proxy.stop();
+  }
 }, 120_000);
 
 /**
