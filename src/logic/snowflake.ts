@@ -51,20 +51,25 @@ export interface WorkerIdLease {
 /** Claims the lowest free worker id under its own kept lease, and again after the lease is lost. */
 export async function leaseWorkerId(discovery: Discovery, instanceId: string, onChange: (workerId: number) => void): Promise<WorkerIdLease> {
   let ids: Snowflake | undefined;
+  /** The generator before a loss: kept if the same id is claimed again, so its ids keep growing. */
+  let last: Snowflake | undefined;
   const claim = async (lease: Lease) => {
     const leaseId = await lease.grant();
     for (let n = 0; n < MAX_WORKERS; n++) {
       const key = `${discovery.prefix}/workerids/${n}`;
       const res = await discovery.etcd.if(key, "Create", "==", 0).then(discovery.etcd.put(key).value(instanceId).lease(leaseId)).commit();
       if (res.succeeded) {
-        ids = new Snowflake(n);
+        ids = last?.workerId === n ? last : new Snowflake(n);
         return onChange(n);
       }
     }
     throw new Error("no free snowflake worker id");
   };
   // The old id may be claimed by another instance as soon as the lease is gone: stop at once.
-  const kept = discovery.keptLease(claim, () => (ids = undefined));
+  const kept = discovery.keptLease(claim, () => {
+    last = ids;
+    ids = undefined;
+  });
   await claim(kept.current());
   const usable = () => (ids && performance.now() < kept.earliestExpiry() - MINT_MARGIN_MS ? ids : undefined);
   return {
