@@ -37,6 +37,8 @@ export class Conn {
   /** Sends so far: with the instance id and conn number it makes each send's retryKey. */
   sendNo = 0;
   closed = false;
+  /** The registration id its presence is recorded under: the instance's when the socket opened. */
+  inst = "";
   /** join/leave run one after another per connection, so replies and presence ops keep the client's order. */
   ctl: Promise<void> = Promise.resolve();
   /** Requests waiting for their answer (LIMITS.maxInFlightPerConn). */

@@ -47,7 +47,8 @@ export class FrameHandler {
   readonly pending = new Set<Promise<unknown>>();
   private readonly up: Upstream;
   private readonly out: Outbox;
-  private readonly inst: string;
+  /** The registration id presence ops are recorded under; ConnectServer changes it when its registration is lost. */
+  inst: string;
 
   constructor(private readonly d: HandlerDeps) {
     this.up = d.upstream;
@@ -59,7 +60,8 @@ export class FrameHandler {
     const c = ws.data;
     this.d.log.debug("connection opened", { conn: c.no, userId: c.user.userId, format: c.format });
     this.d.hub.add(ws);
-    this.track(this.presence({ k: "connect", inst: this.inst, conn: c.no, user: c.user }));
+    c.inst = this.inst;
+    this.track(this.presence({ k: "connect", inst: c.inst, conn: c.no, user: c.user }));
   }
 
   close(ws: Socket, code: number): void {
@@ -69,11 +71,13 @@ export class FrameHandler {
     this.d.log.debug("connection closed", { conn: c.no, userId: c.user.userId, code, rooms: c.rooms.size });
     this.d.metrics.closes.child(String(code)).inc();
     this.d.hub.remove(ws);
-    // After any join/leave still running, so logic sees each join before its leave.
+    // Undone under the registration the socket was recorded with, after any join/leave still
+    // running, so logic sees each join before its leave.
+    const inst = c.inst;
     const done = c.ctl.then(() => {
-      const ops = [...c.rooms].map((room) => this.presence({ k: "leave", inst: this.inst, conn: c.no, user: c.user, room }));
+      const ops = [...c.rooms].map((room) => this.presence({ k: "leave", inst, conn: c.no, user: c.user, room }));
       c.rooms.clear();
-      ops.push(this.presence({ k: "disconnect", inst: this.inst, conn: c.no, user: c.user }));
+      ops.push(this.presence({ k: "disconnect", inst, conn: c.no, user: c.user }));
       return Promise.all(ops);
     });
     this.track(done);
@@ -216,7 +220,7 @@ export class FrameHandler {
       this.d.hub.join(ws, room);
       let info: JoinInfo;
       try {
-        info = (await this.up.presence.call({ k: "join", inst: this.inst, conn: c.no, user: c.user, room })) as JoinInfo;
+        info = (await this.up.presence.call({ k: "join", inst: c.inst, conn: c.no, user: c.user, room })) as JoinInfo;
       } catch (e) {
         c.rooms.delete(room);
         this.d.hub.leave(ws, room);
@@ -239,7 +243,7 @@ export class FrameHandler {
     if (c.closed) return;
     if (c.rooms.delete(room)) {
       this.d.hub.leave(ws, room);
-      await this.presence({ k: "leave", inst: this.inst, conn: c.no, user: c.user, room });
+      await this.presence({ k: "leave", inst: c.inst, conn: c.no, user: c.user, room });
     }
     this.out.send(ws, leftFrame(ref, room));
   }

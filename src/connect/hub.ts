@@ -44,8 +44,8 @@ export class Hub {
     private readonly out: Outbox,
     private readonly metrics: ConnectMetrics,
     private readonly log: Logger,
-    /** This instance's id: a `read` push skips the connection ("instance|conn") that asked. */
-    private readonly instanceId = "",
+    /** This instance's registration id: a `read` push skips the connection ("instance|conn") that asked. */
+    public instanceId = "",
   ) {
     this.pushedM = metrics.pushEvents.child("m");
     this.pushedP = metrics.pushEvents.child("p");

@@ -46,7 +46,7 @@ export interface ConnectServerOptions {
   /** LogicRPC: makeClient(LogicService, etcdTarget(discovery, "logic").target), or a fake. */
   logic: LogicPort;
   /** Where this instance registers itself: a Discovery, or a stub with register() (then /readyz checks only that it is started). */
-  discovery: { register(service: string, info: InstanceInfo): Promise<Registration> } & Partial<Parameters<typeof registered>[0]>;
+  discovery: { register(service: string, info: InstanceInfo, opts?: { onLost?: () => InstanceInfo; onRenewed?: () => void }): Promise<Registration> } & Partial<Parameters<typeof registered>[0]>;
   instanceId: string;
 }
 
@@ -68,6 +68,10 @@ export class ConnectServer {
   private updating = false;
   private timers: ReturnType<typeof setInterval>[] = [];
   private connSeq = 0;
+  /** Registrations lost so far: the current one's id is instanceId, then instanceId-r<n>. */
+  private lostRegistrations = 0;
+  /** Between a lost registration and its renewal: new sockets are refused (their presence would be recorded under an id not yet in etcd). */
+  private unregistered = false;
   private ready = false;
   private stopping = false;
   private stopped?: Promise<void>;
@@ -109,6 +113,11 @@ export class ConnectServer {
     return this.ops?.port ?? 0;
   }
 
+  /** The id this instance is registered under in etcd now, and records its connections' presence with. */
+  get registrationId(): string {
+    return this.handler.inst;
+  }
+
   get connections(): number {
     return this.hub.all.size;
   }
@@ -134,11 +143,14 @@ export class ConnectServer {
       this.timers.push(setInterval(() => this.sweep(), this.sweepEveryMs()));
       this.ready = true;
       const conns = this.connections;
-      this.registration = await this.opts.discovery.register(CONNECT_SERVICE, this.info(conns));
+      this.registration = await this.opts.discovery.register(CONNECT_SERVICE, this.info(conns), {
+        onLost: () => this.registrationLost(),
+        onRenewed: () => this.registrationRenewed(),
+      });
       this.reportedConns = conns;
       this.timers.push(setInterval(() => void this.refreshRegistration(), REGISTRATION_REFRESH_MS));
       const d = this.opts.discovery;
-      const checks = d.etcd && d.serviceKey ? [{ name: "etcd registration", check: () => registered(d as Parameters<typeof registered>[0], CONNECT_SERVICE, this.opts.instanceId) }] : [];
+      const checks = d.etcd && d.serviceKey ? [{ name: "etcd registration", check: () => registered(d as Parameters<typeof registered>[0], CONNECT_SERVICE, this.registrationId) }] : [];
       this.ops = serveOps(this.cfg.metricsHost, this.cfg.metricsPort, { registry: this.registry, live: () => this.ready, checks });
       this.log.info("connect started", { wsUrl: this.wsUrl, rpcAddr: this.rpcAddr });
     } catch (e) {
@@ -190,7 +202,7 @@ export class ConnectServer {
         open: (ws) => {
           handler.open(ws);
           // Upgraded after stop() closed the others: close this one the same way.
-          if (this.stopping) this.out.close(ws, CLOSE.RESTARTING, "server restarting");
+          if (this.stopping || this.unregistered) this.out.close(ws, CLOSE.RESTARTING, "server restarting");
         },
         message: (ws, raw) => {
           // A handler bug must not end the process (Bun treats a throw here as uncaught): the
@@ -238,6 +250,7 @@ export class ConnectServer {
     const now = Date.now();
     if (s.exp <= now) return errorResponse(new AppError("UNAUTHENTICATED", "token expired"));
     if (this.stopping) return errorResponse(new AppError("UNAVAILABLE", "server is shutting down"));
+    if (this.unregistered) return errorResponse(new AppError("UNAVAILABLE", "server is registering again"));
     const conn = new Conn(++this.connSeq, { userId: s.userId, userName: s.userName }, s.sid, s.exp, fmt as Format, now);
     if (server.upgrade(req, { data: conn })) return undefined;
     return errorResponse(new AppError("BAD_REQUEST", "expected a WebSocket upgrade"));
@@ -263,8 +276,33 @@ export class ConnectServer {
     }
   }
 
+  /**
+   * The etcd lease ended while this process lives (a stall or partition longer than the TTL, or
+   * etcd lost it): to the cluster this instance was dead. Logic removes the presence and routes it
+   * held, and task skipped pushes to it, so its open sockets may have missed messages, and a stale
+   * reconcile may still remove what is recorded under the old id. So the instance comes back as a
+   * new registration (a new id, never reused), and every socket open now is closed with 1012: the
+   * contract's "reconnect and sync", which recovers what was missed. Returns what to register.
+   */
+  private registrationLost(): InstanceInfo {
+    const id = `${this.opts.instanceId}-r${++this.lostRegistrations}`;
+    const open = [...this.hub.all];
+    this.log.warn("etcd registration lost: closing sockets, registering again", { id, sockets: open.length });
+    this.unregistered = true;
+    this.handler.inst = id;
+    this.hub.instanceId = id;
+    for (const ws of open) this.out.close(ws, CLOSE.RESTARTING, "server restarting");
+    this.reportedConns = this.connections;
+    return this.info(this.reportedConns);
+  }
+
+  private registrationRenewed(): void {
+    this.unregistered = false;
+    this.log.info("registered again", { id: this.registrationId });
+  }
+
   private info(conns: number): InstanceInfo {
-    return { id: this.opts.instanceId, addr: this.rpcAddr, meta: { wsUrl: this.wsUrl, conns, ready: this.ready } };
+    return { id: this.registrationId, addr: this.rpcAddr, meta: { wsUrl: this.wsUrl, conns, ready: this.ready } };
   }
 
   private async refreshRegistration(): Promise<void> {

@@ -86,7 +86,7 @@ export class Messages {
       keys: Keys;
       config: Readonly<Config>;
       accounts: Accounts;
-      ids: () => Snowflake;
+      ids: () => Snowflake | Promise<Snowflake>;
     },
   ) {
     this.fence = new SeqFence(deps);
@@ -121,8 +121,8 @@ export class Messages {
     const targets = new Set(items.filter((r, i) => convs[i] && r.toUserId !== undefined).map((r) => r.toUserId as number));
     for (let i = 0; i < items.length; i++) if (convs[i]) targets.add(items[i].from.userId);
     const known = await this.deps.accounts.names([...targets]);
+    const ids = await this.deps.ids();
     const now = Date.now();
-    const ids = this.deps.ids();
     const ready: Prepared[] = [];
     for (let i = 0; i < items.length; i++) {
       const conv = convs[i];

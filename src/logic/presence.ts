@@ -115,9 +115,17 @@ export class Presence {
     if (fields.length) log.info("cleaned up dead connect instance", { inst, holdings: fields.length });
   }
 
-  /** Cleans up every instance that holds state in Redis but is not alive in discovery. */
-  async reconcile(alive: ReadonlySet<string>): Promise<void> {
+  /**
+   * Cleans up every instance that holds state in Redis but is not alive in discovery. The known
+   * instances are read before the live ones: an instance registers before it sends any op, so one
+   * that starts (or registers again under a new id) meanwhile is in the live set whenever it is in
+   * the known one. A registration id is never reused after its lease is lost, so what is removed
+   * belonged to a dead registration, even if its process lives on under a new id.
+   */
+  async reconcile(aliveNow: () => Promise<ReadonlySet<string>>): Promise<void> {
     const known = await this.deps.redis.smembers(this.deps.keys.instances);
+    if (!known.length) return;
+    const alive = await aliveNow();
     for (const inst of known) if (!alive.has(inst)) await this.cleanupInstance(inst);
   }
 }

@@ -28,7 +28,7 @@ import { Presence } from "./presence.ts";
 import { ReadPositions, withReadState } from "./read.ts";
 import { Typing } from "./typing.ts";
 import { userByName } from "./users.ts";
-import { Snowflake, leaseWorkerId } from "./snowflake.ts";
+import { leaseWorkerId, type WorkerIdLease } from "./snowflake.ts";
 
 const RECONCILE_EVERY_MS = 10_000;
 
@@ -62,13 +62,12 @@ export class LogicServer {
   readonly presence: Presence;
   readonly reads: ReadPositions;
   readonly typing: Typing;
-  private ids?: Snowflake;
   private readonly hashes: HashPool;
   private grpc?: grpc.Server;
   private ops?: ReturnType<typeof serveOps>;
   private reg?: Registration;
   private connectWatch?: ServiceWatch;
-  private releaseWorkerId?: () => Promise<void>;
+  private workerId?: WorkerIdLease;
   private reconcileTimer?: ReturnType<typeof setInterval>;
   private ready = false;
   port = 0;
@@ -84,7 +83,7 @@ export class LogicServer {
     this.registry = newRegistry("logic");
     const hashes = (this.hashes = new HashPool({ concurrency: config.hashConcurrency, maxQueue: config.hashQueue, nice: config.hashNice, registry: this.registry }));
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config, hashes });
-    this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
+    this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => (this.workerId as WorkerIdLease).ids() });
     this.messages.log = log;
     this.redis.on("ready", () => this.messages.fence.forget());
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
@@ -220,10 +219,7 @@ export class LogicServer {
   async start(): Promise<void> {
     const { config, log, discovery, instanceId } = this.deps;
     await this.redis.connect();
-    this.releaseWorkerId = await leaseWorkerId(discovery, instanceId, (n) => {
-      this.ids = new Snowflake(n);
-      log.info("snowflake worker id", { workerId: n });
-    });
+    this.workerId = await leaseWorkerId(discovery, instanceId, (n) => log.info("snowflake worker id", { workerId: n }));
     const impl = this.api();
     // Bound to the internal address only; every call must carry the cluster secret.
     const auth = { auth: clusterAuthFor(config, { redis: true, mysql: true }), onRefused: refusedCounter(this.registry) };
@@ -270,10 +266,9 @@ export class LogicServer {
     if (this.reconciling) return;
     this.reconciling = (async () => {
       try {
-        // A fresh read, not the watch's cache: an instance registers before it sends any op.
-        const keys = await this.deps.discovery.etcd.getAll().prefix(this.deps.discovery.serviceKey(CONNECT_SERVICE)).keys();
-        const alive = new Set(keys.map((k) => k.slice(this.deps.discovery.serviceKey(CONNECT_SERVICE).length)));
-        await this.presence.reconcile(alive);
+        // A fresh read, not the watch's cache, taken after the known instances (see reconcile).
+        const prefix = this.deps.discovery.serviceKey(CONNECT_SERVICE);
+        await this.presence.reconcile(async () => new Set((await this.deps.discovery.etcd.getAll().prefix(prefix).keys()).map((k) => k.slice(prefix.length))));
       } catch (e) {
         this.deps.log.warn("presence reconcile failed", { err: e });
       } finally {
@@ -291,7 +286,7 @@ export class LogicServer {
     if (this.grpc) await stopServer(this.grpc);
     await this.reconciling;
     await this.reads.stop().catch(() => undefined);
-    await this.releaseWorkerId?.().catch(() => undefined);
+    await this.workerId?.close().catch(() => undefined);
     this.ops?.stop(true);
     this.hashes.close();
     this.redis.disconnect();

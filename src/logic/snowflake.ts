@@ -3,6 +3,7 @@
 // live logic instances never share one.
 import type { Lease } from "etcd3";
 import type { Discovery } from "../shared/discovery.ts";
+import { AppError } from "../shared/errors.ts";
 
 const EPOCH = 1_735_689_600_000n; // 2025-01-01T00:00:00Z
 export const MAX_WORKERS = 1024;
@@ -11,7 +12,7 @@ export class Snowflake {
   private lastMs = 0;
   private seq = 0;
 
-  constructor(private readonly workerId: number) {
+  constructor(readonly workerId: number) {
     if (!Number.isInteger(workerId) || workerId < 0 || workerId >= MAX_WORKERS) throw new Error(`bad worker id ${workerId}`);
   }
 
@@ -29,21 +30,59 @@ export class Snowflake {
   }
 }
 
-/**
- * Claims the lowest free worker id under its own kept lease; onChange gets it now and again if
- * the lease is lost and re-granted (another instance may have taken the old id meanwhile).
- */
-export async function leaseWorkerId(discovery: Discovery, instanceId: string, onChange: (workerId: number) => void): Promise<() => Promise<void>> {
+/** How long before the lease's earliest possible expiry minting stops: room for the minting itself and clock rate. */
+const MINT_MARGIN_MS = 250;
+/** How often a mint that waits for a confirmed lease checks again (ms). */
+const WAIT_STEP_MS = 25;
+
+export interface WorkerIdLease {
+  /**
+   * The id generator, while this process surely still holds its worker id. A lease whose keepalives
+   * are not answered may be expired by etcd TTL after the last answered one was sent, and another
+   * instance may then claim the id: minting stops MINT_MARGIN_MS before that, and after a loss
+   * until an id is claimed again (usually another one). Waits up to waitMs (default 2000) for that;
+   * then rejects with UNAVAILABLE (a send that cannot be accepted: see CONTRACT.md).
+   */
+  ids(waitMs?: number): Snowflake | Promise<Snowflake>;
+  /** Revokes the lease, freeing the worker id. */
+  close(): Promise<void>;
+}
+
+/** Claims the lowest free worker id under its own kept lease, and again after the lease is lost. */
+export async function leaseWorkerId(discovery: Discovery, instanceId: string, onChange: (workerId: number) => void): Promise<WorkerIdLease> {
+  let ids: Snowflake | undefined;
+  /** The generator before a loss: kept if the same id is claimed again, so its ids keep growing. */
+  let last: Snowflake | undefined;
   const claim = async (lease: Lease) => {
     const leaseId = await lease.grant();
     for (let n = 0; n < MAX_WORKERS; n++) {
       const key = `${discovery.prefix}/workerids/${n}`;
       const res = await discovery.etcd.if(key, "Create", "==", 0).then(discovery.etcd.put(key).value(instanceId).lease(leaseId)).commit();
-      if (res.succeeded) return onChange(n);
+      if (res.succeeded) {
+        ids = last?.workerId === n ? last : new Snowflake(n);
+        return onChange(n);
+      }
     }
     throw new Error("no free snowflake worker id");
   };
-  const kept = discovery.keptLease(claim);
+  // The old id may be claimed by another instance as soon as the lease is gone: stop at once.
+  const kept = discovery.keptLease(claim, () => {
+    last = ids;
+    ids = undefined;
+  });
   await claim(kept.current());
-  return kept.close;
+  const usable = () => (ids && performance.now() < kept.earliestExpiry() - MINT_MARGIN_MS ? ids : undefined);
+  return {
+    ids: (waitMs = 2000) => usable() ?? waitForIds(usable, waitMs),
+    close: kept.close,
+  };
+}
+
+async function waitForIds(usable: () => Snowflake | undefined, waitMs: number): Promise<Snowflake> {
+  for (const end = performance.now() + waitMs; performance.now() < end; ) {
+    await Bun.sleep(WAIT_STEP_MS);
+    const ids = usable();
+    if (ids) return ids;
+  }
+  throw new AppError("UNAVAILABLE", "message ids unavailable: etcd lease not confirmed");
 }

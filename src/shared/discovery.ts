@@ -18,6 +18,13 @@ export interface Registration {
 
 export type Instances = ReadonlyMap<string, InstanceInfo>;
 
+export interface KeptLease {
+  current(): Lease;
+  /** performance.now() ms before which etcd cannot have expired the current lease (see keptLease). */
+  earliestExpiry(): number;
+  close(): Promise<void>;
+}
+
 export interface ServiceWatch {
   instances(): Instances;
   close(): Promise<void>;
@@ -47,16 +54,34 @@ export class Discovery {
     return `${this.opts.prefix}/services/${service}/${id}`;
   }
 
-  /** A lease that re-grants itself if lost (e.g. etcd restarted), calling onRenew to re-put keys. */
-  keptLease(onRenew: (lease: Lease) => Promise<void>): { current: () => Lease; close: () => Promise<void> } {
+  /**
+   * A lease that re-grants itself if lost (it expired, e.g. after a stall longer than the TTL, or
+   * etcd restarted): onLost runs once per loss, then onRenew (retried with backoff) re-puts keys.
+   * earliestExpiry() is the soonest moment (performance.now() ms) etcd may expire the current
+   * lease: the TTL after the grant or the last keepalive etcd answered was sent, so a holder that
+   * stops using what the lease guards before then never overlaps with the next holder.
+   */
+  keptLease(onRenew: (lease: Lease) => Promise<void>, onLost?: () => void): KeptLease {
+    const ttlMs = this.opts.leaseTtlSec * 1000;
+    let confirmed = performance.now();
     let lease = this.etcd.lease(this.opts.leaseTtlSec, { autoKeepAlive: true });
     let stopped = false;
     const arm = (l: Lease) => {
+      // etcd answers a lease's keepalives in order on its stream; a new stream starts afresh.
+      const fired: number[] = [];
+      l.on("keepaliveEstablished", () => void (fired.length = 0));
+      l.on("keepaliveFired", () => void fired.push(performance.now()));
+      l.on("keepaliveSucceeded", () => {
+        const sent = fired.shift();
+        if (sent !== undefined && l === lease) confirmed = sent;
+      });
       l.on("lost", async (err) => {
         if (stopped || this.closed) return;
         this.opts.log.warn("etcd lease lost, re-registering", { err: err.message });
+        onLost?.();
         for (let delay = 200; !stopped && !this.closed; delay = Math.min(delay * 2, 2000)) {
           try {
+            confirmed = performance.now();
             lease = this.etcd.lease(this.opts.leaseTtlSec, { autoKeepAlive: true });
             arm(lease);
             await onRenew(lease);
@@ -71,6 +96,7 @@ export class Discovery {
     arm(lease);
     const handle = {
       current: () => lease,
+      earliestExpiry: () => confirmed + ttlMs,
       close: async () => {
         stopped = true;
         this.leases.delete(handle);
@@ -81,10 +107,27 @@ export class Discovery {
     return handle;
   }
 
-  async register(service: string, info: InstanceInfo): Promise<Registration> {
-    const key = this.serviceKey(service, info.id);
+  /**
+   * Registers info under a kept lease. If the lease is lost the key is put again under a new one:
+   * with the same info, or with what onLost returns (a registration that holds state keyed by its
+   * id, such as connect's presence, takes a new id: logic may already be removing the old one's);
+   * onRenewed runs once the key is in etcd again.
+   */
+  async register(service: string, info: InstanceInfo, opts: { onLost?: () => InstanceInfo; onRenewed?: () => void } = {}): Promise<Registration> {
+    let key = this.serviceKey(service, info.id);
     let current = info;
-    const lease = this.keptLease((l) => l.put(key).value(JSON.stringify(current)).exec().then(() => undefined));
+    const onLost = opts.onLost;
+    const lost = onLost
+      ? () => {
+          current = onLost();
+          key = this.serviceKey(service, current.id);
+        }
+      : undefined;
+    const renew = async (l: Lease) => {
+      await l.put(key).value(JSON.stringify(current)).exec();
+      opts.onRenewed?.();
+    };
+    const lease = this.keptLease(renew, lost);
     await lease.current().put(key).value(JSON.stringify(info)).exec();
     return {
       update: async (next) => {
