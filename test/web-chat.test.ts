@@ -8,7 +8,7 @@ import { uniqueName } from "./support/http.ts";
 import { composer, connected, conversations, expectEachOnce, joinRoom, launchChromium, messages, register, sendMessage, webCluster, withShots } from "./support/web.ts";
 
 // Page-side code in evaluate() runs in the browser; this program has no DOM types.
-declare const document: any;
+declare const document: any, localStorage: any;
 
 let cluster: ProcessCluster;
 let browser: Browser;
@@ -132,6 +132,12 @@ describe("web app", () => {
       await bob.getByRole("button", { name: "Log in" }).click();
       await connected(bob);
       await conversations(bob).getByRole("button", { name: new RegExp(`^${room}`) }).waitFor();
+      // The token revoked elsewhere (4401 on the socket): back to the sign-in form, told why.
+      const token = await bob.evaluate(() => localStorage.getItem("bunchat.token"));
+      const res = await fetch(`${base}/api/sessions/current`, { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(204);
+      await bob.getByRole("alert").filter({ hasText: "You have been signed out. Please log in again." }).waitFor({ timeout: 15_000 });
+      await bob.getByRole("button", { name: "Log in" }).waitFor();
     });
   });
 

@@ -1,7 +1,7 @@
 // The signed-in screen: sidebar (who, connection, new conversation, conversation list) and the
 // open conversation. Owns only view state: which conversation is open and the current alert.
 import { useEffect, useState } from "preact/hooks";
-import { type ChatClient, type SocketState } from "../../client/index.ts";
+import { unreadOf, type ChatClient, type SocketState } from "../../client/index.ts";
 import { Conversation } from "./Conversation.tsx";
 import { Sidebar } from "./Sidebar.tsx";
 import { useStore } from "./useStore.ts";
@@ -67,6 +67,11 @@ export function Chat(props: { client: ChatClient; onLogout: () => void; onSigned
   useEffect(() => {
     if (conv && visible && conv.loaded && conv.lastSeq > conv.readSeq) void client.markRead(conv.conv);
   });
+
+  const unread = client.store.list().reduce((n, c) => n + unreadOf(c), 0);
+  useEffect(() => {
+    document.title = unread ? `(${unread}) bunchat` : "bunchat";
+  }, [unread]);
 
   return (
     <div class={open ? "chat has-open" : "chat"}>
