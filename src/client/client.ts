@@ -21,7 +21,7 @@ export interface ChatClientOptions {
 
 export type ClientEvent =
   | { type: "state"; state: SocketState; closeCode?: number }
-  | { type: "error"; error: ChatError; conv?: string };
+  | { type: "error"; error: ChatError; conv?: string; op?: "send" };
 
 /** How long a `typing` push keeps its indicator (ms), and the least time between own typing ops. */
 export const TYPING_SHOW_MS = 3_000;
@@ -49,7 +49,7 @@ export class ChatClient {
       http: this.http,
       socket: () => this.socket,
       timeoutMs: opts.sendTimeoutMs ?? 10_000,
-      onError: (e, conv) => this.fail(e, conv),
+      onError: (e, conv) => this.fail(e, conv, "send"),
     });
   }
 
@@ -70,8 +70,8 @@ export class ChatClient {
   private emit(e: ClientEvent) {
     for (const l of this.listeners) l(e);
   }
-  private fail(error: unknown, conv?: string) {
-    this.emit({ type: "error", error: error instanceof ChatError ? error : new ChatError("INTERNAL", String(error)), conv });
+  private fail(error: unknown, conv?: string, op?: "send") {
+    this.emit({ type: "error", error: error instanceof ChatError ? error : new ChatError("INTERNAL", String(error)), conv, op });
   }
 
   /** Registers (201) and signs in; ChatError CONFLICT if the name is taken. */
@@ -187,6 +187,7 @@ export class ChatClient {
       c.onlineCount = j.onlineCount;
       this.store.changed();
       if (c.loaded && c.lastSeq > c.syncedSeq) void this.sync(c.conv);
+      if (c.members) void this.refreshMembers(room); // a list fetched before this join lacks us
     } catch (e) {
       if (e instanceof ChatError && e.code !== "NETWORK") this.fail(e, roomConv(room));
     }

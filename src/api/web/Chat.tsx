@@ -31,7 +31,7 @@ export function Chat(props: { client: ChatClient; onLogout: () => void; onSigned
           setConnection(e.state);
           if (e.state === "open") setAlert("");
           if (e.state === "signedOut") props.onSignedOut();
-        } else if (e.error.code !== "SIGNED_OUT") setAlert(plainWords(e.error, e.conv ? "send" : "other"));
+        } else if (e.error.code !== "SIGNED_OUT") setAlert(plainWords(e.error, e.op ?? "other"));
       }),
     [client],
   );
