@@ -7,6 +7,12 @@
 //
 //   bun bench/logic-send.ts [--redis redis://127.0.0.1:6379] [--batches 1,10,100]
 //                               [--messages 40000] [--inflight 256] [--rounds 3]
+//                               [--baseline /path/to/another/checkout]
+//
+// With --baseline, every round runs that checkout's Messages and send script and then this one's,
+// one after the other against the same redis-server, and each line says which ("version":
+// "baseline" | "current"): a before/after comparison in one run, where load from the rest of the
+// machine hits both alike (git archive <rev> | tar -x -C dir; ln -s $PWD/node_modules dir/).
 //
 // Without --redis it starts `redis-server --save '' --appendonly no` on a free port and stops it
 // (by pid) at the end, also on SIGINT/SIGTERM. With --redis it uses that server and deletes only its own "bench:" keys.
@@ -33,6 +39,7 @@ const { values: opt } = parseArgs({
     messages: { type: "string", default: "40000" },
     inflight: { type: "string", default: "256" },
     rounds: { type: "string", default: "3" },
+    baseline: { type: "string" },
   },
 });
 const batches = opt.batches.split(",").map(Number);
@@ -66,7 +73,21 @@ const admin = new Redis(url);
 const config = { redisPrefix: PREFIX, streamPartitions: 8, rateLimitPerSec: 1_000_000, rateLimitBurst: 1_000_000 } as Config;
 const accounts = { names: async (ids: number[]) => new Map(ids.map((id) => [id, `user${id}`])) } as unknown as Accounts;
 const snowflake = new Snowflake(1);
-const messages = new Messages({ db: {} as Db, redis, keys: redisKeys(PREFIX), config, accounts, ids: () => snowflake });
+const current = new Messages({ db: {} as Db, redis, keys: redisKeys(PREFIX), config, accounts, ids: () => snowflake });
+const versions: [string, { send: Messages["send"] }][] = [["current", current]];
+const closers: (() => void)[] = [];
+if (opt.baseline) {
+  const dir = opt.baseline.replace(/\/$/, "");
+  const base = {
+    scripts: (await import(`${dir}/src/logic/scripts.ts`)) as typeof import("../src/logic/scripts.ts"),
+    messages: (await import(`${dir}/src/logic/messages.ts`)) as typeof import("../src/logic/messages.ts"),
+    keys: (await import(`${dir}/src/shared/keys.ts`)) as typeof import("../src/shared/keys.ts"),
+  };
+  const baseRedis = base.scripts.defineScripts(new Redis(url, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
+  const m = new base.messages.Messages({ db: {} as Db, redis: baseRedis, keys: base.keys.redisKeys(PREFIX), config, accounts, ids: () => snowflake } as never);
+  versions.unshift(["baseline", m]);
+  closers.push(() => baseRedis.disconnect());
+}
 
 let serial = 0;
 function item(): SendReq {
@@ -103,7 +124,7 @@ async function clear(): Promise<void> {
 }
 
 /** Sends `count` messages in batches of `batch` with about `inflight` messages in flight. */
-async function run(batch: number, count: number) {
+async function run(messages: { send: Messages["send"] }, batch: number, count: number) {
   const workers = Math.max(1, Math.ceil(inflight / batch));
   let errors = 0;
   const prepared: SendReq[][] = [];
@@ -142,15 +163,18 @@ try {
   await redis.ping();
   for (let r = 1; r <= rounds; r++) {
     for (const b of batches) {
-      await clear();
-      await run(b, Math.min(total, 5000)); // warm-up: JIT, script cache, connection
-      await clear();
-      Bun.gc(true);
-      console.log(JSON.stringify({ round: r, ...(await run(b, total)) }));
+      for (const [version, messages] of versions) {
+        await clear();
+        await run(messages, b, Math.min(total, 5000)); // warm-up: JIT, script cache, connection
+        await clear();
+        Bun.gc(true);
+        console.log(JSON.stringify({ round: r, ...(opt.baseline ? { version } : {}), ...(await run(messages, b, total)) }));
+      }
     }
   }
   await clear();
 } finally {
+  for (const close of closers) close();
   redis.disconnect();
   admin.disconnect();
   stopServer();

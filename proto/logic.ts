@@ -80,6 +80,24 @@ export interface ConversationSummary {
   conv: string;
   lastSeq: number;
   lastTs: number | null;
+  /** (v1.1) the caller's readSeq, and lastSeq − readSeq (never below 0). */
+  readSeq: number;
+  unread: number;
+  /** (v1.1) a direct conversation's other user (the caller for a note to self). */
+  peer?: UserRef;
+}
+
+/** (v1.1) Mark conv read up to seq. origin ("instance|conn") is the WS connection asking: it gets the reply, not the push. */
+export interface ReadReq {
+  user: UserRef;
+  conv: string;
+  seq: number;
+  origin?: string;
+}
+
+export interface ReadRes {
+  conv: string;
+  readSeq: number;
 }
 
 export interface LogicApi {
@@ -93,6 +111,12 @@ export interface LogicApi {
   roomInfo(req: { room: string }): Promise<RoomInfo>;
   history(req: HistoryReq): Promise<HistoryRes>;
   conversations(req: { userId: number }): Promise<{ conversations: ConversationSummary[] }>;
+  /** (v1.1) PUT /api/conversations/{conv}/read and WS read, batched. Item errors: BAD_REQUEST, FORBIDDEN, UNAVAILABLE. */
+  markRead(req: { items: ReadReq[] }): Promise<Result<ReadRes>[]>;
+  /** (v1.1) WS typing: relayed at most once per user and conv per 2 s (null either way). Errors: BAD_REQUEST, FORBIDDEN. */
+  typing(req: { user: UserRef; conv: string }): Promise<null>;
+  /** (v1.1) GET /api/users?name=: the user of that name, ignoring case. Errors: BAD_REQUEST, NOT_FOUND. */
+  userByName(req: { name: string }): Promise<UserRef>;
 }
 
 export const LOGIC_METHODS = [
@@ -105,6 +129,9 @@ export const LOGIC_METHODS = [
   "roomInfo",
   "history",
   "conversations",
+  "markRead",
+  "typing",
+  "userByName",
 ] as const;
 
 export const LogicService = serviceDefinition("bunchat.Logic", LOGIC_METHODS);

@@ -179,8 +179,10 @@ describe("conversations", () => {
     const res = await http(base, "GET", "/api/conversations", { token: a.token });
     expect(res.status).toBe(200);
     expect(res.body.conversations.map((x: { conv: string }) => x.conv)).toEqual([`room:${r2}`, dm.body.conv, `room:${r1}`]);
-    expect(res.body.conversations[0]).toEqual({ conv: `room:${r2}`, lastSeq: 2, lastTs: expect.any(Number) });
+    // (v1.1) Own sends moved A's readSeq; B's DM is unread for A and has a peer.
+    expect(res.body.conversations[0]).toEqual({ conv: `room:${r2}`, lastSeq: 2, lastTs: expect.any(Number), readSeq: 2, unread: 0 });
+    expect(res.body.conversations[1]).toEqual({ conv: dm.body.conv, lastSeq: 1, lastTs: dm.body.ts, readSeq: 0, unread: 1, peer: { userId: b.userId, userName: b.userName } });
     const forB = await http(base, "GET", "/api/conversations", { token: b.token });
-    expect(forB.body.conversations).toEqual([{ conv: dm.body.conv, lastSeq: 1, lastTs: dm.body.ts }]);
+    expect(forB.body.conversations).toEqual([{ conv: dm.body.conv, lastSeq: 1, lastTs: dm.body.ts, readSeq: 1, unread: 0, peer: { userId: a.userId, userName: a.userName } }]);
   });
 });

@@ -89,7 +89,8 @@ describe("PersistHandler", () => {
     const conv = newConv();
     const evs = Array.from({ length: 23 }, (_, i) => msg(conv, { body: `${i}`.padEnd(i % 5 === 0 ? 3000 : 10, "é") }));
     let statements = 0;
-    const pool = { query: (sql: string, values: unknown[]) => (statements++, h.pool.query(sql, values)) } as unknown as Pool;
+    // Message INSERTs only (each batch also upserts its senders' read positions once).
+    const pool = { query: (sql: string, values: unknown[]) => (sql.startsWith("INSERT IGNORE INTO messages") && statements++, h.pool.query(sql, values)) } as unknown as Pool;
     const byRows = handler({ pool, maxRows: 4 });
     await byRows.handler.handle(evs.slice(0, 11).map((e, i) => entry(e, i + 1)));
     expect(statements).toBe(3); // 4 + 4 + 3
@@ -148,5 +149,24 @@ describe("PersistHandler", () => {
       await empty.close();
       await h.pool.query(`DROP DATABASE IF EXISTS ${db}`);
     }
+  });
+});
+
+describe("PersistHandler read positions (v1.1)", () => {
+  test("each batch upserts its senders' highest seq per conversation, never moving a position back", async () => {
+    const { handler: p } = handler();
+    const conv = newConv();
+    const bob = { userId: 43, userName: "bob" };
+    const readSeq = async (userId: number) => {
+      const [r] = await h.pool.query("SELECT read_seq FROM read_positions WHERE user_id = ? AND conv = ?", [userId, conv]);
+      const v = (r as { read_seq: unknown }[])[0]?.read_seq;
+      return v === undefined ? undefined : Number(v);
+    };
+    await p.handle([entry(msg(conv), 1), entry(msg(conv, { from: bob }), 2), entry(msg(conv), 3)]);
+    expect([await readSeq(42), await readSeq(43)]).toEqual([3, 2]);
+    // A replay of an older batch (or a position already read further) keeps the greatest.
+    await h.pool.query("UPDATE read_positions SET read_seq = 9 WHERE user_id = 43 AND conv = ?", [conv]);
+    await p.handle([entry(msg(conv, { from: bob }), 2), entry(msg(conv), 4)]);
+    expect([await readSeq(42), await readSeq(43)]).toEqual([4, 9]);
   });
 });

@@ -151,7 +151,7 @@ describe("send batches", () => {
     w.begin("1735689600123", 2.5, 7);
     for (let i = 0; i < Math.max(strs.length, blobs.length); i++) {
       const s = strs[i % strs.length];
-      w.add(s, s, s, s, s, s, s, s, s, s, blobs[i % blobs.length]);
+      w.add(s, s, s, s, s, s, s, s, s, s, blobs[i % blobs.length], s);
     }
     const blob = w.finish();
     // A client without auto-pipelining: ioredis 6 drops callBuffer's command name when it auto-pipelines.
@@ -162,6 +162,7 @@ describe("send batches", () => {
     for (let i = 0; i < Math.max(strs.length, blobs.length); i++) {
       for (let f = 0; f < 10; f++) want.push(Buffer.from(strs[i % strs.length]));
       want.push(blobs[i % blobs.length]);
+      want.push(Buffer.from(strs[i % strs.length]));
     }
     expect(echoed.length).toBe(want.length);
     want.forEach((b, i) => expect(echoed[i].equals(b)).toBe(true));

@@ -31,7 +31,7 @@ describe("task push routing", () => {
     await waitFor(() => s.groupDone(PUSH_GROUP), 10_000, "push group drained");
     const summary = (evs: PushEvent[]) =>
       evs
-        .map((e) => (e.t === "m" ? `m:${e.msg.conv}:${e.room ?? ""}:${e.users?.join(",") ?? ""}` : e.t === "p" ? `p:${e.p.room}:${e.p.onlineCount}` : `k:${e.userId}:${e.sid}`))
+        .map((e) => (e.t === "m" ? `m:${e.msg.conv}:${e.room ?? ""}:${e.users?.join(",") ?? ""}` : e.t === "p" ? `p:${e.p.room}:${e.p.onlineCount}` : e.t === "k" ? `k:${e.userId}:${e.sid}` : e.t))
         .sort();
     const dm12 = dmConv(u1.userId, u2.userId);
     const dm33 = dmConv(u3.userId, u3.userId);

@@ -11,6 +11,8 @@ import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
 import { contentSecurityPolicy, webAssets } from "./web/build.ts";
+import { chatRoutes } from "./chat-routes.ts";
+import { withOpenApi } from "./openapi.ts";
 
 export interface ApiDeps {
   logic: Client<LogicApi>;
@@ -70,7 +72,7 @@ export function createApiApp(deps: ApiDeps) {
     );
   };
 
-  return new Elysia()
+  const app = new Elysia()
     .onRequest(({ request }) => {
       const len = Number(request.headers.get("content-length") ?? 0);
       if (len > LIMITS.maxHttpBody) return fail("PAYLOAD_TOO_LARGE", `request body over ${LIMITS.maxHttpBody} bytes`);
@@ -165,7 +167,9 @@ export function createApiApp(deps: ApiDeps) {
       const wsUrl = deps.gateway();
       if (!wsUrl) throw new AppError("UNAVAILABLE", "no connect instance is available");
       return json(200, { wsUrl });
-    });
+    })
+    .use(chatRoutes({ logic, user }));
+  return withOpenApi(app);
 }
 
 async function web(part: "html" | "js" | "css" | "icon", type: string, headers: Record<string, string> = {}): Promise<Response> {

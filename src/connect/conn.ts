@@ -44,6 +44,8 @@ export class Conn {
   // Allocated on first use: most connections never send a malformed frame or hit the rate limit.
   malformed?: SlidingWindow;
   rateLimited?: SlidingWindow;
+  /** (v1.1) conv → ms of this connection's last typing relay (LIMITS.typingIntervalMs gate). */
+  typedAt?: Map<string, number>;
   /** Frames the Outbox holds until the end of the turn (see Outbox.reply). */
   held?: Wire | Wire[];
 

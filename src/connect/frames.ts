@@ -3,7 +3,7 @@
 // user, rate limit, conversation access) are logic's, which answers with AppErrors.
 import { pack } from "../shared/codec.ts";
 import type { WireError } from "../shared/errors.ts";
-import { CLIENT_OPS, LIMITS, ROOM_ID_RE, type Message, type PresenceEvent } from "../shared/protocol.ts";
+import { CLIENT_OPS, LIMITS, ROOM_ID_RE, parseConv, type Message, type PresenceEvent, type UserRef } from "../shared/protocol.ts";
 import type { SendAck } from "../../proto/logic.ts";
 
 export type Format = "json" | "msgpack";
@@ -14,7 +14,9 @@ export type ClientFrame =
   | { op: "join" | "leave"; room: string; ref?: unknown }
   | { op: "send"; room?: string | null; toUserId?: number | null; body: string; clientMsgId?: string | null; ref?: unknown }
   | { op: "sync"; conv: string; afterSeq: number; limit?: number | null; ref?: unknown }
-  | { op: "ping"; ref?: unknown };
+  | { op: "ping"; ref?: unknown }
+  | { op: "read"; conv: string; seq: number; ref?: unknown }
+  | { op: "typing"; conv: string; ref?: unknown };
 
 // Optional fields may be absent or null (msgpack clients often send nil for "not set"); the
 // types say so, so handlers test them with typeof.
@@ -23,6 +25,8 @@ const isRoom = (v: unknown): v is string => typeof v === "string" && ROOM_ID_RE.
 const isInt = (v: unknown, min: number): v is number => Number.isSafeInteger(v) && (v as number) >= min;
 
 const ROOM_RULE = "room must be 1-64 characters of [A-Za-z0-9_-]";
+const CONV_RULE = "conv must be room:<roomId> or dm:<a>:<b> with a <= b";
+const isConv = (v: unknown): v is string => typeof v === "string" && parseConv(v) !== null;
 
 /** The frame itself (narrowed) if it is well-formed, else the reason it is not. */
 export function parseClientFrame(v: unknown): ClientFrame | string {
@@ -48,6 +52,12 @@ export function parseClientFrame(v: unknown): ClientFrame | string {
       return f as ClientFrame;
     case "ping":
       return f as ClientFrame;
+    case "read":
+      if (!isConv(f.conv)) return CONV_RULE;
+      if (!isInt(f.seq, 0)) return "seq must be an integer >= 0";
+      return f as ClientFrame;
+    case "typing":
+      return isConv(f.conv) ? (f as ClientFrame) : CONV_RULE;
     default:
       return `op must be one of ${CLIENT_OPS.join(", ")}`;
   }
@@ -121,6 +131,20 @@ export function pongFrame(ref: unknown, ts: number): Frame {
   f.ts = ts;
   return f;
 }
+
+/** (v1.1) The reply to a read op (with ref), or the push to the user's other connections (ref undefined). */
+export function readFrame(ref: unknown, conv: string, readSeq: number): Frame {
+  const f = reply("read", ref);
+  f.conv = conv;
+  f.readSeq = readSeq;
+  return f;
+}
+
+/** (v1.1) To a DM's other user: user has read conv up to readSeq. */
+export const receiptFrame = (conv: string, user: UserRef, readSeq: number): Frame => ({ op: "receipt", conv, user, readSeq });
+
+/** (v1.1) Relay of another user's typing. */
+export const typingFrame = (conv: string, user: UserRef): Frame => ({ op: "typing", conv, user });
 
 export const msgFrame = (m: Message): Frame => ({ op: "msg", ...m });
 

@@ -4,7 +4,7 @@
 import { unpack } from "../shared/codec.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
-import { CLOSE, LIMITS, roomConv } from "../shared/protocol.ts";
+import { CLOSE, LIMITS, parseConv, roomConv } from "../shared/protocol.ts";
 import type { JoinInfo, PresenceOp, SendReq } from "../../proto/logic.ts";
 import { SlidingWindow, type Conn, type Socket } from "./conn.ts";
 import {
@@ -14,6 +14,7 @@ import {
   msgFrame,
   parseClientFrame,
   pongFrame,
+  readFrame,
   refOf,
   syncLimit,
   syncedFrame,
@@ -27,6 +28,7 @@ import type { Upstream } from "./upstream.ts";
 
 type SendFrame = Extract<ClientFrame, { op: "send" }>;
 type SyncFrame = Extract<ClientFrame, { op: "sync" }>;
+type ReadFrame = Extract<ClientFrame, { op: "read" }>;
 
 export interface HandlerDeps {
   upstream: Upstream;
@@ -92,6 +94,7 @@ export class FrameHandler {
     const f = parseClientFrame(v);
     if (typeof f === "string") return this.malformed(ws, ref, f, now);
     if (f.op === "ping") return this.out.send(ws, pongFrame(ref, now));
+    if (f.op === "typing") return this.typing(ws, f.conv, ref, now);
     if (c.inFlight >= LIMITS.maxInFlightPerConn) return this.rateLimited(ws, ref, new AppError("RATE_LIMITED", "too many requests in flight"));
     c.inFlight++;
     const done = () => void c.inFlight--;
@@ -100,6 +103,8 @@ export class FrameHandler {
         return void this.send(ws, f, ref).finally(done);
       case "sync":
         return void this.sync(ws, f, ref).finally(done);
+      case "read":
+        return void this.read(ws, f, ref).finally(done);
       case "join":
         c.ctl = c.ctl.then(() => this.join(ws, f.room, ref)).finally(done);
         return;
@@ -163,6 +168,35 @@ export class FrameHandler {
     } catch (e) {
       this.out.error(ws, ref, this.appError(e, "sync"));
     }
+  }
+
+  /** (v1.1) WS read: logic moves the position and pushes `read`/`receipt` to everyone else concerned. */
+  private async read(ws: Socket, f: ReadFrame, ref: unknown): Promise<void> {
+    const c = ws.data;
+    try {
+      const res = await this.up.reads.call({ user: c.user, conv: f.conv, seq: f.seq, origin: `${this.inst}|${c.no}` });
+      this.out.send(ws, readFrame(ref, res.conv, res.readSeq));
+    } catch (e) {
+      this.out.error(ws, ref, this.appError(e, "read"));
+    }
+  }
+
+  /**
+   * (v1.1) WS typing: no reply when valid. This connection relays at most once per conversation
+   * per LIMITS.typingIntervalMs without asking logic (which gates per user across connections);
+   * more are dropped silently.
+   */
+  private typing(ws: Socket, conv: string, ref: unknown, now: number): void {
+    const c = ws.data;
+    const pc = parseConv(conv)!; // validated by parseClientFrame
+    if (pc.kind === "dm" && pc.a !== c.user.userId && pc.b !== c.user.userId) return this.out.error(ws, ref, new AppError("FORBIDDEN", "not your conversation"));
+    c.typedAt ??= new Map();
+    const last = c.typedAt.get(conv);
+    if (last !== undefined && now - last < LIMITS.typingIntervalMs) return;
+    if (c.typedAt.size >= 256) for (const [k, t] of c.typedAt) if (now - t >= LIMITS.typingIntervalMs) c.typedAt.delete(k);
+    if (c.typedAt.size >= 256) return; // that many conversations within 2 s: drop, like a gated one
+    c.typedAt.set(conv, now);
+    this.up.logic.typing({ user: c.user, conv }).catch((e) => this.out.error(ws, ref, this.appError(e, "typing")));
   }
 
   private async join(ws: Socket, room: string, ref: unknown): Promise<void> {

@@ -6,7 +6,7 @@ import type { Logger } from "../shared/log.ts";
 import { CLOSE, type Message, type PresenceEvent } from "../shared/protocol.ts";
 import type { PushEvent } from "../../proto/connect.ts";
 import type { Socket } from "./conn.ts";
-import { encode, msgFrame, presenceFrame, type Format, type Wire } from "./frames.ts";
+import { encode, msgFrame, presenceFrame, readFrame, receiptFrame, typingFrame, type Format, type Wire } from "./frames.ts";
 import type { ConnectMetrics, Tally } from "./metrics.ts";
 import type { Outbox } from "./outbox.ts";
 
@@ -44,6 +44,8 @@ export class Hub {
     private readonly out: Outbox,
     private readonly metrics: ConnectMetrics,
     private readonly log: Logger,
+    /** This instance's id: a `read` push skips the connection ("instance|conn") that asked. */
+    private readonly instanceId = "",
   ) {
     this.pushedM = metrics.pushEvents.child("m");
     this.pushedP = metrics.pushEvents.child("p");
@@ -105,6 +107,12 @@ export class Hub {
         } else if (e.t === "k") {
           this.pushedK.inc();
           this.kick(e.userId, e.sid);
+        } else if (e.t === "rd") {
+          this.metrics.pushEvents.child("rd").inc();
+          this.readMoved(e);
+        } else if (e.t === "ty") {
+          this.metrics.pushEvents.child("ty").inc();
+          this.typing(e);
         } else {
           const t = (e as { t?: unknown }).t;
           this.metrics.pushEvents.child(String(t)).inc();
@@ -143,6 +151,35 @@ export class Hub {
     if (!r) return;
     const frame = new Lazy(presenceFrame(p));
     for (const ws of r.socks) if (ws.data.user.userId !== p.user.userId) this.out.wire(ws, frame.get(ws.data.format));
+  }
+
+  /** `read` to the reader's connections except the one that asked; `receipt` to a DM's other user. */
+  private readMoved(e: Extract<PushEvent, { t: "rd" }>): void {
+    const mine = this.users.get(e.user.userId);
+    if (mine) {
+      const frame = new Lazy(readFrame(undefined, e.conv, e.readSeq));
+      for (const ws of mine) if (e.o !== `${this.instanceId}|${ws.data.no}`) this.out.wire(ws, frame.get(ws.data.format));
+    }
+    const peers = e.peer !== undefined && e.peer !== e.user.userId ? this.users.get(e.peer) : undefined;
+    if (peers) {
+      const frame = new Lazy(receiptFrame(e.conv, e.user, e.readSeq));
+      for (const ws of peers) this.out.wire(ws, frame.get(ws.data.format));
+    }
+  }
+
+  /** A typing relay to the room's local sockets or the listed users' sockets, never to the typer's own. */
+  private typing(e: Extract<PushEvent, { t: "ty" }>): void {
+    const frame = new Lazy(typingFrame(e.conv, e.user));
+    const socks: Iterable<Socket>[] = [];
+    if (e.room !== undefined) {
+      const r = this.rooms.get(e.room);
+      if (r) socks.push(r.socks);
+    }
+    for (const u of e.users ?? []) {
+      const set = u !== e.user.userId ? this.users.get(u) : undefined;
+      if (set) socks.push(set);
+    }
+    for (const set of socks) for (const ws of set) if (ws.data.user.userId !== e.user.userId) this.out.wire(ws, frame.get(ws.data.format));
   }
 
   private kick(userId: number, sid: string): void {

@@ -92,6 +92,6 @@ export function connectMetrics(registry: Registry, stats: { connections: () => n
     framesOut: tally(registers, "bunchat_connect_frames_out_total", "Frames sent to clients (a room publish counts once per local subscriber)"),
     errors: family(registers, "bunchat_connect_errors_total", "Error frames sent to clients, by code", "code"),
     closes: family(registers, "bunchat_connect_closes_total", "Closed connections, by close code", "code"),
-    pushEvents: family(registers, "bunchat_connect_push_events_total", "Events received over ConnectRPC push, by type (m message, p presence, k kick)", "t"),
+    pushEvents: family(registers, "bunchat_connect_push_events_total", "Events received over ConnectRPC push, by type (m message, p presence, k kick, rd read position, ty typing)", "t"),
   };
 }

@@ -68,7 +68,7 @@ export class ConnectServer {
     this.metrics = connectMetrics(this.registry, { connections: () => this.hub.all.size, rooms: () => this.hub.roomCount });
     this.upstream = new Upstream(opts.logic);
     this.out = new Outbox(this.cfg.wsMaxBuffered, this.metrics);
-    this.hub = new Hub((topic, data) => this.http?.publish(topic, data, false) ?? 0, this.out, this.metrics, this.log);
+    this.hub = new Hub((topic, data) => this.http?.publish(topic, data, false) ?? 0, this.out, this.metrics, this.log, opts.instanceId);
     this.handler = new FrameHandler({
       upstream: this.upstream,
       hub: this.hub,

@@ -7,10 +7,10 @@
 //   a retryKey, which makes the transport-level retries safe.
 import { Batcher } from "../shared/batcher.ts";
 import type { Client } from "../shared/rpc.ts";
-import type { JoinInfo, LogicApi, PresenceOp, SendAck, SendReq, Session } from "../../proto/logic.ts";
+import type { JoinInfo, LogicApi, PresenceOp, ReadReq, ReadRes, SendAck, SendReq, Session } from "../../proto/logic.ts";
 
 /** The LogicRPC methods connect uses: a real Client<LogicApi>, or any object with them (tests). */
-export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "send" | "roomInfo" | "history">;
+export type LogicPort = Pick<Client<LogicApi>, "authenticate" | "presence" | "send" | "roomInfo" | "history" | "markRead" | "typing">;
 
 /**
  * One lane: every lane is its own batch cycle (call, reply), so each extra lane multiplies
@@ -25,11 +25,14 @@ const SEND_RETRIES = 2;
 export class Upstream {
   readonly auth: Batcher<string, Session>;
   readonly presence: Batcher<PresenceOp, JoinInfo | null>;
+  /** (v1.1) WS read ops: any order is fine (readSeq only grows), so concurrency 4, retried (idempotent). */
+  readonly reads: Batcher<ReadReq, ReadRes>;
   private readonly lanes: Batcher<SendReq, SendAck>[] = [];
 
   constructor(readonly logic: LogicPort) {
     this.auth = new Batcher((tokens) => logic.authenticate({ tokens }, { retries: 1 }), { concurrency: AUTH_CONCURRENCY });
     this.presence = new Batcher((ops) => logic.presence({ ops }, { retries: 2 }), { concurrency: 1 });
+    this.reads = new Batcher((items) => logic.markRead({ items }, { retries: 2 }), { concurrency: 4 });
     // Sends do not linger: the first send after an idle spell goes to logic at once, and sends made
     // while a call is in flight go together in the next (batching comes from the call in flight, not
     // from waiting). A 1 ms linger cost more latency than it saved CPU: alternating runs of

@@ -6,7 +6,7 @@ import { and, between, eq } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
 import { messages } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
-import { partitionOf, type Keys } from "../shared/keys.ts";
+import { ownSeqField, partitionOf, type Keys } from "../shared/keys.ts";
 import { LIMITS, ROOM_ID_RE, dmConv, parseConv, roomConv, type Message } from "../shared/protocol.ts";
 import { encodeEvent, parseEvent, toMessage, type StreamEvent } from "../shared/stream.ts";
 import type { Config } from "../shared/config.ts";
@@ -125,6 +125,7 @@ export class Messages {
         conv,
         id,
         encodeEvent(ev),
+        ownSeqField(uid),
       );
       sent.push(i);
       if (w.count === SEND_CHUNK) {
@@ -213,7 +214,7 @@ export class Messages {
     return { messages: [...bySeq.values()].sort((a, b) => a.seq - b.seq), hasMore };
   }
 
-  async conversations(userId: number): Promise<ConversationSummary[]> {
+  async conversations(userId: number): Promise<Pick<ConversationSummary, "conv" | "lastSeq" | "lastTs">[]> {
     const { redis, keys } = this.deps;
     const convs = await redis.smembers(keys.userConvs(userId));
     const pipe = redis.pipeline();

@@ -8,11 +8,13 @@ import type Redis from "ioredis";
  * SendBatchWriter (every item a str: Redis 7's cmsgpack cannot decode bin), holding
  *   now ms, rate/s, burst, then per message SEND_FIELDS items: rate key, idem key (or ""), idem
  *   ttl s, conv key, stream key, pending key, sender convs key, other convs key, conv, message
- *   id, packed event.
+ *   id, packed event, sender field ("s:<userId>").
  * For each message, as if sent alone one after another: a repeated idem key gives its first
  * acceptance (also within the batch); an empty token bucket rejects it; otherwise the
  * conversation's next seq is assigned, the event appended to the stream and the pending zset,
- * and the acceptance recorded under the idem key.
+ * and the acceptance recorded under the idem key. The conversation hash's sender field gets the
+ * seq in the same HSET as ts: the sender's own-send position (CONTRACT v1.1: a user's own send
+ * moves their readSeq; logic/read.ts reads readSeq as the max of it and the explicit position).
  * Returns one string, the messages' results joined by ",": "id|seq|ts" (accepted, or first
  * acceptance of a duplicate), "" (rate limited) or "!" (a command failed, logged by Redis; like
  * an error of a one-message script, the message's earlier writes stay and the next message
@@ -20,7 +22,7 @@ import type Redis from "ioredis";
  * Keys are computed by the caller and not declared, which standalone Redis allows; Redis Cluster
  * would need them declared in KEYS and in one slot (hash tags).
  */
-const SEND_FIELDS = 11;
+const SEND_FIELDS = 12;
 const SEND_BATCH = `
 local a = cmsgpack.unpack(ARGV[1])
 local nowS = a[1]
@@ -42,7 +44,7 @@ local function accept(i)
   redis.call('HSET', a[i], 't', nowS, 'v', string.format('%.6f', tokens - 1))
   redis.call('PEXPIRE', a[i], rateTtl)
   local seq = redis.call('HINCRBY', a[i + 3], 'seq', 1)
-  redis.call('HSET', a[i + 3], 'ts', nowS)
+  redis.call('HSET', a[i + 3], 'ts', nowS, a[i + 11], seq)
   local ev = a[i + 10]
   redis.call('XADD', a[i + 4], '*', 'n', seq, 'd', ev)
   redis.call('ZADD', a[i + 5], seq, ev)
@@ -90,7 +92,7 @@ export class SendBatchWriter {
   }
 
   /** One message; idemKey "" for none. The order is SEND_BATCH's. */
-  add(rateKey: string, idemKey: string, idemTtlSec: string, convKey: string, streamKey: string, pendingKey: string, senderConvsKey: string, otherConvsKey: string, conv: string, id: string, event: Uint8Array): void {
+  add(rateKey: string, idemKey: string, idemTtlSec: string, convKey: string, streamKey: string, pendingKey: string, senderConvsKey: string, otherConvsKey: string, conv: string, id: string, event: Uint8Array, senderField: string): void {
     this.str(rateKey);
     this.str(idemKey);
     this.str(idemTtlSec);
@@ -102,6 +104,7 @@ export class SendBatchWriter {
     this.str(conv);
     this.str(id);
     this.bytes(event);
+    this.str(senderField);
     this.count++;
   }
 

@@ -12,12 +12,17 @@ import { addService, startServer, stopServer } from "../shared/rpc.ts";
 import { newRegistry, serveOps } from "../shared/ops.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import { LIMITS } from "../shared/protocol.ts";
-import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
+import { LogicService, LOGIC_SERVICE, type LogicApi, type ReadReq } from "../../proto/logic.ts";
+import { AppError } from "../shared/errors.ts";
+import type { Result } from "../shared/batcher.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { defineScripts, type Scripts } from "./scripts.ts";
 import { Accounts } from "./accounts.ts";
 import { Messages } from "./messages.ts";
 import { Presence } from "./presence.ts";
+import { ReadPositions, withReadState } from "./read.ts";
+import { Typing } from "./typing.ts";
+import { userByName } from "./users.ts";
 import { Snowflake, leaseWorkerId } from "./snowflake.ts";
 
 const RECONCILE_EVERY_MS = 10_000;
@@ -36,6 +41,8 @@ export class LogicServer {
   readonly accounts: Accounts;
   readonly messages: Messages;
   readonly presence: Presence;
+  readonly reads: ReadPositions;
+  readonly typing: Typing;
   private ids?: Snowflake;
   private grpc?: grpc.Server;
   private ops?: ReturnType<typeof serveOps>;
@@ -55,6 +62,8 @@ export class LogicServer {
     this.accounts = new Accounts({ db: deps.db.db, redis: this.redis, keys, config });
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => this.ids as Snowflake });
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
+    this.reads = new ReadPositions({ db: deps.db.db, redis: this.redis, keys, streamPartitions: config.streamPartitions, log });
+    this.typing = new Typing({ redis: this.redis, keys, streamPartitions: config.streamPartitions });
   }
 
   private impl?: LogicApi;
@@ -73,6 +82,12 @@ export class LogicServer {
     const accepted = new Counter({ name: "bunchat_logic_messages_accepted_total", help: "Messages accepted", registers: [this.registry] });
     const kick = async (userId: number, sid: string, conv: string) => {
       await this.redis.xadd(keys.stream(partitionOf(conv, config.streamPartitions)), "*", "n", 0, "d", encodeEvent({ t: "k", userId, sid }));
+    };
+    const ok = <T>(v: T): Result<T> => ({ ok: v });
+    const fail = (e: unknown, op: string): Result<never> => {
+      if (e instanceof AppError) return { err: e.toJSON() };
+      this.deps.log.warn("logic op failed", { op, err: e });
+      return { err: { code: "UNAVAILABLE", message: "store unavailable" } };
     };
     const impl: LogicApi = {
       register: (r) => this.accounts.register(r),
@@ -97,7 +112,30 @@ export class LogicServer {
       },
       roomInfo: (r) => this.presence.roomInfo(r?.room),
       history: (r) => this.messages.history({ ...r, maxLimit: r?.maxLimit ?? LIMITS.historyMaxLimit }),
-      conversations: async (r) => ({ conversations: await this.messages.conversations(r.userId) }),
+      conversations: async (r) => ({
+        conversations: await withReadState(this.reads, (ids) => this.accounts.names(ids), r.userId, await this.messages.conversations(r.userId)),
+      }),
+      markRead: async (r) => {
+        const items: ReadReq[] = Array.isArray(r?.items) ? r.items : [];
+        batch.observe({ method: "markRead" }, items.length);
+        // The name in read/receipt pushes is logic's own record, not the caller's (CONTRACT v1.1).
+        const names = await this.accounts.names([...new Set(items.map((i) => i?.user?.userId).filter((id) => Number.isSafeInteger(id) && id > 0))]);
+        return Promise.all(
+          items.map((item) => {
+            const userName = names.get(item?.user?.userId);
+            if (userName === undefined) return fail(new AppError("BAD_REQUEST", "unknown user"), "markRead");
+            return this.reads.markRead({ ...item, user: { userId: item.user.userId, userName } }).then(ok, (e) => fail(e, "markRead"));
+          }),
+        );
+      },
+      typing: async (r) => {
+        const userId = r?.user?.userId;
+        const userName = Number.isSafeInteger(userId) && userId > 0 ? (await this.accounts.names([userId])).get(userId) : undefined;
+        if (userName === undefined) throw new AppError("BAD_REQUEST", "unknown user");
+        await this.typing.typing({ user: { userId, userName }, conv: r.conv });
+        return null;
+      },
+      userByName: (r) => userByName(this.deps.db.db, r?.name),
     };
     for (const m of Object.keys(impl)) {
       const fn = impl[m];
@@ -125,6 +163,7 @@ export class LogicServer {
     // A connect instance that vanishes from etcd is cleaned up (presence leave, routing entries).
     this.connectWatch = await discovery.watch(CONNECT_SERVICE, () => this.scheduleReconcile());
     this.reconcileTimer = setInterval(() => this.scheduleReconcile(), RECONCILE_EVERY_MS);
+    this.reads.start();
     this.ready = true;
     log.info("logic ready", { port, metricsPort: this.ops.port });
   }
@@ -158,6 +197,7 @@ export class LogicServer {
     await this.connectWatch?.close().catch(() => undefined);
     if (this.grpc) await stopServer(this.grpc);
     await this.reconciling;
+    await this.reads.stop().catch(() => undefined);
     await this.releaseWorkerId?.().catch(() => undefined);
     this.ops?.stop(true);
     this.redis.disconnect();

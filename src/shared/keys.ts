@@ -14,7 +14,7 @@ export function redisKeys(p: string) {
     rate: (uid: number) => `${p}rl:${uid}`,
     /** "id|seq|ts" of the first acceptance of a clientMsgId (or an internal retry key). */
     idem: (uid: number, conv: string, key: string) => `${p}idem:${uid}:${conv}:${key}`,
-    /** hash {seq, ts}: last seq and its time in a conversation. */
+    /** hash {seq, ts, "s:<userId>"…}: last seq and its time in a conversation; (v1.1) per sender, the last seq they sent (ownSeqField). */
     conv: (conv: string) => `${p}conv:${conv}`,
     /** zset seq → packed message: accepted but not yet in MySQL (history reads it first). */
     pending: (conv: string) => `${p}pend:${conv}`,
@@ -32,8 +32,19 @@ export function redisKeys(p: string) {
     instanceHoldings: (inst: string) => `${p}ih:${inst}`,
     /** set of connect instance ids that hold presence state. */
     instances: `${p}instances`,
+    /** (v1.1) hash conv → readSeq of a user, plus field "_" once loaded from MySQL (see logic/read.ts). */
+    readSeqs: (uid: number) => `${p}rd:${uid}`,
+    /** (v1.1) set of readSeqs keys changed since their last write to MySQL. */
+    readDirty: `${p}rdd`,
+    /** (v1.1) hash readSeqs key → ms a flusher claimed it: in MySQL write now, reclaimed when stale. */
+    readClaims: `${p}rdc`,
+    /** (v1.1) "1" while a user's typing in a conversation was relayed within the last 2 s. */
+    typingGate: (uid: number, conv: string) => `${p}ty:${uid}:${conv}`,
   };
 }
+
+/** (v1.1) The conv hash field holding the last seq userId sent there (their own-send read position). */
+export const ownSeqField = (userId: number) => `s:${userId}`;
 
 /** Stream partition of a conversation (FNV-1a 32-bit of the conv id). Every event of one conv goes to one partition. */
 export function partitionOf(conv: string, partitions: number): number {

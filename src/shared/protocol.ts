@@ -1,6 +1,6 @@
 // Names for the public protocol's numbers and strings (CONTRACT.md, WebSocket section).
 
-export const CLIENT_OPS = ["join", "leave", "send", "sync", "ping"] as const;
+export const CLIENT_OPS = ["join", "leave", "send", "sync", "ping", "read", "typing"] as const;
 export type ClientOp = (typeof CLIENT_OPS)[number];
 
 export const CLOSE = {
@@ -35,6 +35,8 @@ export const LIMITS = {
   syncMaxLimit: 500,
   historyDefaultLimit: 50,
   historyMaxLimit: 200,
+  /** (v1.1) At most one typing relay per user and conversation per this many ms. */
+  typingIntervalMs: 2000,
   /** clientMsgId deduplication window. */
   idempotencySec: 24 * 3600,
 } as const;

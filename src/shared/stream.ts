@@ -12,7 +12,11 @@ export type StreamEvent =
   | { t: "p"; room: string; event: "join" | "leave"; user: UserRef }
   | { t: "k"; userId: number; sid: string }
   /** A connect instance started holding the room: cached routes to it are stale. */
-  | { t: "r"; room: string };
+  | { t: "r"; room: string }
+  /** (v1.1) user's readSeq in conv changed (readSeq is the entry's n); o: "instance|conn" that asked, which gets a reply instead. */
+  | { t: "rd"; conv: string; user: UserRef; o?: string }
+  /** (v1.1) user is typing in conv; ts (ms) lets task drop a relay that has become stale. */
+  | { t: "ty"; conv: string; user: UserRef; ts: number };
 
 export const encodeEvent = (e: StreamEvent): Buffer => Buffer.from(JSON.stringify(e));
 
@@ -23,13 +27,16 @@ export type DecodedEvent =
   | { t: "m"; msg: Message }
   | { t: "p"; p: PresenceEvent }
   | { t: "k"; userId: number; sid: string }
-  | { t: "r"; room: string };
+  | { t: "r"; room: string }
+  | { t: "rd"; conv: string; user: UserRef; readSeq: number; o?: string }
+  | { t: "ty"; conv: string; user: UserRef; ts: number };
 
 /** n is the Redis-assigned number (seq or onlineCount). */
 export function decodeEvent(d: Uint8Array, n: number): DecodedEvent {
   const e = parseEvent(d);
   if (e.t === "m") return { t: "m", msg: toMessage(e, n) };
   if (e.t === "p") return { t: "p", p: { room: e.room, onlineCount: n, event: e.event, user: e.user } };
+  if (e.t === "rd") return { t: "rd", conv: e.conv, user: e.user, readSeq: n, o: e.o };
   return e;
 }
 

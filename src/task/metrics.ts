@@ -8,7 +8,7 @@ export function taskMetrics(registry: Registry) {
   return {
     eventsPushed: new Counter({
       name: "bunchat_task_events_pushed_total",
-      help: "Stream events handled by the push group, by type (m message, p presence, k kick)",
+      help: "Stream events handled by the push group, by type (m message, p presence, k kick, rd read position, ty typing)",
       labelNames: ["type"] as const,
       registers,
     }),

@@ -3,6 +3,9 @@
 // are committed does the consumer XACK the batch and drop those messages from each conversation's
 // pending zset (history reads them from there until now). MySQL down: the handler throws, nothing
 // is acked, and the consumer retries with backoff until it returns. Other events are just acked.
+// (v1.1) With the messages, each sender's own-send read position (the batch's highest seq per
+// sender and conversation) is upserted into read_positions, never moving one back (GREATEST): a
+// sender's own send moves their readSeq, and this makes that durable (see src/logic/read.ts).
 //
 // This is the hot path of a task process, so the statement is built by hand on the mysql2 pool
 // (no query builder): one cached SQL string per row count, one flat parameter array filled
@@ -37,6 +40,9 @@ const ROW = `(${Array(PER_ROW).fill("?").join(",")})`;
 /** Statement by row count: at most maxRows strings, ~2.3 MB if every count from 1 to 500 occurs. */
 const statements: string[] = [];
 const insertSql = (rows: number): string => (statements[rows] ??= HEAD + Array(rows).fill(ROW).join(","));
+/** migrations/002_read_positions.sql: (user_id, conv, read_seq) rows, kept at their greatest. */
+const ownReadSql = (rows: number) =>
+  `INSERT INTO read_positions (user_id, conv, read_seq) VALUES ${Array(rows).fill("(?,?,?)").join(",")} ON DUPLICATE KEY UPDATE read_seq = GREATEST(read_seq, VALUES(read_seq))`;
 
 /** One INSERT: its rows' values, PER_ROW per row, in COLUMNS order. */
 interface Chunk {
@@ -58,6 +64,8 @@ export class PersistHandler {
     let bytes = 0;
     let rows = 0;
     const maxSeq = new Map<string, number>();
+    /** conv → sender → highest seq they sent in this batch. */
+    const ownSeq = new Map<string, Map<number, number>>();
     for (const e of entries) {
       let ev: StreamEvent;
       let id: bigint, senderId: number, senderName: string, size: number;
@@ -82,6 +90,9 @@ export class PersistHandler {
       bytes += size;
       rows++;
       maxSeq.set(ev.conv, Math.max(maxSeq.get(ev.conv) ?? 0, e.n));
+      let senders = ownSeq.get(ev.conv);
+      if (!senders) ownSeq.set(ev.conv, (senders = new Map()));
+      senders.set(senderId, Math.max(senders.get(senderId) ?? 0, e.n));
     }
     if (!rows) return;
     chunks.push(cur);
@@ -96,6 +107,17 @@ export class PersistHandler {
         // only the driver's code and message (ECONNREFUSED, ER_NO_SUCH_TABLE, …).
         const code = mysqlCode(err);
         throw Object.assign(new Error(`message insert failed: ${(err as Error)?.message || code || "unknown error"}`), { code });
+      }
+    }
+    const own: unknown[] = [];
+    for (const [conv, senders] of ownSeq) for (const [uid, seq] of senders) own.push(uid, conv, seq);
+    for (let i = 0; i < own.length; i += 3 * 500) {
+      const part = own.slice(i, i + 3 * 500);
+      try {
+        await this.o.pool.query(ownReadSql(part.length / 3), part);
+      } catch (err) {
+        const code = mysqlCode(err);
+        throw Object.assign(new Error(`read position upsert failed: ${(err as Error)?.message || code || "unknown error"}`), { code });
       }
     }
     metrics.rowsPersisted.inc(inserted);

@@ -85,7 +85,7 @@ export class PushHandler {
     this.delivered.clear();
     this.failing = undefined;
     const now = Date.now();
-    const byType = { m: 0, p: 0, k: 0 };
+    const byType = { m: 0, p: 0, k: 0, rd: 0, ty: 0 };
     for (const { route } of routed) {
       byType[route.event.t]++;
       if (route.event.t === "m") metrics.lag.observe(Math.max(0, now - route.event.msg.ts) / 1000);
@@ -115,7 +115,7 @@ export class PushHandler {
         continue;
       }
       if (route) routed.push({ id: e.id, route });
-      else this.o.log.warn("dropping stream entry with a malformed conversation", { id: e.id });
+      else this.o.log.debug("stream entry goes nowhere (malformed conversation, stale typing)", { id: e.id });
     }
     return routed;
   }

@@ -11,10 +11,39 @@ export interface Route {
   event: PushEvent;
 }
 
-/** The route of one event, or null if its conversation id is malformed. Route events ("r") are the push handler's. */
-export function routeOf(e: Exclude<DecodedEvent, { t: "r" }>, keys: Keys): Route | null {
+/** A typing relay older than this when task reads it is dropped: it would only mislead (ms). */
+export const TYPING_STALE_MS = 3000;
+
+/**
+ * The route of one event, or null if it goes nowhere: a malformed conversation id, a typing relay
+ * older than TYPING_STALE_MS at `now` (ms), or typing in a note to self. Route events ("r") are
+ * the push handler's.
+ */
+export function routeOf(e: Exclude<DecodedEvent, { t: "r" }>, keys: Keys, now = Date.now()): Route | null {
   if (e.t === "p") return { lookups: [keys.roomInstances(e.p.room)], event: { t: "p", p: e.p } };
   if (e.t === "k") return { lookups: [keys.userInstances(e.userId)], event: { t: "k", userId: e.userId, sid: e.sid } };
+  if (e.t === "rd") {
+    // The reader's connections (`read`) and, in a DM with someone else, the other user's (`receipt`).
+    const conv = parseConv(e.conv);
+    if (!conv) return null;
+    const uid = e.user.userId;
+    const event: PushEvent = { t: "rd", conv: e.conv, user: e.user, readSeq: e.readSeq };
+    if (e.o !== undefined) event.o = e.o;
+    const lookups = [keys.userInstances(uid)];
+    if (conv.kind === "dm" && conv.a !== conv.b) {
+      event.peer = conv.a === uid ? conv.b : conv.a;
+      lookups.push(keys.userInstances(event.peer));
+    }
+    return { lookups, event };
+  }
+  if (e.t === "ty") {
+    const conv = parseConv(e.conv);
+    if (!conv || !(now - e.ts <= TYPING_STALE_MS)) return null;
+    if (conv.kind === "room") return { lookups: [keys.roomInstances(conv.room)], event: { t: "ty", conv: e.conv, user: e.user, room: conv.room } };
+    if (conv.a === conv.b) return null;
+    const peer = conv.a === e.user.userId ? conv.b : conv.a;
+    return { lookups: [keys.userInstances(peer)], event: { t: "ty", conv: e.conv, user: e.user, users: [peer] } };
+  }
   const conv = parseConv(e.msg.conv);
   if (!conv) return null;
   if (conv.kind === "room") return { lookups: [keys.roomInstances(conv.room)], event: { t: "m", msg: e.msg, room: conv.room } };

@@ -11,7 +11,7 @@ import { silentLogger } from "../../src/shared/log.ts";
 import { LIMITS, dmConv, roomConv, type Message, type UserRef } from "../../src/shared/protocol.ts";
 import { makeClient, type Client } from "../../src/shared/rpc.ts";
 import { ConnectService, type ConnectApi } from "../../proto/connect.ts";
-import type { HistoryReq, HistoryRes, JoinInfo, PresenceOp, RoomInfo, SendAck, SendReq, Session } from "../../proto/logic.ts";
+import type { HistoryReq, HistoryRes, JoinInfo, PresenceOp, ReadReq, ReadRes, RoomInfo, SendAck, SendReq, Session } from "../../proto/logic.ts";
 
 const fail = (code: WireError["code"], message: string) => ({ err: { code, message } });
 
@@ -50,6 +50,30 @@ export class FakeLogic implements LogicPort {
 
   private check() {
     if (this.down) throw new AppError("UNAVAILABLE", "service temporarily unavailable");
+  }
+
+  /** Read positions (v1.1): userId → conv → readSeq; the real rules are tested against the real tiers. */
+  readonly reads = new Map<number, Map<string, number>>();
+  readonly typings: { user: UserRef; conv: string }[] = [];
+
+  async markRead(req: { items: ReadReq[] }): Promise<Result<ReadRes>[]> {
+    this.check();
+    return req.items.map((r) => ({ ok: this.read1(r) }));
+  }
+
+  private read1(req: ReadReq): ReadRes {
+    const mine = this.reads.get(req.user.userId) ?? new Map<string, number>();
+    this.reads.set(req.user.userId, mine);
+    const last = this.messages.get(req.conv)?.length ?? 0;
+    const readSeq = Math.max(mine.get(req.conv) ?? 0, Math.min(req.seq, last));
+    mine.set(req.conv, readSeq);
+    return { conv: req.conv, readSeq };
+  }
+
+  async typing(req: { user: UserRef; conv: string }): Promise<null> {
+    this.check();
+    this.typings.push(req);
+    return null;
   }
 
   async authenticate(req: { tokens: string[] }): Promise<Result<Session>[]> {

@@ -19,3 +19,10 @@ export const messages = mysqlTable("messages", {
   ts: bigint("ts", { mode: "number" }).notNull(),
   clientMsgId: varchar("client_msg_id", { length: 64 }),
 });
+
+/** migrations/002_read_positions.sql: per user and conversation, the highest seq read. */
+export const readPositions = mysqlTable("read_positions", {
+  userId: bigint("user_id", { mode: "number", unsigned: true }).notNull(),
+  conv: varchar("conv", { length: 80 }).notNull(),
+  readSeq: bigint("read_seq", { mode: "number", unsigned: true }).notNull(),
+});
