@@ -2,7 +2,7 @@
 // state in a Store. It joins every room the user has, keeps each loaded conversation gap-free
 // (a live message past a gap, a reconnect, or a late page triggers `sync` from syncedSeq, paged
 // through hasMore), and sends with a clientMsgId so a retry can never post twice.
-import { dmConv, parseConv, roomConv, type Message, type UserRef } from "../shared/protocol.ts";
+import { LIMITS, dmConv, parseConv, roomConv, type Message, type UserRef } from "../shared/protocol.ts";
 import { HttpApi } from "./http.ts";
 import { Socket, type Format, type SocketState } from "./socket.ts";
 import { Outbox } from "./outbox.ts";
@@ -25,7 +25,7 @@ export type ClientEvent =
 
 /** How long a `typing` push keeps its indicator (ms), and the least time between own typing ops. */
 export const TYPING_SHOW_MS = 3_000;
-export const TYPING_SEND_EVERY_MS = 2_000;
+export const TYPING_SEND_EVERY_MS = LIMITS.typingIntervalMs;
 const SYNC_LIMIT = 500;
 const PAGE_LIMIT = 50;
 const WS_CLOSE_ERRORS: Record<number, ChatError["code"]> = { 4400: "BAD_REQUEST", 4413: "PAYLOAD_TOO_LARGE", 4429: "RATE_LIMITED" };
