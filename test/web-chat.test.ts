@@ -123,8 +123,11 @@ describe("web app", () => {
       await bob.reload();
       await connected(bob);
       await bob.getByText(bobName, { exact: true }).first().waitFor();
+      const before = await bob.evaluate(() => localStorage.getItem("bunchat.token"));
       await bob.getByRole("button", { name: "Log out" }).click();
       await bob.getByRole("textbox", { name: "User name" }).waitFor();
+      // Ended on the server too: the old token no longer works.
+      expect((await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${before}` } })).status).toBe(401);
       await bob.reload();
       await bob.getByRole("button", { name: "Log in" }).waitFor();
       await expect(bob.evaluate(() => localStorage.length)).resolves.toBe(0);
