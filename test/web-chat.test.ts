@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import type { ProcessCluster } from "./support/process-cluster.ts";
-import { uniqueName } from "./support/http.ts";
+import { registerUser, uniqueName } from "./support/http.ts";
 import { composer, connected, conversations, expectEachOnce, joinRoom, launchChromium, messages, register, sendMessage, webCluster, withShots } from "./support/web.ts";
 
 // Page-side code in evaluate() runs in the browser; this program has no DOM types.
@@ -176,5 +176,23 @@ describe("web app", () => {
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/); // no inline script
     expect(html).not.toContain("style=");
     expect(cspErrors).toEqual([]);
+  });
+
+  test("too many wrong passwords: the 429 is said in plain words", async () => {
+    await withShots("login 429", () => contexts, async () => {
+      const user = await registerUser(base, name("lock"));
+      const page = await newPage();
+      await page.goto(base);
+      await page.getByRole("textbox", { name: "User name" }).fill(user.userName);
+      await page.getByRole("textbox", { name: "Password" }).fill("not-the-password");
+      const alert = page.getByRole("alert");
+      for (let i = 0; i < 12; i++) {
+        await page.getByRole("button", { name: "Log in" }).click();
+        await alert.filter({ hasText: /./ }).waitFor();
+        if ((await alert.textContent())?.startsWith("Too many")) break;
+        await page.getByRole("button", { name: "Log in" }).and(page.locator(":enabled")).waitFor();
+      }
+      await expect(alert.textContent()).resolves.toBe("Too many failed log-ins for this name. Wait a few minutes and try again.");
+    });
   });
 });
