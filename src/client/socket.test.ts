@@ -9,12 +9,13 @@ afterEach(() => server?.stop(true));
 /** A server that counts connections and does what `behave` says with each. */
 function serve(behave: (ws: Bun.ServerWebSocket<unknown>, n: number) => void) {
   let n = 0;
-  server = Bun.serve({
+  const srv = Bun.serve({
     port: 0,
     fetch: (req, srv) => (srv.upgrade(req) ? undefined : new Response("no", { status: 400 })),
     websocket: { open: (ws) => behave(ws, ++n), message: () => undefined }, // never answers a frame
   });
-  return { url: `ws://127.0.0.1:${server.port}/ws`, count: () => n };
+  server = srv;
+  return { url: `ws://127.0.0.1:${srv.port}/ws`, count: () => n };
 }
 
 function socket(url: string, states: SocketState[]) {
