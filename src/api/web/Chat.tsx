@@ -3,6 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { unreadOf, type ChatClient, type SocketState } from "../../client/index.ts";
 import { Conversation } from "./Conversation.tsx";
+import { OPEN_KEY } from "./keys.ts";
 import { Sidebar } from "./Sidebar.tsx";
 import { useStore } from "./useStore.ts";
 import { plainWords } from "./words.ts";
@@ -19,7 +20,7 @@ const STATUS: Record<SocketState, string> = {
 export function Chat(props: { client: ChatClient; onLogout: () => void; onSignedOut: () => void }) {
   const { client } = props;
   useStore(client);
-  const [open, setOpen] = useState<string | undefined>(() => sessionStorage.getItem("bunchat.open") ?? undefined);
+  const [open, setOpen] = useState<string | undefined>(() => sessionStorage.getItem(OPEN_KEY) ?? undefined);
   const [alert, setAlert] = useState("");
   const [connection, setConnection] = useState<SocketState>(client.connection);
   const [visible, setVisible] = useState(document.visibilityState === "visible");
@@ -53,7 +54,7 @@ export function Chat(props: { client: ChatClient; onLogout: () => void; onSigned
 
   const select = (conv: string) => {
     setOpen(conv);
-    sessionStorage.setItem("bunchat.open", conv);
+    sessionStorage.setItem(OPEN_KEY, conv);
     client.open(conv).catch((e) => setAlert(plainWords(e)));
   };
 
