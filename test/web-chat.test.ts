@@ -4,11 +4,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import type { ProcessCluster } from "./support/process-cluster.ts";
-import { uniqueName } from "./support/http.ts";
+import { registerUser, uniqueName } from "./support/http.ts";
 import { composer, connected, conversations, expectEachOnce, joinRoom, launchChromium, messages, register, sendMessage, webCluster, withShots } from "./support/web.ts";
 
 // Page-side code in evaluate() runs in the browser; this program has no DOM types.
-declare const document: any;
+declare const document: any, localStorage: any;
 
 let cluster: ProcessCluster;
 let browser: Browser;
@@ -92,23 +92,28 @@ describe("web app", () => {
       const dm = new RegExp(`^${bobName === aliceName ? "" : aliceName}`);
       await badge(bob, dm, 2).waitFor({ timeout: 15_000 });
       await badge(bob2, dm, 2).waitFor({ timeout: 15_000 });
-      // A room message while bob reads elsewhere: the room's badge too.
+      // A room message while bob has the room open and visible in his first tab: it is read
+      // there at once, so his second tab shows no badge for the room.
       await alice.getByRole("button", { name: new RegExp(`^${room}`) }).click();
       await sendMessage(alice, "room again");
-      await badge(bob2, new RegExp(`^${room}`), 1).waitFor({ timeout: 15_000 });
+      await messages(bob).getByText("room again").waitFor({ timeout: 15_000 });
+      await anyBadge(bob2, new RegExp(`^${room}`)).waitFor({ state: "detached", timeout: 15_000 });
 
       await conversations(bob).getByRole("button", { name: dm }).click();
       await expectEachOnce(bob, ["psst, bob", "are you there?"]);
       await anyBadge(bob, dm).waitFor({ state: "detached", timeout: 15_000 });
       await anyBadge(bob2, dm).waitFor({ state: "detached", timeout: 15_000 });
-      await expect(badge(bob2, new RegExp(`^${room}`), 1).isVisible()).resolves.toBe(true);
+      // Now the room is not open anywhere: a new room message is unread on both tabs.
+      await sendMessage(alice, "room once more");
+      await badge(bob, new RegExp(`^${room}`), 1).waitFor({ timeout: 15_000 });
+      await badge(bob2, new RegExp(`^${room}`), 1).waitFor({ timeout: 15_000 });
 
       // A reply reaches alice's DM live and the list shows it first.
       await sendMessage(bob, "yes!");
       await alice.getByRole("button", { name: new RegExp(`^${bobName}`) }).click();
       await expectEachOnce(alice, ["psst, bob", "are you there?", "yes!"]);
       const first = conversations(alice).getByRole("button").first();
-      await expect(first.textContent()).resolves.toStartWith(bobName);
+      await expect(first.locator(".title").textContent()).resolves.toBe(bobName);
     });
   });
 
@@ -118,8 +123,11 @@ describe("web app", () => {
       await bob.reload();
       await connected(bob);
       await bob.getByText(bobName, { exact: true }).first().waitFor();
+      const before = await bob.evaluate(() => localStorage.getItem("bunchat.token"));
       await bob.getByRole("button", { name: "Log out" }).click();
       await bob.getByRole("textbox", { name: "User name" }).waitFor();
+      // Ended on the server too: the old token no longer works.
+      expect((await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${before}` } })).status).toBe(401);
       await bob.reload();
       await bob.getByRole("button", { name: "Log in" }).waitFor();
       await expect(bob.evaluate(() => localStorage.length)).resolves.toBe(0);
@@ -132,6 +140,12 @@ describe("web app", () => {
       await bob.getByRole("button", { name: "Log in" }).click();
       await connected(bob);
       await conversations(bob).getByRole("button", { name: new RegExp(`^${room}`) }).waitFor();
+      // The token revoked elsewhere (4401 on the socket): back to the sign-in form, told why.
+      const token = await bob.evaluate(() => localStorage.getItem("bunchat.token"));
+      const res = await fetch(`${base}/api/sessions/current`, { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(204);
+      await bob.getByRole("alert").filter({ hasText: "You have been signed out. Please log in again." }).waitFor({ timeout: 15_000 });
+      await bob.getByRole("button", { name: "Log in" }).waitFor();
     });
   });
 
@@ -162,5 +176,23 @@ describe("web app", () => {
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/); // no inline script
     expect(html).not.toContain("style=");
     expect(cspErrors).toEqual([]);
+  });
+
+  test("too many wrong passwords: the 429 is said in plain words", async () => {
+    await withShots("login 429", () => contexts, async () => {
+      const user = await registerUser(base, name("lock"));
+      const page = await newPage();
+      await page.goto(base);
+      await page.getByRole("textbox", { name: "User name" }).fill(user.userName);
+      await page.getByRole("textbox", { name: "Password" }).fill("not-the-password");
+      const alert = page.getByRole("alert");
+      for (let i = 0; i < 12; i++) {
+        await page.getByRole("button", { name: "Log in" }).click();
+        await alert.filter({ hasText: /./ }).waitFor();
+        if ((await alert.textContent())?.startsWith("Too many")) break;
+        await page.getByRole("button", { name: "Log in" }).and(page.locator(":enabled")).waitFor();
+      }
+      await expect(alert.textContent()).resolves.toBe("Too many failed log-ins for this name. Wait a few minutes and try again.");
+    });
   });
 });

@@ -20,12 +20,13 @@ try {
   await register(pa, base, ana);
   for (const p of [pm, pl, pa]) await joinRoom(p, "design-review");
   await joinRoom(pm, "general");
+  await pm.getByRole("button", { name: /^design-review/ }).click();
   const script: [typeof pm, string][] = [
     [pl, "Morning! The new build is up on staging."],
     [pm, "Nice, checking it now ☕"],
     [pa, "Reconnect after a deploy is instant now — no more missing messages."],
     [pl, "Yes: it syncs every open conversation from the last seq it has, page by page."],
-    [pm, "And the unread badges clear on my phone when I read on the laptop 🎉"],
+    [pm, "And the unread badges clear on my phone when I read on the laptop."],
   ];
   for (const [p, text] of script) {
     await sendMessage(p, text);

@@ -134,9 +134,9 @@ export function createApiApp(deps: ApiDeps) {
     })
     // The web app (src/api/web), bundled at start; the page may only talk to us and the connect tier.
     .get("/", async () => web("html", "text/html; charset=utf-8", { "content-security-policy": contentSecurityPolicy(deps.wsOrigins?.() ?? []) }))
-    .get("/app.js", () => web("js", "text/javascript; charset=utf-8"))
-    .get("/app.css", () => web("css", "text/css; charset=utf-8"))
-    .get("/favicon.svg", () => web("icon", "image/svg+xml"))
+    .get("/app.js", () => web("js", "text/javascript; charset=utf-8"), { detail: { hide: true } })
+    .get("/app.css", () => web("css", "text/css; charset=utf-8"), { detail: { hide: true } })
+    .get("/favicon.svg", () => web("icon", "image/svg+xml"), { detail: { hide: true } })
     // /healthz stays on the public port for load balancers; /readyz and /metrics are on the internal ops port.
     .get("/healthz", () => healthResponse(deps.ready))
     .post("/api/users", async ({ body, request, server }) => json(201, await timed(latency, "register", () => logic.register({ ...body, clientAddr: clientAddr(request, server) }, AUTH_CALL))), {

@@ -5,6 +5,7 @@
 import { LIMITS, dmConv, parseConv, roomConv, type Message, type UserRef } from "../shared/protocol.ts";
 import { HttpApi } from "./http.ts";
 import { Socket, type Format, type SocketState } from "./socket.ts";
+import { Outbox } from "./outbox.ts";
 import { Store, type ConvState } from "./store.ts";
 import { ChatError, type FrameOf, type ServerFrame, type SessionGrant } from "./types.ts";
 
@@ -20,11 +21,11 @@ export interface ChatClientOptions {
 
 export type ClientEvent =
   | { type: "state"; state: SocketState; closeCode?: number }
-  | { type: "error"; error: ChatError; conv?: string };
+  | { type: "error"; error: ChatError; conv?: string; op?: "send" };
 
 /** How long a `typing` push keeps its indicator (ms), and the least time between own typing ops. */
 export const TYPING_SHOW_MS = 3_000;
-export const TYPING_SEND_EVERY_MS = 2_000;
+export const TYPING_SEND_EVERY_MS = LIMITS.typingIntervalMs;
 const SYNC_LIMIT = 500;
 const PAGE_LIMIT = 50;
 const WS_CLOSE_ERRORS: Record<number, ChatError["code"]> = { 4400: "BAD_REQUEST", 4413: "PAYLOAD_TOO_LARGE", 4429: "RATE_LIMITED" };
@@ -37,11 +38,19 @@ export class ChatClient {
   private syncing = new Map<string, Promise<void>>();
   private loading = new Map<string, Promise<void>>();
   private typingSentAt = new Map<string, number>();
-  private sendTimers = new Map<string, ReturnType<typeof setTimeout>>();
   private rooms = new Set<string>();
+
+  private readonly outbox: Outbox;
 
   constructor(private readonly opts: ChatClientOptions) {
     this.http = new HttpApi(opts.baseUrl);
+    this.outbox = new Outbox({
+      store: this.store,
+      http: this.http,
+      socket: () => this.socket,
+      timeoutMs: opts.sendTimeoutMs ?? 10_000,
+      onError: (e, conv) => this.fail(e, conv, "send"),
+    });
   }
 
   get me(): UserRef | undefined {
@@ -61,8 +70,8 @@ export class ChatClient {
   private emit(e: ClientEvent) {
     for (const l of this.listeners) l(e);
   }
-  private fail(error: unknown, conv?: string) {
-    this.emit({ type: "error", error: error instanceof ChatError ? error : new ChatError("INTERNAL", String(error)), conv });
+  private fail(error: unknown, conv?: string, op?: "send") {
+    this.emit({ type: "error", error: error instanceof ChatError ? error : new ChatError("INTERNAL", String(error)), conv, op });
   }
 
   /** Registers (201) and signs in; ChatError CONFLICT if the name is taken. */
@@ -167,7 +176,7 @@ export class ChatClient {
       () => undefined,
     );
     await Promise.all([...this.store.convs.values()].filter((c) => c.loaded).map((c) => this.sync(c.conv)));
-    for (const c of this.store.convs.values()) for (const p of c.pending.values()) if (p.state === "pending") void this.transmit(c.conv, p.clientMsgId);
+    this.outbox.resendPending();
   }
 
   private async joinOnSocket(room: string): Promise<void> {
@@ -178,6 +187,7 @@ export class ChatClient {
       c.onlineCount = j.onlineCount;
       this.store.changed();
       if (c.loaded && c.lastSeq > c.syncedSeq) void this.sync(c.conv);
+      if (c.members) void this.refreshMembers(room); // a list fetched before this join lacks us
     } catch (e) {
       if (e instanceof ChatError && e.code !== "NETWORK") this.fail(e, roomConv(room));
     }
@@ -266,68 +276,12 @@ export class ChatClient {
 
   /** Queues a message; it shows as pending until acked (then under its seq), or failed after sendTimeoutMs. Returns its clientMsgId. */
   send(conv: string, body: string): string {
-    const clientMsgId = crypto.randomUUID();
-    this.store.conv(conv).pending.set(clientMsgId, { clientMsgId, body, createdAt: Date.now(), state: "pending" });
-    this.store.changed();
-    void this.transmit(conv, clientMsgId);
-    return clientMsgId;
+    return this.outbox.send(conv, body);
   }
 
   /** Sends a failed message again with the same clientMsgId: the server stores it at most once. */
   retry(conv: string, clientMsgId: string): void {
-    const p = this.store.conv(conv).pending.get(clientMsgId);
-    if (!p) return;
-    p.state = "pending";
-    p.error = undefined;
-    this.store.changed();
-    void this.transmit(conv, clientMsgId);
-  }
-
-  private async transmit(conv: string, clientMsgId: string): Promise<void> {
-    const c = this.store.conv(conv);
-    const p = c.pending.get(clientMsgId);
-    if (!p) return;
-    const target = parseConv(conv);
-    if (!target || !this.me) return;
-    clearTimeout(this.sendTimers.get(clientMsgId));
-    const timer = setTimeout(() => {
-      this.sendTimers.delete(clientMsgId);
-      this.markFailed(c, clientMsgId, new ChatError("NETWORK", "not sent: no connection"));
-    }, this.opts.sendTimeoutMs ?? 10_000);
-    this.sendTimers.set(clientMsgId, timer);
-    const frame =
-      target.kind === "room"
-        ? { op: "send" as const, room: target.room, body: p.body, clientMsgId }
-        : { op: "send" as const, toUserId: target.a === this.me.userId ? target.b : target.a, body: p.body, clientMsgId };
-    // A body whose frame would pass the 16 KiB WebSocket limit (4413) goes over HTTP (64 KiB).
-    const viaHttp = new TextEncoder().encode(JSON.stringify(frame)).length > LIMITS.maxFrameBytes - 64;
-    if (!viaHttp && !this.socket?.isOpen) return; // afterOpen resends it, or the timer fails it
-    try {
-      const ack = viaHttp
-        ? await ("room" in frame ? this.http.sendToRoom(frame.room!, p.body, clientMsgId) : this.http.sendToUser(frame.toUserId!, p.body, clientMsgId))
-        : await this.socket!.request<FrameOf<"ack">>(frame);
-      clearTimeout(timer);
-      this.sendTimers.delete(clientMsgId);
-      // The echo may already have come; if not, the message is ours: put it under its seq now.
-      if (c.pending.has(clientMsgId)) {
-        this.store.putMessage({ id: ack.id, conv: ack.conv, seq: ack.seq, ts: ack.ts, from: this.me, body: p.body, clientMsgId });
-        c.readSeq = Math.max(c.readSeq, ack.seq);
-      }
-    } catch (e) {
-      if (e instanceof ChatError && e.code === "NETWORK") return; // the timer or a reconnect decides
-      clearTimeout(timer);
-      this.sendTimers.delete(clientMsgId);
-      this.markFailed(c, clientMsgId, e as ChatError);
-      this.fail(e, conv);
-    }
-  }
-
-  private markFailed(c: ConvState, clientMsgId: string, error: ChatError) {
-    const p = c.pending.get(clientMsgId);
-    if (!p || p.state === "failed") return;
-    p.state = "failed";
-    p.error = { code: error.code, message: error.message };
-    this.store.changed();
+    this.outbox.retry(conv, clientMsgId);
   }
 
   /** Marks a conversation read up to its lastSeq (WS `read`, or HTTP when offline); no-op if already read. */

@@ -7,6 +7,8 @@ import { CLOSE } from "../shared/protocol.ts";
 import { ChatError, type ClientFrame, type Ref, type ServerFrame } from "./types.ts";
 
 export type Format = "json" | "msgpack";
+/** Close code the client uses for a connection that stopped answering pings (4000–4999 is for applications). */
+const CLIENT_CLOSE_NO_PONG = 4000;
 /** connecting: first attempt; open; reconnecting: waiting or retrying after a loss; offline: the
  * browser says there is no network; signedOut: the token was refused (4401 or HTTP 401); closed: stop() was called. */
 export type SocketState = "connecting" | "open" | "reconnecting" | "offline" | "signedOut" | "closed";
@@ -23,6 +25,8 @@ export interface SocketOptions {
   backoff?: { baseMs: number; maxMs: number };
   /** How long a request waits for its reply (default 15 s). */
   requestTimeoutMs?: number;
+  /** A `ping` this often (default 25 s); one unanswered within requestTimeoutMs drops the socket so it reconnects (a dead path may never report a close). */
+  pingEveryMs?: number;
 }
 
 interface Waiter {
@@ -37,6 +41,7 @@ export class Socket {
   private waiters = new Map<Ref, Waiter>();
   private attempt = 0;
   private retryTimer?: ReturnType<typeof setTimeout>;
+  private pingTimer?: ReturnType<typeof setInterval>;
   private stopped = false;
   private offline = false;
   state: SocketState = "connecting";
@@ -52,6 +57,7 @@ export class Socket {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.pingTimer);
     this.ws?.close(CLOSE.NORMAL);
     this.ws = undefined;
     this.failWaiters(new ChatError("NETWORK", "connection closed"));
@@ -62,6 +68,7 @@ export class Socket {
   setOffline(): void {
     this.offline = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.pingTimer);
     const ws = this.ws;
     this.ws = undefined;
     ws?.close(CLOSE.NORMAL);
@@ -133,6 +140,13 @@ export class Socket {
       if (this.ws !== ws) return;
       this.attempt = 0;
       this.setState("open");
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => {
+        if (this.ws !== ws) return;
+        this.request({ op: "ping" }).catch(() => {
+          if (this.ws === ws) ws.close(CLIENT_CLOSE_NO_PONG); // onclose reconnects
+        });
+      }, this.opts.pingEveryMs ?? 25_000);
       this.opts.onOpen();
     };
     ws.onmessage = (ev) => {
@@ -142,6 +156,7 @@ export class Socket {
     };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
+      clearInterval(this.pingTimer);
       this.ws = undefined;
       this.failWaiters(new ChatError("NETWORK", `connection closed (${ev.code})`));
       if (ev.code === CLOSE.TOKEN_REVOKED) return this.setState("signedOut", ev.code);

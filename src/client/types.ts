@@ -3,15 +3,15 @@
 // type error rather than as a silent drift.
 import type { ErrorCode } from "../shared/errors.ts";
 import type { Message, PresenceEvent, UserRef } from "../shared/protocol.ts";
-import type { ConversationSummary, HistoryRes, RoomInfo, SendAck, SessionGrant } from "../../proto/logic.ts";
+import type { ConversationSummary, HistoryRes, ReadRes, RoomInfo, SendAck, SessionGrant } from "../../proto/logic.ts";
 
 export type { ErrorCode, Message, PresenceEvent, UserRef, HistoryRes, SendAck, SessionGrant };
 
 /** A `ref`: a string of at most 64 characters or a safe integer (v1.1). The client uses integers. */
 export type Ref = string | number;
 
-/** One entry of GET /api/conversations, with the v1.1 read-position fields. */
-export type Conversation = ConversationSummary & { readSeq: number; unread: number; peer?: UserRef };
+/** One entry of GET /api/conversations (v1.1: with readSeq, unread and, for a direct one, peer). */
+export type Conversation = ConversationSummary;
 
 /** GET /api/rooms/{roomId} (the contract's shape; logic's RoomInfo has extra fields). */
 export type RoomMembers = Pick<RoomInfo, "roomId" | "onlineCount" | "members">;
@@ -36,7 +36,7 @@ export type ServerFrame =
   | { op: "error"; ref?: Ref; code: ErrorCode; message: string }
   | { op: "synced"; ref?: Ref; conv: string; lastSeq: number; hasMore: boolean }
   | { op: "pong"; ref?: Ref; ts: number }
-  | { op: "read"; ref?: Ref; conv: string; readSeq: number }
+  | ({ op: "read"; ref?: Ref } & ReadRes)
   | { op: "receipt"; conv: string; user: UserRef; readSeq: number }
   | { op: "typing"; conv: string; user: UserRef };
 

@@ -4,9 +4,8 @@ import { useCallback, useEffect, useState } from "preact/hooks";
 import { ChatClient, ChatError } from "../../client/index.ts";
 import { Chat } from "./Chat.tsx";
 import { SignIn } from "./SignIn.tsx";
+import { OPEN_KEY, TOKEN_KEY } from "./keys.ts";
 import { plainWords } from "./words.ts";
-
-const TOKEN_KEY = "bunchat.token";
 
 const newClient = () => new ChatClient({ baseUrl: "", sendTimeoutMs: 8_000 });
 
@@ -21,6 +20,7 @@ export function App() {
     (message = "") => {
       client.close();
       localStorage.removeItem(TOKEN_KEY);
+      sessionStorage.removeItem(OPEN_KEY); // the next user must not reopen this one's conversation
       setClient(newClient());
       setNotice(message);
       setPhase("signedOut");

@@ -1,8 +1,9 @@
 // The signed-in screen: sidebar (who, connection, new conversation, conversation list) and the
 // open conversation. Owns only view state: which conversation is open and the current alert.
 import { useEffect, useState } from "preact/hooks";
-import { type ChatClient, type SocketState } from "../../client/index.ts";
+import { unreadOf, type ChatClient, type SocketState } from "../../client/index.ts";
 import { Conversation } from "./Conversation.tsx";
+import { OPEN_KEY } from "./keys.ts";
 import { Sidebar } from "./Sidebar.tsx";
 import { useStore } from "./useStore.ts";
 import { plainWords } from "./words.ts";
@@ -19,7 +20,7 @@ const STATUS: Record<SocketState, string> = {
 export function Chat(props: { client: ChatClient; onLogout: () => void; onSignedOut: () => void }) {
   const { client } = props;
   useStore(client);
-  const [open, setOpen] = useState<string | undefined>(() => sessionStorage.getItem("bunchat.open") ?? undefined);
+  const [open, setOpen] = useState<string | undefined>(() => sessionStorage.getItem(OPEN_KEY) ?? undefined);
   const [alert, setAlert] = useState("");
   const [connection, setConnection] = useState<SocketState>(client.connection);
   const [visible, setVisible] = useState(document.visibilityState === "visible");
@@ -31,7 +32,7 @@ export function Chat(props: { client: ChatClient; onLogout: () => void; onSigned
           setConnection(e.state);
           if (e.state === "open") setAlert("");
           if (e.state === "signedOut") props.onSignedOut();
-        } else if (e.error.code !== "SIGNED_OUT") setAlert(plainWords(e.error, e.conv ? "send" : "other"));
+        } else if (e.error.code !== "SIGNED_OUT") setAlert(plainWords(e.error, e.op ?? "other"));
       }),
     [client],
   );
@@ -53,7 +54,7 @@ export function Chat(props: { client: ChatClient; onLogout: () => void; onSigned
 
   const select = (conv: string) => {
     setOpen(conv);
-    sessionStorage.setItem("bunchat.open", conv);
+    sessionStorage.setItem(OPEN_KEY, conv);
     client.open(conv).catch((e) => setAlert(plainWords(e)));
   };
 
@@ -67,6 +68,11 @@ export function Chat(props: { client: ChatClient; onLogout: () => void; onSigned
   useEffect(() => {
     if (conv && visible && conv.loaded && conv.lastSeq > conv.readSeq) void client.markRead(conv.conv);
   });
+
+  const unread = client.store.list().reduce((n, c) => n + unreadOf(c), 0);
+  useEffect(() => {
+    document.title = unread ? `(${unread}) bunchat` : "bunchat";
+  }, [unread]);
 
   return (
     <div class={open ? "chat has-open" : "chat"}>

@@ -1,5 +1,6 @@
 // One open conversation: its heading, the members of a room, the message log, who is typing,
 // and the composer.
+import { useEffect, useRef } from "preact/hooks";
 import type { ChatClient, ConvState } from "../../client/index.ts";
 import { Composer } from "./Composer.tsx";
 import { MessageLog } from "./MessageLog.tsx";
@@ -10,9 +11,14 @@ export function Conversation(props: { client: ChatClient; conv: ConvState }) {
   const { client, conv } = props;
   const typing = client.typingUsers(conv.conv);
   useTicker(typing.length > 0, 500);
+  const section = useRef<HTMLElement>(null);
+  // On a phone the list sits above the conversation: bring the opened one into view.
+  useEffect(() => {
+    if (matchMedia("(max-width: 760px)").matches) section.current?.scrollIntoView({ block: "start" });
+  }, []);
   const members = conv.members ? [...conv.members.values()].sort((a, b) => a.userName.localeCompare(b.userName)) : [];
   return (
-    <section class="conversation" aria-labelledby="conv-title">
+    <section ref={section} class="conversation" aria-labelledby="conv-title">
       <header class="conv-head">
         <h2 id="conv-title">{convTitle(conv)}</h2>
         <span class="muted small kind">{conv.kind === "room" ? "room" : "direct message"}</span>

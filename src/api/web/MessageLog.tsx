@@ -5,7 +5,12 @@ import { useLayoutEffect, useRef } from "preact/hooks";
 import type { ChatClient, ConvState, Message, PendingMessage } from "../../client/index.ts";
 
 const NEAR_PX = 80;
-const time = (ts: number) => new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+/** The time of day; earlier days also get their date. */
+function time(ts: number): string {
+  const d = new Date(ts);
+  const t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return d.toDateString() === new Date().toDateString() ? t : `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${t}`;
+}
 
 export function MessageLog(props: { client: ChatClient; conv: ConvState }) {
   const { client, conv } = props;
@@ -46,6 +51,8 @@ export function MessageLog(props: { client: ChatClient; conv: ConvState }) {
   };
 
   const mine = client.me?.userId;
+  // In a direct conversation, the newest own message the other user has read gets "Seen".
+  const seenSeq = conv.kind === "dm" ? Math.max(0, ...messages.filter((m) => m.from.userId === mine && m.seq <= conv.peerReadSeq).map((m) => m.seq)) : 0;
   return (
     <div ref={box} class="log" role="log" aria-label="Messages" aria-live="polite" tabIndex={0} onScroll={onScroll}>
       {conv.loaded && !conv.hasOlder && <p class="log-start muted small">This is the start of the conversation.</p>}
@@ -53,7 +60,7 @@ export function MessageLog(props: { client: ChatClient; conv: ConvState }) {
       {!conv.loaded && <p class="log-start muted small">Loading…</p>}
       <ul>
         {messages.map((m) => (
-          <MessageItem key={`s${m.seq}`} m={m} own={m.from.userId === mine} />
+          <MessageItem key={`s${m.seq}`} m={m} own={m.from.userId === mine} seen={m.seq === seenSeq && conv.peer?.userId !== mine} />
         ))}
         {pending.map((p) => (
           <PendingItem key={`p${p.clientMsgId}`} p={p} name={client.me?.userName ?? ""} retry={() => client.retry(conv.conv, p.clientMsgId)} />
@@ -63,7 +70,7 @@ export function MessageLog(props: { client: ChatClient; conv: ConvState }) {
   );
 }
 
-function MessageItem({ m, own }: { m: Message; own: boolean }) {
+function MessageItem({ m, own, seen }: { m: Message; own: boolean; seen: boolean }) {
   return (
     <li class={own ? "msg own" : "msg"} data-seq={m.seq}>
       <div class="meta">
@@ -73,6 +80,7 @@ function MessageItem({ m, own }: { m: Message; own: boolean }) {
         </time>
       </div>
       <p class="body">{m.body}</p>
+      {seen && <p class="seen">Seen</p>}
     </li>
   );
 }
