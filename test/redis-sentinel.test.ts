@@ -109,7 +109,7 @@ async function failover(ackMode: Config["ackMode"]) {
   const config = { redisPrefix: prefix, streamPartitions: 2, rateLimitPerSec: 100_000, rateLimitBurst: 100_000, sendTimeoutMs: 3000, ackMode } as Config;
   const redis = defineScripts(createRedis(t.url, { enableAutoPipelining: true, ...noLateWrites(config.sendTimeoutMs) }));
   redis.on("error", () => undefined);
-  const accounts = { names: async () => new Map() } as unknown as Accounts;
+  const accounts = { names: async (ids: number[]) => new Map(ids.map((id) => [id, `user${id}`])) } as unknown as Accounts;
   const messages = new Messages({ db: dbh.db, redis, keys, config, accounts, ids: () => ids });
   const ids = new Snowflake(100 + ["memory", "fsync", "replica"].indexOf(ackMode));
   const room = `ha${Date.now().toString(36)}`;
