@@ -8,16 +8,19 @@ const item = (body: string): SendReq => ({ from: { userId: 1, userName: "u1" }, 
 
 describe("sendFlush", () => {
   test("passes the time the oldest send has left as budgetMs and as the call's deadline", async () => {
-    const seen: { budgetMs?: number; deadlineMs?: number }[] = [];
+    const seen: { budgetMs?: number; deadlineMs?: number; answerBy?: number }[] = [];
     const flush = sendFlush(async (req, opts) => {
-      seen.push({ budgetMs: req.budgetMs, deadlineMs: opts?.deadlineMs });
+      seen.push({ budgetMs: req.budgetMs, deadlineMs: opts?.deadlineMs, answerBy: req.answerBy });
       return req.items.map((r, i) => ({ ok: { id: String(i), conv: "room:r", seq: i + 1, ts: 1 } }));
     }, 5000);
-    const res = await flush([item("a"), item("b")], Date.now() - 1000);
+    const oldestAt = Date.now() - 1000;
+    const res = await flush([item("a"), item("b")], oldestAt);
     expect(res.map((r) => r.ok?.seq)).toEqual([1, 2]);
     expect(seen[0].deadlineMs!).toBeLessThanOrEqual(4000 - SEND_ANSWER_MARGIN_MS);
     expect(seen[0].deadlineMs!).toBeGreaterThan(3000);
     expect(seen[0].budgetMs!).toBeLessThan(seen[0].deadlineMs!);
+    // The same end as an absolute time, so time on the way to logic cannot extend it.
+    expect(seen[0].answerBy!).toBeLessThan(oldestAt + 5000 - SEND_ANSWER_MARGIN_MS);
   });
 
   test("retries transport failures only while time is left, then answers UNAVAILABLE for every item", async () => {

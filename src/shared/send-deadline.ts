@@ -12,7 +12,7 @@ export const SEND_ANSWER_MARGIN_MS = 250;
 /** Below this much time left, a send is not attempted at all. */
 const MIN_BUDGET_MS = 100;
 
-type SendFn = (req: { items: SendReq[]; budgetMs?: number }, opts?: { deadlineMs?: number; retries?: number }) => Promise<Result<SendAck>[]>;
+type SendFn = (req: { items: SendReq[]; budgetMs?: number; answerBy?: number }, opts?: { deadlineMs?: number; retries?: number }) => Promise<Result<SendAck>[]>;
 
 /**
  * A Batcher flush for sends: timeoutMs is the answer deadline counted from each item's start
@@ -26,7 +26,9 @@ export function sendFlush(send: SendFn, timeoutMs: number) {
       const left = until - Date.now();
       if (left < MIN_BUDGET_MS) break;
       try {
-        return await send({ items, budgetMs: left - 50 }, { deadlineMs: left, retries: 0 });
+        // budgetMs alone would end late by the time the call spends on the way (logic counts it from
+        // arrival): on a loaded box, its script could then run after we answered UNAVAILABLE.
+        return await send({ items, budgetMs: left - 50, answerBy: until - 50 }, { deadlineMs: left, retries: 0 });
       } catch (e) {
         last = fromGrpc(e);
         if (last.code !== "UNAVAILABLE") break;
