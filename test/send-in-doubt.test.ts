@@ -24,7 +24,7 @@ class HoldingProxy {
   readonly hold = { up: false, down: false };
   private held: { up: Buffer[]; down: Buffer[] } = { up: [], down: [] };
   private pairs: { client: Socket<unknown>; server?: Socket<unknown>; early: Buffer[] }[] = [];
-  private listener: ReturnType<typeof Bun.listen>;
+  private listener: { port: number; stop(closeActive?: boolean): void };
   constructor(redisPort: number) {
     const proxy = this;
     this.listener = Bun.listen<{ pair: (typeof proxy.pairs)[number] }>({

@@ -10,7 +10,9 @@ import type { SendAck, SendReq } from "../../proto/logic.ts";
 /** Kept back from the caller's budget for the reply's way back and the deadline sweep (ms). */
 export const SEND_ANSWER_MARGIN_MS = 250;
 /** Below this much time left, a send is not attempted at all. */
-const MIN_BUDGET_MS = 100;
+const MIN_BUDGET_MS = 300;
+/** How much earlier than our own deadline logic must answer (ms): its reply's way back on a loaded box. */
+const RETURN_TRIP_MS = 200;
 
 type SendFn = (req: { items: SendReq[]; budgetMs?: number; answerBy?: number }, opts?: { deadlineMs?: number; retries?: number }) => Promise<Result<SendAck>[]>;
 
@@ -28,7 +30,9 @@ export function sendFlush(send: SendFn, timeoutMs: number) {
       try {
         // budgetMs alone would end late by the time the call spends on the way (logic counts it from
         // arrival): on a loaded box, its script could then run after we answered UNAVAILABLE.
-        return await send({ items, budgetMs: left - 50, answerBy: until - 50 }, { deadlineMs: left, retries: 0 });
+        // RETURN_TRIP_MS: logic's answer must get back before our own deadline fails the call, or
+        // an acceptance would reach us too late and be answered UNAVAILABLE here, unreported.
+        return await send({ items, budgetMs: left - RETURN_TRIP_MS, answerBy: until - RETURN_TRIP_MS }, { deadlineMs: left, retries: 0 });
       } catch (e) {
         last = fromGrpc(e);
         if (last.code !== "UNAVAILABLE") break;
