@@ -24,6 +24,7 @@ import { defineScripts, type Scripts } from "./scripts.ts";
 import { Accounts } from "./accounts.ts";
 import { HashPool } from "./hash-pool.ts";
 import { IN_DOUBT_MESSAGE, Messages } from "./messages.ts";
+import { answerBudgetMs } from "../shared/send-deadline.ts";
 import { Presence } from "./presence.ts";
 import { ReadPositions, withReadState } from "./read.ts";
 import { Typing } from "./typing.ts";
@@ -174,9 +175,7 @@ export class LogicServer {
         // Answered within the caller's budget whatever Redis or MySQL do; the send script
         // refuses to store anything past it (Messages.send).
         const now = Date.now();
-        let budget = Number.isFinite(r.budgetMs) && (r.budgetMs as number) > 0 ? Math.min(r.budgetMs as number, config.sendTimeoutMs) : config.sendTimeoutMs;
-        // The caller's absolute end, when given, bounds it too (budgetMs counts from our arrival).
-        if (Number.isFinite(r.answerBy)) budget = Math.max(0, Math.min(budget, (r.answerBy as number) - now));
+        const budget = answerBudgetMs(r, now, config.sendTimeoutMs);
         const answerBy = now + budget;
         let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<null>((res) => (timer = setTimeout(res, budget, null)));

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { AppError } from "./errors.ts";
 import { Batcher } from "./batcher.ts";
-import { answerInTime, sendFlush, SEND_ANSWER_MARGIN_MS } from "./send-deadline.ts";
+import { answerBudgetMs, answerInTime, sendFlush, SEND_ANSWER_MARGIN_MS } from "./send-deadline.ts";
 import type { SendReq } from "../../proto/logic.ts";
 
 const item = (body: string): SendReq => ({ from: { userId: 1, userName: "u1" }, room: "r", body, retryKey: body });
@@ -69,4 +69,17 @@ test("answerInTime answers UNAVAILABLE once the send's time is up", async () => 
   await expect(answerInTime(new Promise(() => {}), t0, SEND_ANSWER_MARGIN_MS + 100)).rejects.toMatchObject({ code: "UNAVAILABLE" });
   expect(Date.now() - t0).toBeLessThan(1000);
   expect(await answerInTime(Promise.resolve(7), t0, 5000)).toBe(7);
+});
+
+describe("answerBudgetMs", () => {
+  test("budgetMs counts from arrival, but the caller's absolute answerBy bounds it: a call late on the way gets less", () => {
+    const now = 1_000_000;
+    expect(answerBudgetMs({ budgetMs: 4000 }, now, 5000)).toBe(4000);
+    expect(answerBudgetMs({ budgetMs: 4000, answerBy: now + 3400 }, now, 5000)).toBe(3400); // 600 ms on the way
+    expect(answerBudgetMs({ budgetMs: 4000, answerBy: now + 4500 }, now, 5000)).toBe(4000);
+    expect(answerBudgetMs({ budgetMs: 4000, answerBy: now - 10 }, now, 5000)).toBe(0);
+    expect(answerBudgetMs({ budgetMs: 60_000 }, now, 5000)).toBe(5000);
+    expect(answerBudgetMs({ budgetMs: Number.NaN, answerBy: Number.POSITIVE_INFINITY }, now, 5000)).toBe(5000);
+    expect(answerBudgetMs({ budgetMs: -1 }, now, 5000)).toBe(5000);
+  });
 });

@@ -60,3 +60,16 @@ export async function answerInTime<T>(p: Promise<T>, startedAt: number, timeoutM
     clearTimeout(timer);
   }
 }
+
+/**
+ * Logic's side: how long (ms, >= 0) it may take to answer a send call that arrived at `now`:
+ * budgetMs (counted from arrival; default and cap sendTimeoutMs), but never past the caller's
+ * absolute answerBy (ms since the epoch), which does not grow with the time the call was on the way.
+ * Non-finite or non-positive budgetMs means none given; a non-finite answerBy is ignored.
+ */
+export function answerBudgetMs(req: { budgetMs?: number; answerBy?: number }, now: number, sendTimeoutMs: number): number {
+  const b = req.budgetMs;
+  let budget = Number.isFinite(b) && (b as number) > 0 ? Math.min(b as number, sendTimeoutMs) : sendTimeoutMs;
+  if (Number.isFinite(req.answerBy)) budget = Math.max(0, Math.min(budget, (req.answerBy as number) - now));
+  return budget;
+}
