@@ -110,6 +110,8 @@ export class Messages {
    * must have its answer (default now + sendTimeoutMs). Nothing is stored once the Redis script
    * would start later than answerBy - SCRIPT_MARGIN_MS (the script checks Redis's clock), so a
    * send answered UNAVAILABLE is not stored later; the caller races this against answerBy.
+   * Exception, inherent: a call Redis ran before its deadline but answered after it (hung or died
+   * in between) is answered UNAVAILABLE with IN_DOUBT_MESSAGE, and audited (inDoubtStored).
    * In "replica" ack mode an accepted send is answered only once a replica has it (WAIT), else
    * UNAVAILABLE (counted in unconfirmed; it may still be delivered: a retry with the same
    * clientMsgId tells the outcome).
@@ -173,7 +175,7 @@ export class Messages {
       if (unsettled.length) {
         for (const p of unsettled) out[p.i] = inDoubt();
         this.inDoubt += unsettled.length;
-        void this.audit(items, unsettled);
+        this.audit(items, unsettled).catch(() => undefined);
       }
     }
     if (config.ackMode === "replica") {
@@ -272,9 +274,10 @@ export class Messages {
   /**
    * Settles sends whose script call was in flight when the connection to Redis dropped: once Redis
    * answers again (before `until`), a send whose idem key is there was stored (its acceptance is
-   * the answer), one without it was not and never will be (nothing is re-sent). Redis still away
-   * at `until`: they stay UNAVAILABLE though one may have been stored (README "Failure modes"; a
-   * retry with the same clientMsgId tells).
+   * the answer), one without it was not and never will be (nothing is re-sent). Returns those
+   * Redis did not answer for by `until` (and any without an idem key): their outcome is unknown,
+   * and send() answers them IN_DOUBT_MESSAGE and audits them (README "A send whose outcome is
+   * unknown"; a retry with the same clientMsgId tells).
    */
   private async settleUnknown(items: SendReq[], unknown: Prepared[], until: number, out: Result<SendAck>[]): Promise<Prepared[]> {
     const list = unknown.filter((p) => items[p.i].clientMsgId ?? items[p.i].retryKey);

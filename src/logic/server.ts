@@ -185,7 +185,10 @@ export class LogicServer {
         if (!res) {
           sendTimeouts.inc(r.items.length);
           // Any acceptance that comes back after this answer is reported (never silent).
-          void sending.then((late) => this.messages.reportStored(late.flatMap((x) => (x.ok ? [x.ok] : []))));
+          sending.then(
+            (late) => this.messages.reportStored(late.flatMap((x) => (x.ok ? [x.ok] : []))),
+            () => undefined, // failed: nothing stored to report
+          );
           return countFailures(r.items.map(() => ({ err: { code: "UNAVAILABLE" as const, message: IN_DOUBT_MESSAGE } })));
         }
         countFailures(res);
