@@ -111,9 +111,11 @@ export interface LogicApi {
   authenticate(req: { tokens: string[] }): Promise<Result<Session>[]>;
   /**
    * budgetMs: how long the caller still waits for this answer; logic answers within it and stores
-   * nothing after it (default: IM_SEND_TIMEOUT_MS).
+   * nothing after it (default: IM_SEND_TIMEOUT_MS). answerBy: the same end as ms since the epoch by
+   * the caller's clock; logic uses the earlier of the two, so the time the request spent on the way
+   * (counted in budgetMs from its arrival) cannot push logic's deadline past the caller's.
    */
-  send(req: { items: SendReq[]; budgetMs?: number }): Promise<Result<SendAck>[]>;
+  send(req: { items: SendReq[]; budgetMs?: number; answerBy?: number }): Promise<Result<SendAck>[]>;
   presence(req: { ops: PresenceOp[] }): Promise<Result<JoinInfo | null>[]>;
   roomInfo(req: { room: string }): Promise<RoomInfo>;
   history(req: HistoryReq): Promise<HistoryRes>;

@@ -43,6 +43,15 @@ interface Prepared {
   event: Uint8Array;
 }
 const unavailable = (): Result<SendAck> => ({ err: { code: "UNAVAILABLE", message: "message store unavailable" } });
+/**
+ * A send whose script call reached Redis (or may have) and got no answer in time: Redis may have
+ * run it (README "A send whose outcome is unknown"). Still UNAVAILABLE (CONTRACT.md's codes), but
+ * the message says so, and the send is audited after the answer (Messages.inDoubtStored).
+ */
+export const IN_DOUBT_MESSAGE = "message store did not answer in time; it may have stored the send (a retry with the same clientMsgId returns it if so)";
+const inDoubt = (): Result<SendAck> => ({ err: { code: "UNAVAILABLE", message: IN_DOUBT_MESSAGE } });
+/** How long an in-doubt send's outcome is looked for after the answer (ms): within RETRY_KEY_TTL_SEC. */
+const AUDIT_FOR_MS = 50_000;
 const rateLimited = (): Result<SendAck> => ({ err: { code: "RATE_LIMITED", message: "sending too fast" } });
 const isPosInt = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
 const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
@@ -101,6 +110,8 @@ export class Messages {
    * must have its answer (default now + sendTimeoutMs). Nothing is stored once the Redis script
    * would start later than answerBy - SCRIPT_MARGIN_MS (the script checks Redis's clock), so a
    * send answered UNAVAILABLE is not stored later; the caller races this against answerBy.
+   * Exception, inherent: a call Redis ran before its deadline but answered after it (hung or died
+   * in between) is answered UNAVAILABLE with IN_DOUBT_MESSAGE, and audited (inDoubtStored).
    * In "replica" ack mode an accepted send is answered only once a replica has it (WAIT), else
    * UNAVAILABLE (counted in unconfirmed; it may still be delivered: a retry with the same
    * clientMsgId tells the outcome).
@@ -159,7 +170,14 @@ export class Messages {
       todo = seed;
     }
     for (const p of todo) out[p.i] ??= unavailable();
-    if (unknown.length) await this.settleUnknown(items, unknown, answerBy - 100, out);
+    if (unknown.length) {
+      const unsettled = await this.settleUnknown(items, unknown, answerBy - 100, out);
+      if (unsettled.length) {
+        for (const p of unsettled) out[p.i] = inDoubt();
+        this.inDoubt += unsettled.length;
+        this.audit(items, unsettled).catch(() => undefined);
+      }
+    }
     if (config.ackMode === "replica") {
       const acked = ready.filter((p) => out[p.i]?.ok);
       if (acked.length) {
@@ -256,35 +274,82 @@ export class Messages {
   /**
    * Settles sends whose script call was in flight when the connection to Redis dropped: once Redis
    * answers again (before `until`), a send whose idem key is there was stored (its acceptance is
-   * the answer), one without it was not and never will be (nothing is re-sent). Redis still away
-   * at `until`: they stay UNAVAILABLE though one may have been stored (README "Failure modes"; a
-   * retry with the same clientMsgId tells).
+   * the answer), one without it was not and never will be (nothing is re-sent). Returns those
+   * Redis did not answer for by `until` (and any without an idem key): their outcome is unknown,
+   * and send() answers them IN_DOUBT_MESSAGE and audits them (README "A send whose outcome is
+   * unknown"; a retry with the same clientMsgId tells).
    */
-  private async settleUnknown(items: SendReq[], unknown: Prepared[], until: number, out: Result<SendAck>[]): Promise<void> {
-    const { redis, keys } = this.deps;
+  private async settleUnknown(items: SendReq[], unknown: Prepared[], until: number, out: Result<SendAck>[]): Promise<Prepared[]> {
     const list = unknown.filter((p) => items[p.i].clientMsgId ?? items[p.i].retryKey);
-    while (list.length && Date.now() < until) {
+    const found = await this.lookUp(items, list, until);
+    if (!found) return unknown;
+    list.forEach((p, j) => {
+      const ack = found[j];
+      if (ack) out[p.i] = { ok: ack };
+    });
+    this.unknownSettled += list.length;
+    return unknown.filter((p) => !list.includes(p));
+  }
+
+  /** The acceptances under the sends' idem keys (null: not stored), or undefined if Redis did not answer before `until`. */
+  private async lookUp(items: SendReq[], list: Prepared[], until: number): Promise<(SendAck | null)[] | undefined> {
+    const { redis, keys } = this.deps;
+    if (!list.length) return [];
+    while (Date.now() < until) {
       if (redis.status === "ready") {
         try {
           const vals = await redis.mget(...list.map((p) => keys.idem(items[p.i].from.userId, p.conv, (items[p.i].clientMsgId ?? items[p.i].retryKey) as string)));
-          list.forEach((p, j) => {
+          return list.map((p, j) => {
             const v = vals[j];
-            if (!v) return;
+            if (!v) return null;
             const [id, seq, ts] = v.split("|");
-            out[p.i] = { ok: { id, conv: p.conv, seq: Number(seq), ts: Number(ts) } };
+            return { id, conv: p.conv, seq: Number(seq), ts: Number(ts) };
           });
-          this.unknownSettled += list.length;
-          return;
         } catch {
           // not back yet
         }
       }
       await Bun.sleep(100);
     }
+    return undefined;
+  }
+
+  /**
+   * After sends were answered UNAVAILABLE with their outcome unknown: once Redis answers again,
+   * counts (inDoubtStored) and logs those it had stored after all (ids only, never bodies), so an
+   * "UNAVAILABLE but stored" is never silent. A send without an idem key cannot be audited.
+   */
+  private async audit(items: SendReq[], unsettled: Prepared[]): Promise<void> {
+    const list = unsettled.filter((p) => items[p.i].clientMsgId ?? items[p.i].retryKey);
+    const found = await this.lookUp(items, list, Date.now() + AUDIT_FOR_MS);
+    if (!found) {
+      this.log?.warn("sends answered UNAVAILABLE with their outcome unknown could not be audited: Redis did not answer", { sends: list.length });
+      return;
+    }
+    this.reportStored(found.filter((a): a is SendAck => a !== null));
+  }
+
+  /**
+   * Sends stored by Redis although their sender was answered UNAVAILABLE (Redis answered after
+   * the send deadline: it hung, or dropped the connection, right after running the script).
+   * Counted in inDoubtStored and logged with ids (never bodies). Also called by the server for
+   * acceptances that came back after its answer timer.
+   */
+  reportStored(acks: SendAck[]): void {
+    if (!acks.length) return;
+    this.inDoubtStored += acks.length;
+    this.log?.warn("sends answered UNAVAILABLE (outcome unknown) were stored: Redis ran them before their deadline but answered after it", {
+      sends: acks.length,
+      ids: acks.slice(0, 20).map((a) => `${a.conv}#${a.seq}:${a.id}`),
+    });
   }
 
   /** Sends whose in-flight outcome was looked up after Redis came back, for a metric. */
   unknownSettled = 0;
+  /** Sends answered UNAVAILABLE with their outcome unknown (IN_DOUBT_MESSAGE), for a metric. */
+  inDoubt = 0;
+  /** Of those (and of those the server's timer answered), how many Redis had stored, for a metric. */
+  inDoubtStored = 0;
 
   async history(req: HistoryReq): Promise<HistoryRes> {
     const { redis, keys, db } = this.deps;

@@ -23,7 +23,8 @@ import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { defineScripts, type Scripts } from "./scripts.ts";
 import { Accounts } from "./accounts.ts";
 import { HashPool } from "./hash-pool.ts";
-import { Messages } from "./messages.ts";
+import { IN_DOUBT_MESSAGE, Messages } from "./messages.ts";
+import { answerBudgetMs } from "../shared/send-deadline.ts";
 import { Presence } from "./presence.ts";
 import { ReadPositions, withReadState } from "./read.ts";
 import { Typing } from "./typing.ts";
@@ -117,6 +118,24 @@ export class LogicServer {
       },
     });
     new Counter({
+      name: "bunchat_logic_send_in_doubt_total",
+      help: "Sends answered UNAVAILABLE whose script call reached Redis (or may have) without an answer in time: outcome unknown",
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(messages.inDoubt);
+      },
+    });
+    new Counter({
+      name: "bunchat_logic_send_in_doubt_stored_total",
+      help: "Sends answered UNAVAILABLE that Redis had stored after all (it ran them before their deadline, answered after it)",
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(messages.inDoubtStored);
+      },
+    });
+    new Counter({
       name: "bunchat_logic_seq_seeds_raised_total",
       help: "Conversation seq counters raised to MySQL's highest seq after Redis lost its tail",
       registers: [this.registry],
@@ -155,15 +174,22 @@ export class LogicServer {
         batch.observe({ method: "send" }, r.items.length);
         // Answered within the caller's budget whatever Redis or MySQL do; the send script
         // refuses to store anything past it (Messages.send).
-        const budget = Number.isFinite(r.budgetMs) && (r.budgetMs as number) > 0 ? Math.min(r.budgetMs as number, config.sendTimeoutMs) : config.sendTimeoutMs;
-        const answerBy = Date.now() + budget;
+        const now = Date.now();
+        const budget = answerBudgetMs(r, now, config.sendTimeoutMs);
+        const answerBy = now + budget;
         let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<null>((res) => (timer = setTimeout(res, budget, null)));
-        const res = await Promise.race([this.messages.send(r.items, answerBy), late]);
+        const sending = this.messages.send(r.items, answerBy);
+        const res = await Promise.race([sending, late]);
         clearTimeout(timer);
         if (!res) {
           sendTimeouts.inc(r.items.length);
-          return countFailures(r.items.map(() => ({ err: { code: "UNAVAILABLE" as const, message: "message store did not answer in time" } })));
+          // Any acceptance that comes back after this answer is reported (never silent).
+          sending.then(
+            (late) => this.messages.reportStored(late.flatMap((x) => (x.ok ? [x.ok] : []))),
+            () => undefined, // failed: nothing stored to report
+          );
+          return countFailures(r.items.map(() => ({ err: { code: "UNAVAILABLE" as const, message: IN_DOUBT_MESSAGE } })));
         }
         countFailures(res);
         accepted.inc(res.filter((x) => x.ok).length);

@@ -10,9 +10,11 @@ import type { SendAck, SendReq } from "../../proto/logic.ts";
 /** Kept back from the caller's budget for the reply's way back and the deadline sweep (ms). */
 export const SEND_ANSWER_MARGIN_MS = 250;
 /** Below this much time left, a send is not attempted at all. */
-const MIN_BUDGET_MS = 100;
+const MIN_BUDGET_MS = 300;
+/** How much earlier than our own deadline logic must answer (ms): its reply's way back on a loaded box. */
+const RETURN_TRIP_MS = 200;
 
-type SendFn = (req: { items: SendReq[]; budgetMs?: number }, opts?: { deadlineMs?: number; retries?: number }) => Promise<Result<SendAck>[]>;
+type SendFn = (req: { items: SendReq[]; budgetMs?: number; answerBy?: number }, opts?: { deadlineMs?: number; retries?: number }) => Promise<Result<SendAck>[]>;
 
 /**
  * A Batcher flush for sends: timeoutMs is the answer deadline counted from each item's start
@@ -26,7 +28,11 @@ export function sendFlush(send: SendFn, timeoutMs: number) {
       const left = until - Date.now();
       if (left < MIN_BUDGET_MS) break;
       try {
-        return await send({ items, budgetMs: left - 50 }, { deadlineMs: left, retries: 0 });
+        // budgetMs alone would end late by the time the call spends on the way (logic counts it from
+        // arrival): on a loaded box, its script could then run after we answered UNAVAILABLE.
+        // RETURN_TRIP_MS: logic's answer must get back before our own deadline fails the call, or
+        // an acceptance would reach us too late and be answered UNAVAILABLE here, unreported.
+        return await send({ items, budgetMs: left - RETURN_TRIP_MS, answerBy: until - RETURN_TRIP_MS }, { deadlineMs: left, retries: 0 });
       } catch (e) {
         last = fromGrpc(e);
         if (last.code !== "UNAVAILABLE") break;
@@ -53,4 +59,17 @@ export async function answerInTime<T>(p: Promise<T>, startedAt: number, timeoutM
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Logic's side: how long (ms, >= 0) it may take to answer a send call that arrived at `now`:
+ * budgetMs (counted from arrival; default and cap sendTimeoutMs), but never past the caller's
+ * absolute answerBy (ms since the epoch), which does not grow with the time the call was on the way.
+ * Non-finite or non-positive budgetMs means none given; a non-finite answerBy is ignored.
+ */
+export function answerBudgetMs(req: { budgetMs?: number; answerBy?: number }, now: number, sendTimeoutMs: number): number {
+  const b = req.budgetMs;
+  let budget = Number.isFinite(b) && (b as number) > 0 ? Math.min(b as number, sendTimeoutMs) : sendTimeoutMs;
+  if (Number.isFinite(req.answerBy)) budget = Math.max(0, Math.min(budget, (req.answerBy as number) - now));
+  return budget;
 }
