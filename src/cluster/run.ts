@@ -73,7 +73,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       cmd: opts.colocate ? nodeCommand(roles, first.index) : command(first.role),
       env,
       cwd: REPO_ROOT,
-      log: log.child(opts.colocate ? { roles: roles.join(","), index: first.index } : { role: first.role, index: first.index }),
+      log: log.child(opts.colocate ? { role: "node", roles: roles.join(","), index: first.index } : { role: first.role, index: first.index }),
       onLine: (line) => onLine(opts.colocate ? { ...first, name: `node-${first.index}` } : first, line),
       guard,
     });
