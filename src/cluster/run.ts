@@ -57,24 +57,28 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   };
   const onLine = opts.onLine ?? toStderr;
   const command = opts.roleCommand ?? defaultCommand;
-  // One process per role instance, or with --colocate one per index i hosting instance i of
-  // every role (src/bin/node.ts); health is still checked per instance, on its own ops port.
-  const groups = opts.colocate
-    ? [...Map.groupBy(instances, (i) => i.index).values()]
-    : instances.map((i) => [i]);
+  // One process per role instance, except the co-located roles (--colocate, --colocate-roles): one
+  // process per index i hosting instance i of each (src/bin/node.ts). Health is still checked per
+  // instance, on its own ops port.
+  const together = new Set(opts.colocate);
+  const groups = [
+    ...Map.groupBy(instances.filter((i) => together.has(i.role)), (i) => i.index).values(),
+    ...instances.filter((i) => !together.has(i.role)).map((i) => [i]),
+  ];
   const members = groups.flatMap((group) => {
     const first = group[0];
     const roles = group.map((i) => i.role);
     const env: Record<string, string | undefined> = { ...opts.env, ...shared };
     for (const i of group) Object.assign(env, i.env);
     // A node derives each role's ops port from IM_BASE_PORT and its index (the same layout).
-    if (opts.colocate) delete env.IM_METRICS_PORT;
+    const node = together.has(first.role);
+    if (node) delete env.IM_METRICS_PORT;
     const proc = new Supervised({
-      cmd: opts.colocate ? nodeCommand(roles, first.index) : command(first.role),
+      cmd: node ? nodeCommand(roles, first.index) : command(first.role),
       env,
       cwd: REPO_ROOT,
-      log: log.child(opts.colocate ? { role: "node", roles: roles.join(","), index: first.index } : { role: first.role, index: first.index }),
-      onLine: (line) => onLine(opts.colocate ? { ...first, name: `node-${first.index}` } : first, line),
+      log: log.child(node ? { role: "node", roles: roles.join(","), index: first.index } : { role: first.role, index: first.index }),
+      onLine: (line) => onLine(node ? { ...first, name: `node-${first.index}` } : first, line),
       guard,
     });
     return group.map((instance) => ({ instance, proc }));
