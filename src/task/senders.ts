@@ -83,7 +83,8 @@ export class ConnectSenders {
         }
         return items.map(() => ({ ok: null }));
       },
-      { concurrency: 1, maxBatch: this.o.maxBatch ?? 16, lingerMs: 1 },
+      // No linger in-process: it pays for a gRPC call's cost, which a local push does not have.
+      { concurrency: 1, maxBatch: this.o.maxBatch ?? 16, lingerMs: here ? 0 : 1 },
     );
     peer = { addr: info.addr, client, batcher };
     this.peers.set(id, peer);
