@@ -127,3 +127,12 @@ test("in-process: close fails waiting and later calls UNAVAILABLE; a missing met
   expect(((await outcome(c.echo({ x: 1 }))) as { err: { code: string } }).err.code).toBe("UNAVAILABLE");
   expect(() => localClient(svc, { echo: async () => 1 } as never, log)).toThrow(/not implemented/);
 });
+
+test("bun run node refuses unknown, repeated or missing roles with exit 2 and the usage", async () => {
+  for (const args of [["--roles", "logic,bogus"], ["--roles", "logic,logic"], [], ["--roles", "logic", "--index", "x"]]) {
+    const p = Bun.spawn([process.execPath, "src/bin/node.ts", ...args], { cwd: `${import.meta.dir}/..`, stdout: "ignore", stderr: "pipe" });
+    const err = await new Response(p.stderr).text();
+    expect(await p.exited).toBe(2);
+    expect(err).toContain("usage: bun run node --roles");
+  }
+});

@@ -5,10 +5,24 @@
 // and reaches every recipient (live, or by reconnect and sync for the client on the killed node).
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import mysql from "mysql2/promise";
+import { readFileSync } from "node:fs";
 import { spawnCluster, parseLogLine, type ProcessCluster } from "./support/process-cluster.ts";
 import { PacedSender, Receiver } from "./support/chat-clients.ts";
 import { eventually, registerUser, uniqueName } from "./support/http.ts";
 import { WsClient } from "./support/connect.ts";
+
+/** ESTABLISHED TCP connections whose server side is one of `ports` on this machine (/proc/net/tcp*). */
+function establishedTo(ports: number[]): number {
+  let n = 0;
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of readFileSync(file, "utf8").split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 4 || f[3] !== "01") continue;
+      if (ports.includes(parseInt(f[1].split(":").pop()!, 16))) n++;
+    }
+  }
+  return n;
+}
 
 let cluster: ProcessCluster | undefined;
 beforeAll(async () => {
@@ -53,6 +67,10 @@ test("a WebSocket round trip across the two nodes", async () => {
     const ack2 = await wb.op("ack", "s2", 10_000);
     expect((await wa.next((f) => f.op === "msg" && f.id === ack2.id, 10_000)).body).toBe("hello from node 1");
     expect(ack2.seq).toBe(ack.seq + 1);
+    // Every node hosts a logic, so every api and connect calls the one in its process: nobody
+    // holds a TCP connection to a logic gRPC port (P+20, P+21), though both are registered.
+    const logicPorts = [cluster.base + 20, cluster.base + 21];
+    expect(establishedTo(logicPorts)).toBe(0);
   } finally {
     wa.ws.close();
     wb.ws.close();
