@@ -3,7 +3,7 @@
 // then one table of p99 and CPU µs per message per process per rate on stderr (and JSON on stdout).
 // "Pipeline" = logic + task + redis-server + mariadbd (for a node of logic+task: that node).
 // Usage: bun bench/colocate.ts [--rounds 2] [--rates 1000,2500,5000] [--out DIR]
-//        [--topologies default,logic+task,all]
+//        [--topologies default,logic+task,all,2x(logic+task+connect)]
 import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -17,7 +17,13 @@ const { values: o } = parseArgs({
     topologies: { type: "string", default: "default,logic+task,all" },
   },
 });
-const TOPOLOGIES: Record<string, string[]> = { default: [], "logic+task": ["--colocate", "logic,task"], all: ["--colocate", "all"] };
+const TOPOLOGIES: Record<string, string[]> = {
+  default: [],
+  "logic+task": ["--colocate", "logic,task"],
+  all: ["--colocate", "all"],
+  // two nodes of logic + task + connect (each connect calls its own logic in-process), api apart
+  "2x(logic+task+connect)": ["--colocate", "logic,task,connect", "--logic", "2", "--task", "2"],
+};
 const names = String(o.topologies).split(",");
 for (const n of names) if (!TOPOLOGIES[n]) throw new Error(`unknown topology ${n}`);
 mkdirSync(o.out!, { recursive: true });

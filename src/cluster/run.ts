@@ -1,5 +1,6 @@
 // The local cluster: infrastructure first, then every role instance as its own OS process
-// (`bun src/bin/<role>.ts`), or with --colocate one process per instance index (`bun src/bin/node.ts`), supervised, until stop(): roles first, then infrastructure.
+// (`bun src/bin/<role>.ts`; co-located roles: one `bun src/bin/node.ts` per instance index),
+// supervised, until stop(): roles first, then infrastructure.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OrphanGuard } from "../infra/guard.ts";
