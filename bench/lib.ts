@@ -130,6 +130,9 @@ function procLabel(pid: number): string {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
     const script = argv.find((a) => /\.(ts|m?js)$/.test(a));
+    // a node of co-located roles (src/bin/node.ts --roles logic,task): "node[logic+task]"
+    const roles = argv.indexOf("--roles");
+    if (script && basename(script) === "node.ts" && roles > 0) return `node[${(argv[roles + 1] ?? "").split(",").join("+")}]`;
     // redis-server rewrites its argv[0] to "redis-server host:port"
     return script ? basename(script).replace(/\.(ts|m?js)$/, "") : basename((argv[0] ?? "?").split(" ")[0]);
   } catch {

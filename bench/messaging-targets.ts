@@ -127,7 +127,7 @@ export interface BunchatOptions {
   users: number;
   runId: string;
   /** --api/--logic/--task/--connect counts and an optional --base-port */
-  topology: { api: string; logic: string; task: string; connect: string; basePort?: string };
+  topology: { api: string; logic: string; task: string; connect: string; basePort?: string; colocate?: string };
   /** extra IM_* settings, "IM_NAME=value" */
   im: string[];
   /** directory for CPU profiles of every Bun process (BUN_OPTIONS) */
@@ -150,6 +150,8 @@ export async function startBunchat(o: BunchatOptions, cleanups: Cleanups): Promi
   const t = o.topology;
   const basePort = t.basePort ?? String(freeBasePort());
   const args = ["--base-port", basePort, "--api", t.api, "--logic", t.logic, "--task", t.task, "--connect", t.connect];
+  // Co-located roles (src/bin/node.ts): "all" → --colocate, a list → --colocate-roles.
+  if (t.colocate) args.push(...(t.colocate === "all" ? ["--colocate"] : ["--colocate-roles", t.colocate]));
   const t0 = performance.now();
   const cluster = await startCluster(args, env);
   cleanups.push(() => cluster.stop());

@@ -44,6 +44,8 @@ const { values: o } = parseArgs({
     task: { type: "string", default: "1" },
     connect: { type: "string", default: "2" },
     "base-port": { type: "string" },
+    /** co-located roles: "all" (bun run cluster --colocate) or a list, e.g. logic,task (--colocate-roles) */
+    colocate: { type: "string" },
     /** extra IM_* settings for the cluster's roles, e.g. --im IM_STREAM_PARTITIONS=2 (repeatable) */
     im: { type: "string", multiple: true, default: [] },
     /** profile every Bun process of the cluster (BUN_OPTIONS); written on their exit */
@@ -234,7 +236,7 @@ async function main() {
         : name === "socketio"
           ? await startSocketIo(USERS, num("socketio-instances"), cleanups)
           : await startBunchat(
-              { users: USERS, runId, topology: { api: o.api!, logic: o.logic!, task: o.task!, connect: o.connect!, basePort: o["base-port"] }, im: o.im ?? [], cpuProf: o["cpu-prof"] },
+              { users: USERS, runId, topology: { api: o.api!, logic: o.logic!, task: o.task!, connect: o.connect!, basePort: o["base-port"], colocate: o.colocate }, im: o.im ?? [], cpuProf: o["cpu-prof"] },
               cleanups,
             );
     runs[name] = await runLoad(t);

@@ -6,7 +6,7 @@ import type { Config } from "../shared/config.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Discovery, ServiceWatch } from "../shared/discovery.ts";
 import { etcdTarget } from "../shared/resolver.ts";
-import { makeClient, type Client } from "../shared/rpc.ts";
+import { localClient, makeClient, type Client } from "../shared/rpc.ts";
 import { clusterAuthFor } from "../shared/cluster-auth.ts";
 import { newRegistry, serveOps } from "../shared/ops.ts";
 import { LIMITS } from "../shared/protocol.ts";
@@ -25,7 +25,16 @@ export class ApiServer {
   private ready = false;
   port = 0;
 
-  constructor(private readonly deps: { config: Readonly<Config>; log: Logger; discovery: Discovery; instanceId: string }) {}
+  constructor(
+    private readonly deps: {
+      config: Readonly<Config>;
+      log: Logger;
+      discovery: Discovery;
+      instanceId: string;
+      /** A logic co-located in this process (src/bin/node.ts): called in-process instead of over gRPC. */
+      localLogic?: LogicApi;
+    },
+  ) {}
 
   /** IM_PUBLIC_WS_URL, or the least-loaded ready connect instance's ws URL; undefined while none is ready. */
   private gateway(): string | undefined {
@@ -48,9 +57,12 @@ export class ApiServer {
   async start(): Promise<void> {
     const { config, log, discovery, instanceId } = this.deps;
     const auth = clusterAuthFor(config);
-    const t = etcdTarget(discovery, LOGIC_SERVICE);
-    this.releaseTarget = t.release;
-    this.logic = makeClient<LogicApi>(LogicService, t.target, undefined, auth);
+    if (this.deps.localLogic) this.logic = localClient<LogicApi>(LogicService, this.deps.localLogic, log);
+    else {
+      const t = etcdTarget(discovery, LOGIC_SERVICE);
+      this.releaseTarget = t.release;
+      this.logic = makeClient<LogicApi>(LogicService, t.target, undefined, auth);
+    }
     this.connects = await discovery.watch(CONNECT_SERVICE);
     const app = createApiApp({
       logic: this.logic,

@@ -8,23 +8,40 @@ import { createLogger, type Logger } from "../shared/log.ts";
 export type RoleName = keyof typeof METRICS_OFFSETS;
 
 export async function runRole(role: RoleName, start: (ctx: { config: Readonly<Config>; log: Logger }) => Promise<() => Promise<void>>) {
+  await runProcess(role, [role], 0, async (configs, log) => start({ config: configs[role]!, log }));
+}
+
+/**
+ * One process hosting `roles` (src/bin/node.ts; runRole: one). Each role gets the same config
+ * except its ops port: IM_METRICS_PORT for a single role, else IM_BASE_PORT + the role's offset
+ * + `index` (the layout of `bun run cluster`, so node i's roles use instance i's ports).
+ */
+export async function runProcess(
+  name: string,
+  roles: RoleName[],
+  index: number,
+  start: (configs: Partial<Record<RoleName, Readonly<Config>>>, log: Logger) => Promise<() => Promise<void>>,
+) {
   const env = process.env;
-  let loaded;
-  let hosts;
+  const configs: Partial<Record<RoleName, Readonly<Config>>> = {};
+  const warnings: string[] = [];
   try {
-    const overrides: Partial<Config> = {};
-    // Each role has its own default ops port, so one of each runs side by side on one machine.
-    if (!env.IM_METRICS_PORT) overrides.metricsPort = Number(env.IM_BASE_PORT ?? DEFAULT_BASE_PORT) + METRICS_OFFSETS[role];
-    loaded = loadConfig(inContainer(env) && !env.IM_HOST ? { ...env, IM_HOST: AUTO_HOST } : env, overrides);
-    hosts = await resolveHosts(loaded.config);
+    for (const role of roles) {
+      const overrides: Partial<Config> = {};
+      // Each role has its own default ops port, so one of each runs side by side on one machine.
+      if (!env.IM_METRICS_PORT || roles.length > 1) overrides.metricsPort = Number(env.IM_BASE_PORT ?? DEFAULT_BASE_PORT) + METRICS_OFFSETS[role] + index;
+      const loaded = loadConfig(inContainer(env) && !env.IM_HOST ? { ...env, IM_HOST: AUTO_HOST } : env, overrides);
+      const hosts = await resolveHosts(loaded.config);
+      if (!warnings.length) warnings.push(...loaded.warnings, ...hosts.warnings);
+      configs[role] = Object.freeze({ ...loaded.config, host: hosts.host, metricsHost: hosts.metricsHost });
+    }
   } catch (e) {
-    process.stderr.write(`${role}: ${(e as Error).message}\n`);
+    process.stderr.write(`${name}: ${(e as Error).message}\n`);
     process.exit(2);
   }
-  const { warnings } = loaded;
-  const config: Readonly<Config> = Object.freeze({ ...loaded.config, host: hosts.host, metricsHost: hosts.metricsHost });
-  const log = createLogger({ level: config.logLevel, base: { role } });
-  for (const w of [...warnings, ...hosts.warnings]) log.warn(w);
+  const config = configs[roles[0]]!;
+  const log = createLogger({ level: config.logLevel, base: roles.length > 1 ? { roles: roles.join(",") } : { role: roles[0] } });
+  for (const w of warnings) log.warn(w);
   let stop: (() => Promise<void>) | undefined;
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -47,10 +64,10 @@ export async function runRole(role: RoleName, start: (ctx: { config: Readonly<Co
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
   try {
-    stop = await start({ config, log });
+    stop = await start(configs, log);
   } catch (e) {
     // A configuration problem found at start (e.g. IM_CLUSTER_SECRET missing) names its variable.
-    if (e instanceof ConfigError) process.stderr.write(`${role}: ${e.message}\n`);
+    if (e instanceof ConfigError) process.stderr.write(`${name}: ${e.message}\n`);
     log.error("start failed", { err: e });
     process.exit(1);
   }

@@ -3,12 +3,19 @@ import { parseClusterArgs, UsageError } from "./args.ts";
 
 describe("parseClusterArgs", () => {
   test("defaults: one of each role, base 17000, .data", () => {
-    expect(parseClusterArgs([])).toEqual({ counts: { api: 1, logic: 1, task: 1, connect: 1 }, basePort: 17000, dataDir: ".data" });
+    expect(parseClusterArgs([])).toEqual({ counts: { api: 1, logic: 1, task: 1, connect: 1 }, basePort: 17000, dataDir: ".data", colocate: [] });
   });
 
   test("flags, in both --k v and --k=v forms", () => {
     const a = parseClusterArgs(["--logic", "2", "--connect=3", "--api", "0", "--base-port", "20000", "--data-dir", "/tmp/x"]);
-    expect(a).toEqual({ counts: { api: 0, logic: 2, task: 1, connect: 3 }, basePort: 20000, dataDir: "/tmp/x" });
+    expect(a).toEqual({ counts: { api: 0, logic: 2, task: 1, connect: 3 }, basePort: 20000, dataDir: "/tmp/x", colocate: [] });
+  });
+
+  test("--colocate", () => {
+    expect(parseClusterArgs(["--colocate", "--connect", "2"]).colocate).toEqual(["api", "logic", "task", "connect"]);
+    expect(parseClusterArgs(["--colocate-roles", "task,logic"]).colocate).toEqual(["logic", "task"]);
+    expect(() => parseClusterArgs(["--colocate-roles", "logic"])).toThrow(/two or more/);
+    expect(() => parseClusterArgs(["--colocate-roles", "logic,db"])).toThrow(/got db/);
   });
 
   test("IM_BASE_PORT is the default base port; the flag wins", () => {

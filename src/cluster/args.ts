@@ -9,6 +9,8 @@ export interface ClusterArgs {
   counts: Record<Role, number>;
   basePort: number;
   dataDir: string;
+  /** Roles whose instance i share one process (`bun src/bin/node.ts --roles ... --index i`); --colocate: all, --colocate-roles: a list; [] = none. */
+  colocate: Role[];
 }
 
 /** Each role's ports are 10 apart in the layout (PORT_OFFSETS), so at most 10 instances each. */
@@ -16,10 +18,13 @@ export const MAX_INSTANCES = 10;
 /** The layout uses base .. base+89. */
 export const PORT_SPAN = 90;
 
-export const USAGE = `usage: bun run cluster [--api N] [--logic N] [--task N] [--connect N] [--base-port P] [--data-dir DIR]
+export const USAGE = `usage: bun run cluster [--api N] [--logic N] [--task N] [--connect N] [--base-port P] [--data-dir DIR] [--colocate | --colocate-roles R,R]
   --api, --logic, --task, --connect  instances of each role, 0..${MAX_INSTANCES} (default 1)
   --base-port P  every port is P + a fixed offset (default $IM_BASE_PORT or ${DEFAULT_BASE_PORT}: Redis P, MariaDB P+1, etcd P+2, API P+10, ...)
-  --data-dir DIR  Redis, MariaDB and etcd data and logs, kept between runs (default .data)`;
+  --data-dir DIR  Redis, MariaDB and etcd data and logs, kept between runs (default .data)
+  --colocate  one process per instance index hosting instance i of every role (bun run node --roles ... --index i):
+              calls between roles of one process are in-process; fewer processes and wake-ups on small boxes
+  --colocate-roles R,R  the same for these roles only (e.g. logic,task); the others run one per process`;
 
 export class UsageError extends Error {
   /** True for --help: not a mistake, exit 0. */
@@ -41,12 +46,14 @@ export function parseClusterArgs(argv: string[], env: Record<string, string | un
       connect: { type: "string" },
       "base-port": { type: "string" },
       "data-dir": { type: "string" },
+      colocate: { type: "boolean" },
+      "colocate-roles": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) throw new UsageError(USAGE, true);
   const problems: string[] = [];
-  const known = new Set([...ROLES, "base-port", "data-dir", "help"]);
+  const known = new Set([...ROLES, "base-port", "data-dir", "colocate", "colocate-roles", "help"]);
   for (const k of Object.keys(values)) if (!known.has(k)) problems.push(`unknown flag --${k}`);
   if (positionals.length) problems.push(`unexpected argument ${positionals[0]}`);
 
@@ -63,6 +70,15 @@ export function parseClusterArgs(argv: string[], env: Record<string, string | un
   const basePort = int("base-port", values["base-port"] ?? env.IM_BASE_PORT, DEFAULT_BASE_PORT, 1024, 65535 - PORT_SPAN);
   const dataDir = values["data-dir"] ?? ".data";
   if (typeof dataDir !== "string" || !dataDir) problems.push("--data-dir needs a folder");
+  if (values.colocate !== undefined && typeof values.colocate !== "boolean") problems.push("--colocate takes no value");
+  let colocate: Role[] = values.colocate === true ? [...ROLES] : [];
+  const listed = values["colocate-roles"];
+  if (listed !== undefined) {
+    const names = typeof listed === "string" ? listed.split(",").map((r) => r.trim()) : [];
+    const bad = names.filter((r) => !(ROLES as readonly string[]).includes(r));
+    if (names.length < 2 || bad.length) problems.push(`--colocate-roles needs two or more of ${ROLES.join(", ")}${bad.length ? `, got ${bad[0]}` : ""}`);
+    colocate = ROLES.filter((r) => names.includes(r));
+  }
   if (problems.length) throw new UsageError(`${problems.join("\n")}\n${USAGE}`);
-  return { counts, basePort, dataDir: dataDir as string };
+  return { counts, basePort, dataDir: dataDir as string, colocate };
 }

@@ -1,5 +1,6 @@
 // The local cluster: infrastructure first, then every role instance as its own OS process
-// (`bun src/bin/<role>.ts`), supervised, until stop(): roles first, then infrastructure.
+// (`bun src/bin/<role>.ts`; co-located roles: one `bun src/bin/node.ts` per instance index),
+// supervised, until stop(): roles first, then infrastructure.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OrphanGuard } from "../infra/guard.ts";
@@ -34,6 +35,7 @@ export interface Cluster {
 }
 
 const defaultCommand = (role: Role) => [process.execPath, join(REPO_ROOT, "src/bin", `${role}.ts`)];
+const nodeCommand = (roles: Role[], index: number) => [process.execPath, join(REPO_ROOT, "src/bin/node.ts"), "--roles", roles.join(","), "--index", String(index)];
 const toStderr = (instance: Instance, line: string) => process.stderr.write(`${instance.name} | ${line}\n`);
 
 export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
@@ -65,29 +67,45 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   };
   const onLine = opts.onLine ?? toStderr;
   const command = opts.roleCommand ?? defaultCommand;
-  const members = instances.map((instance) => ({
-    instance,
-    proc: new Supervised({
-      cmd: command(instance.role),
-      env: { ...opts.env, ...shared, ...instance.env },
+  // One process per role instance, except the co-located roles (--colocate, --colocate-roles): one
+  // process per index i hosting instance i of each (src/bin/node.ts). Health is still checked per
+  // instance, on its own ops port.
+  const together = new Set(opts.colocate);
+  const groups = [
+    ...Map.groupBy(instances.filter((i) => together.has(i.role)), (i) => i.index).values(),
+    ...instances.filter((i) => !together.has(i.role)).map((i) => [i]),
+  ];
+  const members = groups.flatMap((group) => {
+    const first = group[0];
+    const roles = group.map((i) => i.role);
+    const env: Record<string, string | undefined> = { ...opts.env, ...shared };
+    for (const i of group) Object.assign(env, i.env);
+    // A node derives each role's ops port from IM_BASE_PORT and its index (the same layout).
+    const node = together.has(first.role);
+    if (node) delete env.IM_METRICS_PORT;
+    const proc = new Supervised({
+      cmd: node ? nodeCommand(roles, first.index) : command(first.role),
+      env,
       cwd: REPO_ROOT,
-      log: log.child({ role: instance.role, index: instance.index }),
-      onLine: (line) => onLine(instance, line),
+      log: log.child(node ? { role: "node", roles: roles.join(","), index: first.index } : { role: first.role, index: first.index }),
+      onLine: (line) => onLine(node ? { ...first, name: `node-${first.index}` } : first, line),
       guard,
-    }),
-  }));
+    });
+    return group.map((instance) => ({ instance, proc }));
+  });
+  const procs = [...new Set(members.map((m) => m.proc))];
 
   let stopped: Promise<void> | undefined;
   const stop = () =>
     (stopped ??= (async () => {
       log.info("stopping roles");
-      await Promise.all(members.map((m) => m.proc.stop(ROLE_STOP_TIMEOUT_MS)));
+      await Promise.all(procs.map((p) => p.stop(ROLE_STOP_TIMEOUT_MS)));
       guard.close();
       log.info("stopping infrastructure");
       await infra.stop();
     })());
 
-  for (const m of members) m.proc.start();
+  for (const p of procs) p.start();
   try {
     await waitAllHealthy(members, { timeoutMs: READY_TIMEOUT_MS, signal: opts.signal });
   } catch (err) {

@@ -122,19 +122,27 @@ export class ConnectServer {
     return this.hub.all.size;
   }
 
+  private impl?: ConnectApi;
+
+  /** The ConnectApi implementation served over gRPC (also callable in-process by a co-located task). */
+  api(): ConnectApi {
+    this.impl ??= instrumentServer<ConnectApi>(
+      ConnectService,
+      {
+        push: async (req) => {
+          this.hub.apply(req.events);
+          return null;
+        },
+      },
+      this.registry,
+    );
+    return this.impl;
+  }
+
   async start(): Promise<void> {
     try {
       this.http = this.serve();
-      const impl = instrumentServer<ConnectApi>(
-        ConnectService,
-        {
-          push: async (req) => {
-            this.hub.apply(req.events);
-            return null;
-          },
-        },
-        this.registry,
-      );
+      const impl = this.api();
       // Bound to the internal address only; every call must carry the cluster secret.
       const auth = { auth: clusterAuthFor(this.cfg), onRefused: refusedCounter(this.registry) };
       const rpc = await startServer((s) => addService(s, ConnectService, impl, this.log), this.cfg.host, this.cfg.connectRpcPort, auth);

@@ -333,3 +333,64 @@ export function makeClient<T extends Api>(svc: Service, target: string, defaultD
   }
   return client as Client<T>;
 }
+
+/**
+ * A Client<T> for a service implemented in this process (a co-located role, see src/bin/node.ts):
+ * the same interface and error semantics as makeClient's without gRPC, serialization or the
+ * cluster secret (the call never leaves the process). Requests and replies are passed by reference,
+ * so neither side may mutate what it handed over (no tier does). As over gRPC: an AppError reaches
+ * the caller unchanged; any other error is logged and becomes INTERNAL "internal error"; an
+ * undefined result arrives as null; a call not answered within its deadline (ms; default
+ * `defaultDeadlineMs`, checked every DEADLINE_CHECK_MS) fails UNAVAILABLE "deadline exceeded"
+ * (its handler keeps running, as a server's does); after close() calls fail UNAVAILABLE; opts.retries
+ * repeats a call that failed UNAVAILABLE.
+ */
+export function localClient<T extends Api>(svc: Service, impl: T, log: Logger, defaultDeadlineMs = 5000): Client<T> {
+  for (const m of svc.methods) if (typeof impl[m] !== "function") throw new Error(`service method ${m} not implemented`);
+  let closed = false;
+  const waiting = new Set<{ rej: (e: unknown) => void; until: number }>();
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const w of waiting) if (w.until <= now) w.rej(new AppError("UNAVAILABLE", "deadline exceeded"));
+  }, DEADLINE_CHECK_MS);
+  sweep.unref();
+  const once = (m: string, req: unknown, deadlineMs: number): Promise<unknown> => {
+    if (closed) return Promise.reject(new AppError("UNAVAILABLE", "client closed"));
+    return new Promise((res, rej) => {
+      const w = { rej, until: Date.now() + deadlineMs };
+      waiting.add(w);
+      // new Promise: a method that throws synchronously is answered like one that rejects.
+      new Promise((r) => r(impl[m].call(impl, req))).then(
+        (ok) => {
+          waiting.delete(w);
+          res(ok ?? null);
+        },
+        (e: unknown) => {
+          waiting.delete(w);
+          rej(e instanceof AppError ? e : fromWire(toWire(e, log, { method: m })));
+        },
+      );
+    });
+  };
+  const client: Record<string, unknown> = {
+    close: () => {
+      closed = true;
+      clearInterval(sweep);
+      for (const w of waiting) w.rej(new AppError("UNAVAILABLE", "client closed"));
+      waiting.clear();
+    },
+  };
+  for (const m of svc.methods) {
+    client[m] = async (req: unknown, opts: CallOpts = {}) => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await once(m, req, opts.deadlineMs ?? defaultDeadlineMs);
+        } catch (e) {
+          if (!(e instanceof AppError) || e.code !== "UNAVAILABLE" || attempt >= (opts.retries ?? 0)) throw e;
+          await Bun.sleep(50 * (attempt + 1));
+        }
+      }
+    };
+  }
+  return client as Client<T>;
+}

@@ -6,7 +6,7 @@ import { Batcher } from "../shared/batcher.ts";
 import type { Discovery, Instances, ServiceWatch } from "../shared/discovery.ts";
 import type { Logger } from "../shared/log.ts";
 import type { Registry } from "prom-client";
-import { makeClient, type Client } from "../shared/rpc.ts";
+import { localClient, makeClient, type Client } from "../shared/rpc.ts";
 import type { ClusterAuth } from "../shared/cluster-auth.ts";
 import { instrumentClient } from "../shared/rpc-metrics.ts";
 import { CONNECT_SERVICE, ConnectService, type ConnectApi, type PushEvent } from "../../proto/connect.ts";
@@ -29,6 +29,8 @@ export interface SendersOptions {
   auth?: ClusterAuth;
   /** Where bunchat_rpc_client_duration_seconds of the push calls goes (none if unset). */
   registry?: Registry;
+  /** Connect instances co-located in this process (src/bin/node.ts), by instance id: pushed to in-process. */
+  local?: ReadonlyMap<string, ConnectApi>;
 }
 
 export class ConnectSenders {
@@ -65,7 +67,10 @@ export class ConnectSenders {
     let peer = this.peers.get(id);
     if (peer && peer.addr === info.addr) return peer;
     peer?.client.close();
-    const raw = makeClient<ConnectApi>(ConnectService, info.addr, this.o.deadlineMs ?? 3000, this.o.auth);
+    const here = this.o.local?.get(id);
+    const raw = here
+      ? localClient<ConnectApi>(ConnectService, here, this.o.log, this.o.deadlineMs ?? 3000)
+      : makeClient<ConnectApi>(ConnectService, info.addr, this.o.deadlineMs ?? 3000, this.o.auth);
     const client = this.o.registry ? instrumentClient(ConnectService, raw, this.o.registry) : raw;
     const batcher = new Batcher<PushEvent[], null>(
       async (items) => {
@@ -78,7 +83,8 @@ export class ConnectSenders {
         }
         return items.map(() => ({ ok: null }));
       },
-      { concurrency: 1, maxBatch: this.o.maxBatch ?? 16, lingerMs: 1 },
+      // No linger in-process: it pays for a gRPC call's cost, which a local push does not have.
+      { concurrency: 1, maxBatch: this.o.maxBatch ?? 16, lingerMs: here ? 0 : 1 },
     );
     peer = { addr: info.addr, client, batcher };
     this.peers.set(id, peer);

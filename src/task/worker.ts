@@ -20,6 +20,7 @@ import { PushHandler } from "./push.ts";
 import { ConnectSenders } from "./senders.ts";
 import { clusterAuthFor } from "../shared/cluster-auth.ts";
 import { trimStream } from "./trim.ts";
+import type { ConnectApi } from "../../proto/connect.ts";
 
 /** How long the persist group waits after a partial batch before reading again. */
 const PERSIST_LINGER_MS = 50;
@@ -40,6 +41,8 @@ export interface TaskWorkerOptions {
   registry?: Registry;
   /** How often owned streams are trimmed, in ms (default 5000). */
   trimIntervalMs?: number;
+  /** Connect instances co-located in this process (src/bin/node.ts), by instance id: pushed to in-process. */
+  localConnects?: ReadonlyMap<string, ConnectApi>;
   /** XREADGROUP BLOCK in ms (default 200: how long an added or removed partition may wait for the read in progress). */
   blockMs?: number;
 }
@@ -115,6 +118,7 @@ export class TaskWorker {
       onCall: (ok) => this.metrics.pushCalls.inc({ result: ok ? "ok" : "error" }),
       auth,
       registry: this.registry,
+      local: this.o.localConnects,
     });
     await this.senders.start();
     this.ownership = new PartitionOwnership({
