@@ -43,7 +43,8 @@ try {
   await pm.screenshot({ path: join(OUT, "desktop.png") });
   await composer(pm).fill("Looks great");
   await pa.getByText(/is typing…/).waitFor();
-  await pa.screenshot({ path: join(OUT, "phone.png") });
+  // The whole page: on a phone the conversation list sits above the open conversation.
+  await pa.screenshot({ path: join(OUT, "phone.png"), fullPage: true });
   console.log("wrote", join(OUT, "desktop.png"), join(OUT, "phone.png"));
 } finally {
   await browser.close();

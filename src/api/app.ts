@@ -17,6 +17,7 @@ import { checkUrl, intQuery, pathSegment, readBody } from "./request.ts";
 import { clientAddressResolver } from "./client-addr.ts";
 import { chatRoutes } from "./chat-routes.ts";
 import { withOpenApi } from "./openapi.ts";
+import { ConversationsSchema, GatewaySchema, HistorySchema, RoomInfoSchema, SendAckSchema, SessionGrantSchema, UserRefSchema, doc, healthDoc } from "./api-docs.ts";
 import { contentSecurityPolicy, webAssets } from "./web/build.ts";
 
 export interface ApiDeps {
@@ -46,6 +47,7 @@ const AUTH_CALL = { deadlineMs: 10_000 };
 
 const Credentials = t.Object({ userName: t.String(), password: t.String() });
 const SendBody = t.Object({ body: t.String(), clientMsgId: t.Optional(t.String()) });
+const SEND_ERRORS: ErrorCode[] = ["BAD_REQUEST", "PAYLOAD_TOO_LARGE", "RATE_LIMITED", "UNAVAILABLE"];
 
 export function createApiApp(deps: ApiDeps) {
   const { log, registry } = deps;
@@ -138,24 +140,35 @@ export function createApiApp(deps: ApiDeps) {
     .get("/app.css", () => web("css", "text/css; charset=utf-8"), { detail: { hide: true } })
     .get("/favicon.svg", () => web("icon", "image/svg+xml"), { detail: { hide: true } })
     // /healthz stays on the public port for load balancers; /readyz and /metrics are on the internal ops port.
-    .get("/healthz", () => healthResponse(deps.ready))
+    .get("/healthz", () => healthResponse(deps.ready), { detail: healthDoc })
     .post("/api/users", async ({ body, request, server }) => json(201, await timed(latency, "register", () => logic.register({ ...body, clientAddr: clientAddr(request, server) }, AUTH_CALL))), {
       body: Credentials,
+      detail: doc({ summary: "Register a user and log in", ok: [201, SessionGrantSchema], errors: ["BAD_REQUEST", "CONFLICT", "PAYLOAD_TOO_LARGE", "RATE_LIMITED", "UNAVAILABLE"] }),
     })
     .post("/api/sessions", async ({ body, request, server }) => json(200, await timed(latency, "login", () => logic.login({ ...body, clientAddr: clientAddr(request, server) }, AUTH_CALL))), {
       body: Credentials,
+      detail: doc({ summary: "Log in", ok: [200, SessionGrantSchema], errors: ["BAD_REQUEST", "UNAUTHENTICATED", "PAYLOAD_TOO_LARGE", "RATE_LIMITED", "UNAVAILABLE"] }),
     })
-    .delete("/api/sessions/current", async ({ request }) => {
-      const u = await user(request);
-      await logic.logout({ token: u.token });
-      return json(204, null);
-    })
-    .get("/api/me", async ({ request }) => {
-      const u = await timed(latency, "me", () => user(request));
-      return json(200, { userId: u.userId, userName: u.userName });
-    })
+    .delete(
+      "/api/sessions/current",
+      async ({ request }) => {
+        const u = await user(request);
+        await logic.logout({ token: u.token });
+        return json(204, null);
+      },
+      { detail: doc({ summary: "Log out: this token stops working, its WebSockets are closed with 4401", ok: [204], token: true, errors: ["UNAVAILABLE"] }) },
+    )
+    .get(
+      "/api/me",
+      async ({ request }) => {
+        const u = await timed(latency, "me", () => user(request));
+        return json(200, { userId: u.userId, userName: u.userName });
+      },
+      { detail: doc({ summary: "The user of the token", ok: [200, UserRefSchema], token: true, errors: ["UNAVAILABLE"] }) },
+    )
     .post("/api/rooms/:roomId/messages", ({ request, params, body }) => timed(latency, "send", () => sendAs(request, { room: params.roomId }, body)), {
       body: SendBody,
+      detail: doc({ summary: "Send a message to a room", ok: [202, SendAckSchema], token: true, errors: SEND_ERRORS }),
     })
     .post(
       "/api/users/:userId/messages",
@@ -163,16 +176,24 @@ export function createApiApp(deps: ApiDeps) {
         if (!/^[1-9]\d{0,15}$/.test(params.userId)) throw badRequest("userId must be a positive integer");
         return timed(latency, "send", () => sendAs(request, { toUserId: Number(params.userId) }, body));
       },
-      { body: SendBody },
+      { body: SendBody, detail: doc({ summary: "Send a direct message to a user", ok: [202, SendAckSchema], token: true, errors: [...SEND_ERRORS, "NOT_FOUND"] }) },
     )
-    .get("/api/rooms/:roomId", async ({ request, params }) => {
-      await user(request);
-      return json(200, await logic.roomInfo({ room: params.roomId }));
-    })
-    .get("/api/conversations", async ({ request }) => {
-      const u = await user(request);
-      return json(200, await logic.conversations({ userId: u.userId }));
-    })
+    .get(
+      "/api/rooms/:roomId",
+      async ({ request, params }) => {
+        await user(request);
+        return json(200, await logic.roomInfo({ room: params.roomId }));
+      },
+      { detail: doc({ summary: "Who is in a room now", ok: [200, RoomInfoSchema], token: true, errors: ["BAD_REQUEST", "UNAVAILABLE"] }) },
+    )
+    .get(
+      "/api/conversations",
+      async ({ request }) => {
+        const u = await user(request);
+        return json(200, await logic.conversations({ userId: u.userId }));
+      },
+      { detail: doc({ summary: "The caller's conversations, most recent first, with unread counts", ok: [200, ConversationsSchema], token: true, errors: ["UNAVAILABLE"] }) },
+    )
     .get("/api/conversations/:conv/messages", async ({ request }) => {
       const u = await user(request);
       const url = new URL(request.url);
@@ -185,12 +206,18 @@ export function createApiApp(deps: ApiDeps) {
         logic.history({ userId: u.userId, conv, afterSeq, beforeSeq, limit, maxLimit: LIMITS.historyMaxLimit }),
       );
       return json(200, res);
+    }, {
+      detail: doc({ summary: "A page of a conversation's messages (afterSeq, beforeSeq or the latest)", ok: [200, HistorySchema], token: true, errors: ["BAD_REQUEST", "FORBIDDEN", "UNAVAILABLE"] }),
     })
-    .get("/api/gateway", () => {
-      const wsUrl = deps.gateway();
-      if (!wsUrl) throw new AppError("UNAVAILABLE", "no connect instance is available");
-      return json(200, { wsUrl });
-    })
+    .get(
+      "/api/gateway",
+      () => {
+        const wsUrl = deps.gateway();
+        if (!wsUrl) throw new AppError("UNAVAILABLE", "no connect instance is available");
+        return json(200, { wsUrl });
+      },
+      { detail: doc({ summary: "The WebSocket URL of a live connect instance", ok: [200, GatewaySchema], errors: ["UNAVAILABLE"] }) },
+    )
     .use(chatRoutes({ logic, user }));
   return withOpenApi(app);
 }

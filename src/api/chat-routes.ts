@@ -6,6 +6,7 @@ import { badRequest } from "../shared/errors.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import { pathSegment } from "./request.ts";
+import { ReadResultSchema, UserRefSchema, doc } from "./api-docs.ts";
 import type { LogicApi, ReadReq, ReadRes, Session } from "../../proto/logic.ts";
 
 export interface ChatRouteDeps {
@@ -16,11 +17,9 @@ export interface ChatRouteDeps {
 
 const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
 
-export const UserRefSchema = t.Object({ userId: t.Number({ minimum: 1, multipleOf: 1 }), userName: t.String() });
 // t.Number with multipleOf, not t.Integer: Elysia's Integer turns the string "2" into 2, and the
 // contract wants a JSON integer. Logic checks it is a safe integer too.
 const ReadBody = t.Object({ seq: t.Number({ minimum: 0, multipleOf: 1, description: "mark read up to this seq (clamped to the conversation's lastSeq)" }) });
-const ReadResult = t.Object({ conv: t.String(), readSeq: t.Number({ minimum: 0, multipleOf: 1 }) });
 
 export function chatRoutes(d: ChatRouteDeps) {
   // Like sends: every read of this process in flight shares a few RPCs.
@@ -38,8 +37,7 @@ export function chatRoutes(d: ChatRouteDeps) {
       {
         params: t.Object({ conv: t.String({ description: "room:<roomId> or dm:<a>:<b>, raw or percent-encoded" }) }),
         body: ReadBody,
-        response: { 200: ReadResult },
-        detail: { summary: "Mark a conversation read up to seq (v1.1)", security: [{ bearer: [] }] },
+        detail: doc({ summary: "Mark a conversation read up to seq (v1.1)", ok: [200, ReadResultSchema], token: true, errors: ["BAD_REQUEST", "FORBIDDEN", "PAYLOAD_TOO_LARGE", "UNAVAILABLE"] }),
       },
     )
     .get(
@@ -53,8 +51,7 @@ export function chatRoutes(d: ChatRouteDeps) {
       },
       {
         query: t.Object({ name: t.String({ description: "a userName, any case" }) }),
-        response: { 200: UserRefSchema },
-        detail: { summary: "Look a user up by name, ignoring case (v1.1)", security: [{ bearer: [] }] },
+        detail: doc({ summary: "Look a user up by name, ignoring case (v1.1)", ok: [200, UserRefSchema], token: true, errors: ["BAD_REQUEST", "NOT_FOUND", "UNAVAILABLE"] }),
       },
     );
 }

@@ -21,6 +21,8 @@ const CONTRACT_ENDPOINTS = [
   "get /api/gateway",
   "get /healthz",
 ];
+/** The rows of that table whose auth column is "token". */
+const TOKEN_ENDPOINTS = CONTRACT_ENDPOINTS.filter((e) => !["post /api/users", "post /api/sessions", "get /api/gateway", "get /healthz"].includes(e));
 // GET /readyz and GET /metrics are served on every role's internal ops port (README "Deployment"),
 // not on the public api port this document describes.
 
@@ -51,4 +53,39 @@ test("every documented operation is a route the app serves", async () => {
   const routes = new Set(app.routes.map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:(\w+)/g, "{$1}")}`));
   const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m} ${p}`));
   expect(documented.filter((d) => !routes.has(d))).toEqual([]);
+});
+
+test("every operation has a summary and a 2xx response; token routes declare the bearer token, the others do not", async () => {
+  const doc = (await (await get("/api/openapi.json")).json()) as {
+    components: { securitySchemes: Record<string, unknown> };
+    paths: Record<string, Record<string, { summary?: string; security?: unknown; responses?: Record<string, any> }>>;
+  };
+  expect(doc.components.securitySchemes.bearer).toEqual({ type: "http", scheme: "bearer" });
+  const ops = Object.entries(doc.paths).flatMap(([p, byMethod]) => Object.entries(byMethod).map(([m, op]) => ({ name: `${m} ${p}`, op })));
+  expect(ops.length).toBe(CONTRACT_ENDPOINTS.length);
+  for (const { name, op } of ops) {
+    const token = TOKEN_ENDPOINTS.includes(name);
+    const statuses = Object.keys(op.responses ?? {});
+    expect({ name, summary: typeof op.summary, has2xx: statuses.some((s) => /^2\d\d$/.test(s)), security: op.security }).toEqual({
+      name,
+      summary: "string",
+      has2xx: true,
+      security: token ? [{ bearer: [] }] : undefined,
+    });
+    if (token) expect({ name, has401: statuses.includes("401") }).toEqual({ name, has401: true });
+  }
+});
+
+test("success bodies are the contract's shapes and errors the error envelope", async () => {
+  const doc = (await (await get("/api/openapi.json")).json()) as { paths: Record<string, Record<string, { responses: Record<string, any> }>> };
+  const schema = (path: string, method: string, status: string) => doc.paths[path][method].responses[status].content["application/json"].schema;
+  expect(schema("/api/users", "post", "201").required.sort()).toEqual(["token", "userId", "userName"]);
+  expect(schema("/api/rooms/{roomId}/messages", "post", "202").required.sort()).toEqual(["conv", "id", "seq", "ts"]);
+  expect(schema("/api/conversations/{conv}/messages", "get", "200").properties.messages.items.required.sort()).toEqual(["body", "conv", "from", "id", "seq", "ts"]);
+  expect(schema("/api/conversations/{conv}/read", "put", "200").required).toEqual(["conv", "readSeq"]);
+  expect(doc.paths["/api/sessions/current"].delete.responses["204"].content).toBeUndefined();
+  const envelope = schema("/api/users", "post", "409");
+  expect(envelope.required).toEqual(["error"]);
+  expect(envelope.properties.error.required).toEqual(["code", "message"]);
+  expect(schema("/api/users", "get", "404")).toEqual(envelope);
 });

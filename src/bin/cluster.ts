@@ -1,8 +1,10 @@
 // `bun run cluster`: local infrastructure plus every role, supervised. Prints one "ready" JSON
-// line on stdout once all answer /healthz; everything else goes to stderr. SIGINT/SIGTERM stop
-// roles, then infrastructure, then exit 0.
+// line on stdout once all answer /healthz; everything else goes to stderr. SIGINT/SIGTERM, or the
+// death of the parent process (npm does not forward signals), stop roles, then infrastructure,
+// then exit 0.
 import { parseClusterArgs, UsageError } from "../cluster/args.ts";
 import { readyLine } from "../cluster/plan.ts";
+import { watchParent } from "../cluster/parent.ts";
 import { startCluster, type Cluster } from "../cluster/run.ts";
 import { createLogger, type Level } from "../shared/log.ts";
 
@@ -38,6 +40,10 @@ async function shutdown(signal: string): Promise<void> {
 }
 process.on("SIGINT", () => void shutdown("SIGINT"));
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
+watchParent((was, now) => {
+  log.warn("parent process gone: stopping as on SIGTERM", { parentPid: was, ppid: now });
+  void shutdown("parent exit");
+});
 
 try {
   cluster = await startCluster({ ...args, log, env: process.env, signal: abort.signal });
