@@ -35,6 +35,9 @@ function checkCredentials(c: Credentials): { userName: string; password: string 
   return c;
 }
 
+/** Entries of the per-process userId → userName cache (~100 bytes each). */
+const NAME_CACHE_MAX = 100_000;
+
 export class Accounts {
   constructor(
     private readonly deps: { db: Db; redis: Redis; keys: Keys; config: Readonly<Config>; hashes: HashPool },
@@ -146,19 +149,38 @@ export class Accounts {
     );
   }
 
-  /** userId → userName for existing users (Redis first, MySQL for misses, which then fill Redis). */
+  /**
+   * userId → userName for existing users: this process's cache first (a user's id and name never
+   * change, so an entry is never stale), then Redis, then MySQL for misses (which then fill Redis).
+   * On the send path this saves a Redis round trip per batch for users seen before.
+   */
   async names(ids: number[]): Promise<Map<number, string>> {
     const { redis, keys, db } = this.deps;
     const out = new Map<number, string>();
-    if (!ids.length) return out;
-    const cached = await redis.hmget(keys.userNames, ...ids.map(String));
+    const unknown: number[] = [];
+    for (const id of ids) {
+      const name = this.nameCache.get(id);
+      if (name === undefined) unknown.push(id);
+      else out.set(id, name);
+    }
+    if (!unknown.length) return out;
+    const cached = await redis.hmget(keys.userNames, ...unknown.map(String));
     const missing: number[] = [];
-    ids.forEach((id, i) => (cached[i] ? out.set(id, cached[i] as string) : missing.push(id)));
+    unknown.forEach((id, i) => (cached[i] ? out.set(id, cached[i] as string) : missing.push(id)));
     if (missing.length) {
       const rows = await db.select({ id: users.id, name: users.name }).from(users).where(inArray(users.id, missing));
       for (const r of rows) out.set(Number(r.id), r.name);
       if (rows.length) await redis.hset(keys.userNames, Object.fromEntries(rows.map((r) => [String(r.id), r.name])));
     }
+    for (const id of unknown) {
+      const name = out.get(id);
+      if (name === undefined) continue;
+      // Bounded: past NAME_CACHE_MAX entries the oldest inserted go first (Map keeps insertion order).
+      if (this.nameCache.size >= NAME_CACHE_MAX) this.nameCache.delete(this.nameCache.keys().next().value as number);
+      this.nameCache.set(id, name);
+    }
     return out;
   }
+
+  private readonly nameCache = new Map<number, string>();
 }
