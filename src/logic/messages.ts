@@ -287,7 +287,6 @@ export class Messages {
       const ack = found[j];
       if (ack) out[p.i] = { ok: ack };
     });
-    this.unknownSettled += list.length;
     return unknown.filter((p) => !list.includes(p));
   }
 
@@ -344,8 +343,6 @@ export class Messages {
     });
   }
 
-  /** Sends whose in-flight outcome was looked up after Redis came back, for a metric. */
-  unknownSettled = 0;
   /** Sends answered UNAVAILABLE with their outcome unknown (IN_DOUBT_MESSAGE), for a metric. */
   inDoubt = 0;
   /** Of those (and of those the server's timer answered), how many Redis had stored, for a metric. */

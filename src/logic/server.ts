@@ -108,42 +108,29 @@ export class LogicServer {
     const accepted = new Counter({ name: "bunchat_logic_messages_accepted_total", help: "Messages accepted", registers: [this.registry] });
     const sendTimeouts = new Counter({ name: "bunchat_logic_send_timeouts_total", help: "Sends answered UNAVAILABLE because the stores did not answer within the send budget", registers: [this.registry] });
     const messages = this.messages;
-    new Counter({
-      name: "bunchat_logic_send_unconfirmed_total",
-      help: "Sends answered UNAVAILABLE in replica ack mode because no replica confirmed them in time",
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(messages.unconfirmed);
-      },
-    });
-    new Counter({
-      name: "bunchat_logic_send_in_doubt_total",
-      help: "Sends answered UNAVAILABLE whose script call reached Redis (or may have) without an answer in time: outcome unknown",
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(messages.inDoubt);
-      },
-    });
-    new Counter({
-      name: "bunchat_logic_send_in_doubt_stored_total",
-      help: "Sends answered UNAVAILABLE that Redis had stored after all (it ran them before their deadline, answered after it)",
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(messages.inDoubtStored);
-      },
-    });
-    new Counter({
-      name: "bunchat_logic_seq_seeds_raised_total",
-      help: "Conversation seq counters raised to MySQL's highest seq after Redis lost its tail",
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(messages.fence.raised);
-      },
-    });
+    /** A counter read from one of Messages' own running totals at scrape time. */
+    const mirror = (name: string, help: string, total: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(total());
+        },
+      });
+    mirror("bunchat_logic_send_unconfirmed_total", "Sends answered UNAVAILABLE in replica ack mode because no replica confirmed them in time", () => messages.unconfirmed);
+    mirror(
+      "bunchat_logic_send_in_doubt_total",
+      "Sends answered UNAVAILABLE whose script call reached Redis (or may have) without an answer in time: outcome unknown",
+      () => messages.inDoubt,
+    );
+    mirror(
+      "bunchat_logic_send_in_doubt_stored_total",
+      "Sends answered UNAVAILABLE that Redis had stored after all (it ran them before their deadline, answered after it)",
+      () => messages.inDoubtStored,
+    );
+    mirror("bunchat_logic_seq_seeds_raised_total", "Conversation seq counters raised to MySQL's highest seq after Redis lost its tail", () => messages.fence.raised);
     const errors = errorCounter(this.registry, "logic");
     /** Per-item failures of a batched call (send, authenticate, presence), counted by code. */
     const countFailures = <R extends { err?: { code: string } }>(res: R[]): R[] => {
