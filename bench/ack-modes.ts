@@ -25,13 +25,11 @@ import { freePort } from "../src/infra/ports.ts";
 import { redisPing } from "../src/infra/redis.ts";
 import { redisKeys } from "../src/shared/keys.ts";
 import type { Config } from "../src/shared/config.ts";
-import type { Db } from "../src/shared/db/index.ts";
 import { noLateWrites } from "../src/shared/redis.ts";
-import type { SendReq } from "../proto/logic.ts";
-import type { Accounts } from "../src/logic/accounts.ts";
 import { defineScripts } from "../src/logic/scripts.ts";
 import { Messages } from "../src/logic/messages.ts";
 import { Snowflake } from "../src/logic/snowflake.ts";
+import { benchAccounts, noRows, sendStream } from "./send-path.ts";
 import { newHistogram } from "./lib.ts";
 
 const { values: opt } = parseArgs({
@@ -71,8 +69,6 @@ const cleanup = async () => {
 for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) process.once(sig, () => void cleanup().then(() => process.exit(code)));
 
 // MySQL is only read to seed a conversation's counter once per Redis process: a stub with no rows.
-const noRows = { select: () => ({ from: () => ({ where: () => ({ groupBy: async () => [] }) }) }) } as unknown as Db;
-const accounts = { names: async (ids: number[]) => new Map(ids.map((id) => [id, `user${id}`])) } as unknown as Accounts;
 
 interface Setup {
   mode: Mode;
@@ -92,18 +88,11 @@ async function setup(mode: Mode, worker: number): Promise<Setup> {
   const config = { redisPrefix: "bench:", streamPartitions: 8, rateLimitPerSec: 1_000_000, rateLimitBurst: 1_000_000, sendTimeoutMs: 5000, ackMode: mode } as Config;
   const redis = defineScripts(new Redis(primary, { enableAutoPipelining: true, ...noLateWrites(config.sendTimeoutMs) }));
   const snowflake = new Snowflake(worker);
-  const messages = new Messages({ db: noRows, redis, keys: redisKeys("bench:"), config, accounts, ids: () => snowflake });
+  const messages = new Messages({ db: noRows, redis, keys: redisKeys("bench:"), config, accounts: benchAccounts, ids: () => snowflake });
   return { mode, messages, cpuPorts };
 }
 
-let serial = 0;
-function item(): SendReq {
-  const n = serial++;
-  const uid = 1 + (n % 100);
-  const body = `${n}:`.padEnd(64, "x");
-  if (n % 10 === 9) return { from: { userId: uid, userName: `user${uid}` }, toUserId: 1 + ((n * 7) % 100), body, clientMsgId: `c${n}` };
-  return { from: { userId: uid, userName: `user${uid}` }, room: `room${n % 100}`, body, retryKey: `bench:${n}` };
-}
+const item = sendStream();
 
 async function redisCpuSec(rs: Redis[]): Promise<number> {
   let sum = 0;

@@ -25,12 +25,11 @@ import { freePort } from "../src/infra/ports.ts";
 import { redisPing } from "../src/infra/redis.ts";
 import { redisKeys } from "../src/shared/keys.ts";
 import type { Config } from "../src/shared/config.ts";
-import type { Db } from "../src/shared/db/index.ts";
 import type { SendReq } from "../proto/logic.ts";
-import type { Accounts } from "../src/logic/accounts.ts";
 import { defineScripts } from "../src/logic/scripts.ts";
 import { Messages } from "../src/logic/messages.ts";
 import { Snowflake } from "../src/logic/snowflake.ts";
+import { benchAccounts, noRows, sendStream } from "./send-path.ts";
 
 const { values: opt } = parseArgs({
   options: {
@@ -72,10 +71,8 @@ const redis = defineScripts(new Redis(url, { enableAutoPipelining: true, maxRetr
 const admin = new Redis(url);
 const config = { redisPrefix: PREFIX, streamPartitions: 8, rateLimitPerSec: 1_000_000, rateLimitBurst: 1_000_000, sendTimeoutMs: 5000, ackMode: "memory" } as Config;
 // MySQL is only read to seed a conversation's counter once per Redis process: a stub with no rows.
-const noRows = { select: () => ({ from: () => ({ where: () => ({ groupBy: async () => [] }) }) }) } as unknown as Db;
-const accounts = { names: async (ids: number[]) => new Map(ids.map((id) => [id, `user${id}`])) } as unknown as Accounts;
 const snowflake = new Snowflake(1);
-const current = new Messages({ db: noRows, redis, keys: redisKeys(PREFIX), config, accounts, ids: () => snowflake });
+const current = new Messages({ db: noRows, redis, keys: redisKeys(PREFIX), config, accounts: benchAccounts, ids: () => snowflake });
 const versions: [string, { send: Messages["send"] }][] = [["current", current]];
 const closers: (() => void)[] = [];
 if (opt.baseline) {
@@ -86,19 +83,12 @@ if (opt.baseline) {
     keys: (await import(`${dir}/src/shared/keys.ts`)) as typeof import("../src/shared/keys.ts"),
   };
   const baseRedis = base.scripts.defineScripts(new Redis(url, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
-  const m = new base.messages.Messages({ db: noRows, redis: baseRedis, keys: base.keys.redisKeys(PREFIX), config, accounts, ids: () => snowflake } as never);
+  const m = new base.messages.Messages({ db: noRows, redis: baseRedis, keys: base.keys.redisKeys(PREFIX), config, accounts: benchAccounts, ids: () => snowflake } as never);
   versions.unshift(["baseline", m]);
   closers.push(() => baseRedis.disconnect());
 }
 
-let serial = 0;
-function item(): SendReq {
-  const n = serial++;
-  const uid = 1 + (n % 100);
-  const body = `${n}:`.padEnd(64, "x");
-  if (n % 10 === 9) return { from: { userId: uid, userName: `user${uid}` }, toUserId: 1 + ((n * 7) % 100), body, clientMsgId: `c${n}` };
-  return { from: { userId: uid, userName: `user${uid}` }, room: `room${n % 100}`, body, retryKey: `bench:${n}` };
-}
+const item = sendStream();
 
 async function redisCpuSec(): Promise<number> {
   const info = await admin.info("cpu");
