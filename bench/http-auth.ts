@@ -5,7 +5,7 @@
 // Usage: bun bench/http-auth.ts [--seconds 10] [--connections 50] [--login-connections 4]
 import autocannon from "autocannon";
 import { parseArgs } from "node:util";
-import { freeBasePort, report, startCluster } from "./lib.ts";
+import { freeBasePort, report, startCluster, spawnBaseline } from "./lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -38,18 +38,15 @@ const s = Bun.serve({ port: 0, fetch(req) {
   return u ? Response.json(u) : Response.json({ error: { code: "UNAUTHENTICATED", message: "no" } }, { status: 401 });
 } });
 console.log(s.port);`;
-const baseline = Bun.spawn(["bun", "-e", baselineSrc], { stdout: "pipe" });
+const baseline = await spawnBaseline(baselineSrc);
+const { port } = baseline;
 let cluster: Awaited<ReturnType<typeof startCluster>> | undefined;
 const stopAll = async () => {
   await cluster?.stop();
-  baseline.kill();
-  await baseline.exited;
+  await baseline.stop();
 };
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stopAll().finally(() => process.exit(130)));
 try {
-  const { value } = await baseline.stdout.getReader().read();
-  const port = Number(new TextDecoder().decode(value).trim());
-  if (!port) throw new Error("baseline server did not print its port");
   cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"]);
   const api = cluster.api[0];
   const reg = await fetch(`${api}/api/users`, {

@@ -7,7 +7,7 @@
 // Usage: bun bench/http.ts [--seconds 10] [--connections 50] [--body-bytes 64]
 import autocannon from "autocannon";
 import { parseArgs } from "node:util";
-import { cpuBetween, freeBasePort, loadavg, processTree, report, sampleCpu, startCluster } from "./lib.ts";
+import { cpuBetween, freeBasePort, loadavg, processTree, report, sampleCpu, startCluster, spawnBaseline } from "./lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -76,18 +76,15 @@ const s = Bun.serve({ port: 0, hostname: "127.0.0.1", async fetch(req) {
 } });
 console.log(s.port);`;
 
-const baseline = Bun.spawn(["bun", "-e", baselineSrc], { stdout: "pipe" });
+const baseline = await spawnBaseline(baselineSrc);
+const { port } = baseline;
 let cluster: Awaited<ReturnType<typeof startCluster>> | undefined;
 const stopAll = async () => {
   await cluster?.stop();
-  baseline.kill();
-  await baseline.exited;
+  await baseline.stop();
 };
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stopAll().finally(() => process.exit(130)));
 try {
-  const { value } = await baseline.stdout.getReader().read();
-  const port = Number(new TextDecoder().decode(value).trim());
-  if (!port) throw new Error("baseline server did not print its port");
   const env = { IM_RATE_LIMIT: "1000000", IM_RATE_BURST: "1000000" };
   cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], env);
   const api = cluster.api[0];

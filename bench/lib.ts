@@ -266,3 +266,22 @@ export function redisPerMessage(a: Record<string, { calls: number; usec: number 
   }
   return out;
 }
+
+/**
+ * Runs a bare Bun.serve baseline from source `src` (which must print its port on its first stdout
+ * line) in its own Bun process; throws (having stopped it) if it prints no port.
+ */
+export async function spawnBaseline(src: string): Promise<{ pid: number; port: number; stop: () => Promise<void> }> {
+  const proc = Bun.spawn([process.execPath, "-e", src], { stdout: "pipe" });
+  const stop = async () => {
+    proc.kill();
+    await proc.exited;
+  };
+  const { value } = await proc.stdout.getReader().read();
+  const port = Number(new TextDecoder().decode(value).trim());
+  if (!port) {
+    await stop();
+    throw new Error("baseline server did not print its port");
+  }
+  return { pid: proc.pid, port, stop };
+}
