@@ -156,12 +156,7 @@ export class PersistHandler {
     for (const [conv, senders] of ownSeq) for (const [uid, seq] of senders) own.push(uid, conv, seq);
     for (let i = 0; i < own.length; i += 3 * 500) {
       const part = own.slice(i, i + 3 * 500);
-      try {
-        await this.o.pool.query(ownReadSql(part.length / 3), part);
-      } catch (err) {
-        const code = mysqlCode(err);
-        throw Object.assign(new Error(`read position upsert failed: ${(err as Error)?.message || code || "unknown error"}`), { code });
-      }
+      await this.query("read position upsert", ownReadSql(part.length / 3), part);
     }
     if (members.length) await this.writeMembers(members);
     metrics.rowsPersisted.inc(inserted);
