@@ -38,6 +38,8 @@ export class Hub {
   private readonly pushedM: Tally;
   private readonly pushedP: Tally;
   private readonly pushedK: Tally;
+  private readonly pushedRd: Tally;
+  private readonly pushedTy: Tally;
 
   constructor(
     private readonly publish: Publish,
@@ -50,6 +52,8 @@ export class Hub {
     this.pushedM = metrics.pushEvents.child("m");
     this.pushedP = metrics.pushEvents.child("p");
     this.pushedK = metrics.pushEvents.child("k");
+    this.pushedRd = metrics.pushEvents.child("rd");
+    this.pushedTy = metrics.pushEvents.child("ty");
   }
 
   get roomCount(): number {
@@ -109,10 +113,10 @@ export class Hub {
           this.pushedK.inc();
           this.kick(e.userId, e.sid);
         } else if (e.t === "rd") {
-          this.metrics.pushEvents.child("rd").inc();
+          this.pushedRd.inc();
           this.readMoved(e);
         } else if (e.t === "ty") {
-          this.metrics.pushEvents.child("ty").inc();
+          this.pushedTy.inc();
           this.typing(e);
         } else {
           const t = (e as { t?: unknown }).t;
