@@ -7,7 +7,7 @@ import { connect } from "node:net";
 import { findBinary } from "./binaries.ts";
 import type { ServiceSpec } from "./service.ts";
 
-export function redisSpec(opts: { port: number; dir: string; appendfsync?: "always" | "everysec"; extraArgs?: string[] }): ServiceSpec {
+export function redisSpec(opts: { port: number; dir: string; appendfsync?: "always" | "everysec" }): ServiceSpec {
   return {
     name: "redis",
     port: opts.port,
@@ -26,7 +26,6 @@ export function redisSpec(opts: { port: number; dir: string; appendfsync?: "alwa
       "--save", "",
       "--daemonize", "no",
       "--logfile", "",
-      ...(opts.extraArgs ?? []),
     ],
     ready: () => redisPing(opts.port),
   };

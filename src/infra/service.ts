@@ -17,8 +17,6 @@ export interface Service {
   start(): Promise<void>;
   /** SIGTERM, SIGKILL after a timeout; resolves once the process has exited. No-op if stopped. */
   stop(): Promise<void>;
-  /** Times it was started again after exiting on its own (keepAlive). */
-  readonly restarts: number;
 }
 
 export interface ServiceSpec {
@@ -57,7 +55,6 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
   /** Set by stop(): no more restarts. */
   let stopped = false;
   let delayMs = DEFAULT_BACKOFF.initialMs;
-  let restarts = 0;
 
   /** After an exit of its own: start again with backoff until it answers or stop() is called. */
   async function restart(startedAt: number): Promise<void> {
@@ -69,7 +66,6 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
       if (stopped || child?.running) return;
       try {
         await start();
-        restarts++;
         return;
       } catch (err) {
         log.error("service could not be restarted", { err: (err as Error).message });
@@ -135,9 +131,6 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
     port: spec.port,
     get pid() {
       return child?.running ? child.pid : undefined;
-    },
-    get restarts() {
-      return restarts;
     },
     start,
     stop,
