@@ -319,19 +319,31 @@ export function makeClient<T extends Api>(svc: Service, target: string, defaultD
     },
   };
   for (const m of svc.methods) {
-    client[m] = async (req: unknown, opts: CallOpts = {}) => {
-      for (let attempt = 0; ; attempt++) {
+    client[m] = (req: unknown, opts: CallOpts = {}) =>
+      retrying(async () => {
         try {
           return await lane().request(m, req, opts.deadlineMs ?? defaultDeadlineMs);
         } catch (e) {
-          const err = fromGrpc(e);
-          if (err.code !== "UNAVAILABLE" || attempt >= (opts.retries ?? 0)) throw err;
-          await Bun.sleep(50 * (attempt + 1));
+          throw fromGrpc(e);
         }
-      }
-    };
+      }, opts.retries ?? 0);
   }
   return client as Client<T>;
+}
+
+/**
+ * Runs call(), and again while it fails UNAVAILABLE, at most `retries` more times (50, 100, … ms
+ * apart): the retry rule of makeClient and localClient. Any other error ends it at once.
+ */
+async function retrying(call: () => Promise<unknown>, retries: number): Promise<unknown> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (e) {
+      if (!(e instanceof AppError) || e.code !== "UNAVAILABLE" || attempt >= retries) throw e;
+      await Bun.sleep(50 * (attempt + 1));
+    }
+  }
 }
 
 /**
@@ -381,16 +393,7 @@ export function localClient<T extends Api>(svc: Service, impl: T, log: Logger, d
     },
   };
   for (const m of svc.methods) {
-    client[m] = async (req: unknown, opts: CallOpts = {}) => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await once(m, req, opts.deadlineMs ?? defaultDeadlineMs);
-        } catch (e) {
-          if (!(e instanceof AppError) || e.code !== "UNAVAILABLE" || attempt >= (opts.retries ?? 0)) throw e;
-          await Bun.sleep(50 * (attempt + 1));
-        }
-      }
-    };
+    client[m] = (req: unknown, opts: CallOpts = {}) => retrying(() => once(m, req, opts.deadlineMs ?? defaultDeadlineMs), opts.retries ?? 0);
   }
   return client as Client<T>;
 }
