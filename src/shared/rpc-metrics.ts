@@ -25,24 +25,27 @@ function histogram(registry: Registry, side: "server" | "client"): Histogram<"se
   });
 }
 
+/** Runs one call, observing its duration (seconds) with its result code (OK or the error's code) into h. */
+async function timed(h: Histogram<"service" | "method" | "code">, service: string, method: string, run: () => unknown): Promise<unknown> {
+  const t0 = performance.now();
+  let code = "OK";
+  try {
+    return await run();
+  } catch (e) {
+    code = codeOf(e);
+    throw e;
+  } finally {
+    h.observe({ service, method, code }, (performance.now() - t0) / 1000);
+  }
+}
+
 /** The implementation with every method timed into bunchat_rpc_server_duration_seconds. */
 export function instrumentServer<T extends Api>(svc: Service, impl: T, registry: Registry): T {
   const h = histogram(registry, "server");
   const out: Record<string, (req: unknown) => Promise<unknown>> = {};
   for (const m of svc.methods) {
     const fn = impl[m];
-    out[m] = async (req) => {
-      const t0 = performance.now();
-      let code = "OK";
-      try {
-        return await fn.call(impl, req);
-      } catch (e) {
-        code = codeOf(e);
-        throw e;
-      } finally {
-        h.observe({ service: svc.name, method: m, code }, (performance.now() - t0) / 1000);
-      }
-    };
+    out[m] = (req) => timed(h, svc.name, m, () => fn.call(impl, req));
   }
   return out as T;
 }
@@ -56,18 +59,7 @@ export function instrumentClient<C extends object>(svc: Service, client: C, regi
   for (const m of svc.methods) {
     const fn = src[m];
     if (typeof fn !== "function") continue;
-    out[m] = async (...args: unknown[]) => {
-      const t0 = performance.now();
-      let code = "OK";
-      try {
-        return await fn.apply(client, args);
-      } catch (e) {
-        code = codeOf(e);
-        throw e;
-      } finally {
-        h.observe({ service: svc.name, method: m, code }, (performance.now() - t0) / 1000);
-      }
-    };
+    out[m] = (...args: unknown[]) => timed(h, svc.name, m, () => fn.apply(client, args));
   }
   return out as C;
 }
