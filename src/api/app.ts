@@ -13,7 +13,7 @@ import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import { SEND_ANSWER_MARGIN_MS, answerInTime, sendFlush } from "../shared/send-deadline.ts";
 import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
-import { checkUrl, intQuery, pathSegment, readBody } from "./request.ts";
+import { checkUrl, intQuery, json, pathSegment, readBody } from "./request.ts";
 import { clientAddressResolver } from "./client-addr.ts";
 import { chatRoutes } from "./chat-routes.ts";
 import { withOpenApi } from "./openapi.ts";
@@ -35,10 +35,6 @@ export interface ApiDeps {
   /** IM_SEND_TIMEOUT_MS: a send is answered within this, counted from the request's arrival. */
   sendTimeoutMs?: number;
 }
-
-
-const json = (status: number, body: unknown) =>
-  new Response(body === null ? null : JSON.stringify(body), { status, headers: body === null ? {} : { "content-type": "application/json" } });
 
 const fail = (code: ErrorCode, message: string) => errorResponse(new AppError(code, message));
 

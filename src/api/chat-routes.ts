@@ -5,7 +5,7 @@ import { Elysia, t } from "elysia";
 import { badRequest } from "../shared/errors.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
-import { pathSegment } from "./request.ts";
+import { json, pathSegment } from "./request.ts";
 import { ReadResultSchema, UserRefSchema, doc } from "./api-docs.ts";
 import type { LogicApi, ReadReq, ReadRes, Session } from "../../proto/logic.ts";
 
@@ -15,7 +15,6 @@ export interface ChatRouteDeps {
   user: (req: Request) => Promise<Session>;
 }
 
-const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
 
 // t.Number with multipleOf, not t.Integer: Elysia's Integer turns the string "2" into 2, and the
 // contract wants a JSON integer. Logic checks it is a safe integer too.

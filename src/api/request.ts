@@ -6,6 +6,10 @@ import { AppError, badRequest } from "../shared/errors.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import { illFormedMessage, illFormedPath } from "../shared/text.ts";
 
+/** A JSON response with status; null is an empty body (204) without a content type. */
+export const json = (status: number, body: unknown) =>
+  new Response(body === null ? null : JSON.stringify(body), { status, headers: body === null ? {} : { "content-type": "application/json" } });
+
 /** Methods whose endpoints take a request body; on any other method a body is never read. */
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
 
