@@ -1,15 +1,16 @@
 // Container health probe (the images have no curl): `bun src/bin/probe.ts [/readyz|/healthz] [role]`
 // fetches this process's own ops endpoint, at the same IM_METRICS_HOST / IM_METRICS_PORT the role
 // resolves (IM_HOST=auto included), and exits 0 on 200, 1 otherwise (printing the answer).
-import { DEFAULT_BASE_PORT, METRICS_OFFSETS, loadConfig } from "../shared/config.ts";
-import { inContainer, resolveHosts } from "../shared/host.ts";
+import { METRICS_OFFSETS, loadConfig } from "../shared/config.ts";
+import { resolveHosts } from "../shared/host.ts";
+import { opsPort, roleEnv } from "./run.ts";
 
 const path = process.argv[2] ?? "/readyz";
 const role = (process.argv[3] ?? process.env.ROLE ?? "api") as keyof typeof METRICS_OFFSETS;
 const env = process.env;
 try {
-  const overrides = env.IM_METRICS_PORT ? {} : { metricsPort: Number(env.IM_BASE_PORT ?? DEFAULT_BASE_PORT) + (METRICS_OFFSETS[role] ?? 0) };
-  const { config } = loadConfig(inContainer(env) && !env.IM_HOST ? { ...env, IM_HOST: "auto" } : env, overrides);
+  const metricsPort = opsPort(env, role, 0, 1);
+  const { config } = loadConfig(roleEnv(env), metricsPort === undefined ? {} : { metricsPort });
   const { metricsHost } = await resolveHosts(config);
   const host = metricsHost.includes(":") ? `[${metricsHost}]` : metricsHost;
   const res = await fetch(`http://${host}:${config.metricsPort}${path}`, { signal: AbortSignal.timeout(3000) });

@@ -11,6 +11,19 @@ export async function runRole(role: RoleName, start: (ctx: { config: Readonly<Co
   await runProcess(role, [role], 0, async (configs, log) => start({ config: configs[role]!, log }));
 }
 
+/** The environment a role reads: in a container with IM_HOST unset, IM_HOST=auto. */
+export const roleEnv = (env: NodeJS.ProcessEnv) => (inContainer(env) && !env.IM_HOST ? { ...env, IM_HOST: AUTO_HOST } : env);
+
+/**
+ * The ops port of `role` when its process hosts `roleCount` roles as node `index`: each role has
+ * its own default (IM_BASE_PORT + its offset + index), so one of each runs side by side on one
+ * machine; undefined where IM_METRICS_PORT decides (a process with one role that sets it).
+ */
+export function opsPort(env: NodeJS.ProcessEnv, role: RoleName, index: number, roleCount: number): number | undefined {
+  if (env.IM_METRICS_PORT && roleCount === 1) return undefined;
+  return Number(env.IM_BASE_PORT ?? DEFAULT_BASE_PORT) + (METRICS_OFFSETS[role] ?? 0) + index;
+}
+
 /**
  * One process hosting `roles` (src/bin/node.ts; runRole: one). Each role gets the same config
  * except its ops port: IM_METRICS_PORT for a single role, else IM_BASE_PORT + the role's offset
@@ -26,14 +39,13 @@ export async function runProcess(
   const configs: Partial<Record<RoleName, Readonly<Config>>> = {};
   const warnings: string[] = [];
   try {
+    // Read and resolved once: the roles' configs differ only in their ops port.
+    const loaded = loadConfig(roleEnv(env));
+    const hosts = await resolveHosts(loaded.config);
+    warnings.push(...loaded.warnings, ...hosts.warnings);
     for (const role of roles) {
-      const overrides: Partial<Config> = {};
-      // Each role has its own default ops port, so one of each runs side by side on one machine.
-      if (!env.IM_METRICS_PORT || roles.length > 1) overrides.metricsPort = Number(env.IM_BASE_PORT ?? DEFAULT_BASE_PORT) + METRICS_OFFSETS[role] + index;
-      const loaded = loadConfig(inContainer(env) && !env.IM_HOST ? { ...env, IM_HOST: AUTO_HOST } : env, overrides);
-      const hosts = await resolveHosts(loaded.config);
-      if (!warnings.length) warnings.push(...loaded.warnings, ...hosts.warnings);
-      configs[role] = Object.freeze({ ...loaded.config, host: hosts.host, metricsHost: hosts.metricsHost });
+      const metricsPort = opsPort(env, role, index, roles.length) ?? loaded.config.metricsPort;
+      configs[role] = Object.freeze({ ...loaded.config, host: hosts.host, metricsHost: hosts.metricsHost, metricsPort });
     }
   } catch (e) {
     process.stderr.write(`${name}: ${(e as Error).message}\n`);
