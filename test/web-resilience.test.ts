@@ -99,14 +99,16 @@ describe("web app resilience", () => {
       await expectEachOnce(ann, first);
       await expectEachOnce(ben, first);
 
-      // Kill the connect instance holding the most connections (both pages, or one of them).
+      // Kill the connect instance holding the most connections (both pages, or one of them),
+      // as its internal ops port counts them (public ports serve no /metrics).
       const conns = await Promise.all(
         [0, 1].map(async (i) => {
-          const text = await (await fetch(`${cluster.ready.connect[i]!.replace("ws://", "http://").replace(/\/ws$/, "")}/metrics`)).text();
+          const text = await (await fetch(`${cluster.opsUrl("connect", i)}/metrics`)).text();
           return Number(/^bunchat_connect_connections(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? 0);
         }),
       );
       const victim = conns[1]! > conns[0]! ? 1 : 0;
+      expect(conns[victim]).toBeGreaterThan(0);
       const logs = await Promise.all([recordStatus(ann), recordStatus(ben)]);
       const pid = cluster.pid("connect", victim);
       process.kill(pid, "SIGKILL");

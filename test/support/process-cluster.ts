@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePortRange } from "./infra.ts";
 import { PORT_SPAN } from "../../src/cluster/args.ts";
+import { METRICS_OFFSETS } from "../../src/shared/config.ts";
 
 const REPO = join(import.meta.dir, "../..");
 
@@ -82,6 +83,8 @@ export interface ProcessCluster {
   ready: { api: string[]; connect: string[]; metrics: string[] };
   /** PID of the current process of a role instance (the latest "role started" line). */
   pid(role: string, index: number): number;
+  /** Base URL of a role instance's internal ops port (/healthz, /readyz, /metrics). */
+  opsUrl(role: keyof typeof METRICS_OFFSETS, index: number): string;
   /** Every PID it logged as started (roles and infrastructure). */
   startedPids(): number[];
   /** PID of the current process of an infrastructure service (redis, mysql, etcd). */
@@ -134,6 +137,7 @@ export async function spawnCluster(args: string[], env: Record<string, string> =
         if (!hits.length) throw new Error(`no ${role}-${index} started`);
         return hits[hits.length - 1]!.pid;
       },
+      opsUrl: (role, index) => `http://127.0.0.1:${base + METRICS_OFFSETS[role] + index}`,
       startedPids,
       servicePid: (service) => {
         const hits = err.all.map(parseLogLine).filter((r) => r?.msg === "service started" && r.service === service);
