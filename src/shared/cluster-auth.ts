@@ -5,10 +5,10 @@
 // in clear on the internal network (h2c), so that network must be private. The secret is compared
 // in constant time (SHA-256 of both sides, then timingSafeEqual, over every accepted secret).
 import { timingSafeEqual } from "node:crypto";
-import { isIP } from "node:net";
 import type { Metadata } from "@grpc/grpc-js";
 import { Counter, type Registry } from "prom-client";
 import { ConfigError, type Config } from "./config.ts";
+import { isLoopback } from "./host.ts";
 
 /** The metadata key carrying the secret on every internal call. */
 export const SECRET_METADATA_KEY = "x-bunchat-cluster-secret";
@@ -49,25 +49,6 @@ export class ClusterAuth {
   }
 }
 
-const LOOPBACK_NAMES = new Set(["localhost", "ip6-localhost", "ip6-loopback"]);
-
-/** True for 127.0.0.0/8, ::1 (and ::ffff:127.x) and localhost. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
-  if (LOOPBACK_NAMES.has(h)) return true;
-  if (isIP(h) === 4) return h.startsWith("127.");
-  if (isIP(h) === 6) return h === "::1" || /^::ffff:127\./.test(h) || h === "0:0:0:0:0:0:0:1";
-  return false;
-}
-
-const urlHost = (u: string): string => {
-  try {
-    return new URL(u).hostname;
-  } catch {
-    return u;
-  }
-};
-
 /**
  * The role's cluster credentials, or a ConfigError naming IM_CLUSTER_SECRET when the role would
  * run open (no secret) although something it listens on or talks to (IM_HOST, Redis, MySQL, etcd)
@@ -80,10 +61,10 @@ export function clusterAuthFor(config: Readonly<Config>, uses: { redis?: boolean
   if (short.length) throw new ConfigError([`IM_CLUSTER_SECRET: every secret must be at least ${MIN_SECRET_LENGTH} characters`]);
   if (config.clusterSecrets.length) return new ClusterAuth(config.clusterSecrets);
   const outside: string[] = [];
-  if (!isLoopbackHost(config.host)) outside.push(`IM_HOST=${config.host}`);
-  if (uses.redis && !isLoopbackHost(urlHost(config.redisUrl))) outside.push("IM_REDIS_URL");
-  if (uses.mysql && !isLoopbackHost(urlHost(config.mysqlUrl))) outside.push("IM_MYSQL_URL");
-  for (const e of config.etcdEndpoints) if (!isLoopbackHost(urlHost(e))) outside.push(`IM_ETCD_ENDPOINTS (${urlHost(e)})`);
+  if (!isLoopback(config.host)) outside.push(`IM_HOST=${config.host}`);
+  if (uses.redis && !isLoopback(config.redisUrl)) outside.push("IM_REDIS_URL");
+  if (uses.mysql && !isLoopback(config.mysqlUrl)) outside.push("IM_MYSQL_URL");
+  for (const e of config.etcdEndpoints) if (!isLoopback(e)) outside.push(`IM_ETCD_ENDPOINTS (${e})`);
   if (outside.length)
     throw new ConfigError([
       `IM_CLUSTER_SECRET must be set (the same secret, ${MIN_SECRET_LENGTH}+ characters, on every instance): ` +
