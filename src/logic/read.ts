@@ -29,7 +29,7 @@ import { ownSeqField, partitionOf, type Keys } from "../shared/keys.ts";
 import { parseConv, type ParsedConv } from "../shared/protocol.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import type { Logger } from "../shared/log.ts";
-import type { ConversationSummary, ReadReq, ReadRes } from "../../proto/logic.ts";
+import type { ReadReq, ReadRes } from "../../proto/logic.ts";
 
 const FLUSH_EVERY_MS = 500;
 const FLUSH_BATCH = 500;
@@ -187,20 +187,24 @@ export class ReadPositions {
     return { conv: req.conv, readSeq: Math.max(0, readSeq) };
   }
 
-  /** The user's readSeq in each of convs (0 where none), loading the hash from MySQL first if needed. */
-  async get(uid: number, convs: string[]): Promise<number[]> {
+  /**
+   * The user's readSeq in each of convs (0 where none), loading the hash from MySQL first if
+   * needed. own: the user's own-send field (ownSeqField) of each conv hash, if the caller read
+   * them already (conversations.ts); else they are read here.
+   */
+  async get(uid: number, convs: string[], own?: readonly (string | null)[]): Promise<number[]> {
     const { keys } = this.deps;
     const rd = keys.readSeqs(uid);
     const field = ownSeqField(uid);
-    const [explicit, own] = await Promise.all([
+    const [explicit, sent] = await Promise.all([
       this.redis.hmget(rd, LOADED, ...convs).then(async (vals) => {
         if (vals[0] !== null) return vals;
         await this.load(uid);
         return this.redis.hmget(rd, LOADED, ...convs);
       }),
-      Promise.all(convs.map((c) => this.redis.hget(keys.conv(c), field))),
+      own ?? Promise.all(convs.map((c) => this.redis.hget(keys.conv(c), field))),
     ]);
-    return convs.map((_, i) => Math.max(Number(explicit[i + 1]) || 0, Number(own[i]) || 0));
+    return convs.map((_, i) => Math.max(Number(explicit[i + 1]) || 0, Number(sent[i]) || 0));
   }
 
   private async load(uid: number): Promise<void> {
@@ -257,39 +261,6 @@ export class ReadPositions {
     }
     await this.redis.imReadUnclaim(keys.readClaims, now, ...claimed);
   }
-}
-
-/**
- * A conversation list (logic's Messages.conversations) with the user's readSeq, unread
- * (lastSeq − readSeq, never below 0) and, for a DM, peer (CONTRACT.md v1.1 GET /api/conversations).
- * names: userId → userName for the peers (a peer missing from it is left out of the entry's name as "").
- */
-export async function withReadState(
-  reads: ReadPositions,
-  names: (ids: number[]) => Promise<Map<number, string>>,
-  userId: number,
-  list: Pick<ConversationSummary, "conv" | "lastSeq" | "lastTs">[],
-): Promise<ConversationSummary[]> {
-  const [seqs, peers] = await Promise.all([
-    reads.get(userId, list.map((c) => c.conv)),
-    (async () => {
-      const ids = new Set<number>();
-      for (const c of list) {
-        const pc = parseConv(c.conv);
-        if (pc?.kind === "dm") ids.add(peerOf(pc, userId));
-      }
-      return names([...ids]);
-    })(),
-  ]);
-  return list.map((c, i) => {
-    const out: ConversationSummary = { ...c, readSeq: seqs[i], unread: Math.max(0, c.lastSeq - seqs[i]) };
-    const pc = parseConv(c.conv);
-    if (pc?.kind === "dm") {
-      const peer = peerOf(pc, userId);
-      out.peer = { userId: peer, userName: peers.get(peer) ?? "" };
-    }
-    return out;
-  });
 }
 
 /** The other user of a DM for userId (userId itself for a note to self). */

@@ -26,7 +26,8 @@ import { HashPool } from "./hash-pool.ts";
 import { IN_DOUBT_MESSAGE, Messages } from "./messages.ts";
 import { answerBudgetMs } from "../shared/send-deadline.ts";
 import { Presence } from "./presence.ts";
-import { ReadPositions, withReadState } from "./read.ts";
+import { ReadPositions } from "./read.ts";
+import { Conversations } from "./conversations.ts";
 import { Typing } from "./typing.ts";
 import { userByName } from "./users.ts";
 import { leaseWorkerId, type WorkerIdLease } from "./snowflake.ts";
@@ -62,6 +63,7 @@ export class LogicServer {
   readonly messages: Messages;
   readonly presence: Presence;
   readonly reads: ReadPositions;
+  readonly conversations: Conversations;
   readonly typing: Typing;
   private readonly hashes: HashPool;
   private grpc?: grpc.Server;
@@ -89,6 +91,15 @@ export class LogicServer {
     this.redis.on("ready", () => this.messages.fence.forget());
     this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
     this.reads = new ReadPositions({ db: deps.db.db, redis: this.redis, keys, streamPartitions: config.streamPartitions, log });
+    this.conversations = new Conversations({
+      db: deps.db.db,
+      redis: this.redis,
+      keys,
+      fence: this.messages.fence,
+      reads: this.reads,
+      names: (ids) => this.accounts.names(ids),
+      log,
+    });
     this.typing = new Typing({ redis: this.redis, keys, streamPartitions: config.streamPartitions });
   }
 
@@ -188,9 +199,7 @@ export class LogicServer {
       },
       roomInfo: (r) => this.presence.roomInfo(r?.room),
       history: (r) => this.messages.history({ ...r, maxLimit: r?.maxLimit ?? LIMITS.historyMaxLimit }),
-      conversations: async (r) => ({
-        conversations: await withReadState(this.reads, (ids) => this.accounts.names(ids), r.userId, await this.messages.conversations(r.userId)),
-      }),
+      conversations: async (r) => ({ conversations: await this.conversations.list(r?.userId) }),
       markRead: async (r) => {
         const items: ReadReq[] = Array.isArray(r?.items) ? r.items : [];
         batch.observe({ method: "markRead" }, items.length);

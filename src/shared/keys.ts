@@ -22,6 +22,8 @@ export function redisKeys(p: string) {
     pending: (conv: string) => `${p}pend:${conv}`,
     /** set of convs a user has joined, posted to or received a direct message in. */
     userConvs: (uid: number) => `${p}uc:${uid}`,
+    /** run_id of the Redis server process that merged userConvs(uid) with MySQL's user_conversations (logic/conversations.ts). */
+    userConvsChecked: (uid: number) => `${p}ucx:${uid}`,
     /** Redis stream of partition n: messages, presence and kick events. */
     stream: (part: number) => `${p}s:${part}`,
     /** hash userId → open joined connections in a room (all instances). */
