@@ -222,3 +222,10 @@ test("without a secret a role starts only on loopback; otherwise the error names
   expect(code).not.toBe(0);
   expect(stderr).toContain("IM_CLUSTER_SECRET must be set");
 });
+
+test("Accounts.userRefs: a caller's user ids named from logic's records; malformed or unknown ids are undefined", async () => {
+  const u = await registerUser(c.apiUrl());
+  const refs = await c.logic[0].accounts.userRefs([u.userId, 2 ** 40, 0, -1, 1.5, String(u.userId), undefined, null, u.userId]);
+  const me = { userId: u.userId, userName: u.userName };
+  expect(refs).toEqual([me, undefined, undefined, undefined, undefined, undefined, undefined, undefined, me]);
+});

@@ -182,5 +182,20 @@ export class Accounts {
     return out;
   }
 
+  /**
+   * The users a caller named, as logic's records name them (identity only from our own records,
+   * never a caller's userName; CONTRACT.md v1.1): for each of ids, {userId, userName} from
+   * names(), or undefined where the id is not a positive safe integer or no such user exists.
+   * One lookup for the whole batch. E.g. userRefs(items.map((i) => i?.user?.userId)).
+   */
+  async userRefs(ids: readonly unknown[]): Promise<(UserRef | undefined)[]> {
+    const valid = (id: unknown): id is number => Number.isSafeInteger(id) && (id as number) > 0;
+    const names = await this.names([...new Set(ids.filter(valid))]);
+    return ids.map((id) => {
+      const userName = valid(id) ? names.get(id) : undefined;
+      return userName === undefined ? undefined : { userId: id as number, userName };
+    });
+  }
+
   private readonly nameCache = new Map<number, string>();
 }

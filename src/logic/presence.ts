@@ -43,15 +43,14 @@ export class Presence {
   async apply(ops: PresenceOp[]): Promise<Result<JoinInfo | null>[]> {
     const { redis, keys } = this.deps;
     // The name in join/leave events comes from our records, never from the caller's op.user.
-    const uids = ops.filter((op) => op?.user && Number.isSafeInteger(op.user.userId) && (op.k === "join" || op.k === "leave")).map((op) => op.user.userId);
-    const names = await this.deps.accounts.names([...new Set(uids)]);
-    const calls = ops.map(async (op): Promise<Result<JoinInfo | null>> => {
+    const named = await this.deps.accounts.userRefs(ops.map((op) => (op?.k === "join" || op?.k === "leave" ? op.user?.userId : undefined)));
+    const calls = ops.map(async (op, i): Promise<Result<JoinInfo | null>> => {
       if (!op || typeof op.inst !== "string" || !Number.isSafeInteger(op.conn) || !op.user || !Number.isSafeInteger(op.user.userId))
         throw badRequest("malformed presence op");
       const holdings = keys.instanceHoldings(op.inst);
       const uid = op.user.userId;
-      const user: UserRef = { userId: uid, userName: names.get(uid) ?? "" };
-      if ((op.k === "join" || op.k === "leave") && !names.has(uid)) throw new AppError("UNAUTHENTICATED", "unknown user");
+      const user = named[i] as UserRef; // undefined only for connect/disconnect (checked next), which name no one
+      if ((op.k === "join" || op.k === "leave") && !user) throw new AppError("UNAUTHENTICATED", "unknown user");
       switch (op.k) {
         case "connect":
           await redis.imConnect([keys.userInstances(uid), holdings, keys.instances], [op.inst, userField(uid, op.conn)]);

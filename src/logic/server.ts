@@ -204,20 +204,19 @@ export class LogicServer {
         const items: ReadReq[] = Array.isArray(r?.items) ? r.items : [];
         batch.observe({ method: "markRead" }, items.length);
         // The name in read/receipt pushes is logic's own record, not the caller's (CONTRACT v1.1).
-        const names = await this.accounts.names([...new Set(items.map((i) => i?.user?.userId).filter((id) => Number.isSafeInteger(id) && id > 0))]);
+        const users = await this.accounts.userRefs(items.map((i) => i?.user?.userId));
         return Promise.all(
-          items.map((item) => {
-            const userName = names.get(item?.user?.userId);
-            if (userName === undefined) return fail(new AppError("UNAUTHENTICATED", "unknown user"), "markRead");
-            return this.reads.markRead({ ...item, user: { userId: item.user.userId, userName } }).then(ok, (e) => fail(e, "markRead"));
+          items.map((item, i) => {
+            const user = users[i];
+            if (!user) return fail(new AppError("UNAUTHENTICATED", "unknown user"), "markRead");
+            return this.reads.markRead({ ...item, user }).then(ok, (e) => fail(e, "markRead"));
           }),
         );
       },
       typing: async (r) => {
-        const userId = r?.user?.userId;
-        const userName = Number.isSafeInteger(userId) && userId > 0 ? (await this.accounts.names([userId])).get(userId) : undefined;
-        if (userName === undefined) throw new AppError("UNAUTHENTICATED", "unknown user");
-        await this.typing.typing({ user: { userId, userName }, conv: r.conv });
+        const [user] = await this.accounts.userRefs([r?.user?.userId]);
+        if (!user) throw new AppError("UNAUTHENTICATED", "unknown user");
+        await this.typing.typing({ user, conv: r.conv });
         return null;
       },
       userByName: (r) => userByName(this.deps.db.db, r?.name),
