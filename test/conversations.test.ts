@@ -12,6 +12,7 @@ import { dmConv } from "../src/shared/protocol.ts";
 import { Conversations } from "../src/logic/conversations.ts";
 import { ReadPositions } from "../src/logic/read.ts";
 import { defineScripts } from "../src/logic/scripts.ts";
+import { defineReadScripts } from "../src/logic/scripts-read.ts";
 import { SeqFence } from "../src/logic/seq-fence.ts";
 import { getInfra } from "./support/infra.ts";
 
@@ -30,7 +31,7 @@ afterAll(() => handle?.close());
 test("MySQL's list is merged once per Redis server process, or after Redis lost the set; each conv hash is read once per call", async () => {
   const infra = await getInfra();
   const keys = redisKeys(`cv${process.pid}x${Math.random().toString(36).slice(2, 8)}:`);
-  const redis = defineScripts(new Redis(infra.redisUrl));
+  const redis = defineReadScripts(defineScripts(new Redis(infra.redisUrl)));
   // What this client sends, from MONITOR (the one sure view of pipelined commands).
   const myAddr = /addr=(\S+)/.exec(String(await redis.client("INFO")))?.[1];
   const sent: string[][] = [];

@@ -9,6 +9,7 @@ import { readPositions } from "../src/shared/db/schema.ts";
 import { ownSeqField, redisKeys } from "../src/shared/keys.ts";
 import { silentLogger } from "../src/shared/log.ts";
 import { ReadPositions } from "../src/logic/read.ts";
+import { defineReadScripts } from "../src/logic/scripts-read.ts";
 import { getInfra } from "./support/infra.ts";
 
 let redis: Redis;
@@ -28,7 +29,7 @@ afterAll(async () => {
 function positions(claimStaleMs?: number) {
   const keys = redisKeys(`rp${process.pid}x${Math.random().toString(36).slice(2, 8)}:`);
   // A separate client per instance, as two logic processes would have.
-  const r = new Redis(redis.options);
+  const r = defineReadScripts(new Redis(redis.options));
   const reads = new ReadPositions({ db: db.db, redis: r, keys, streamPartitions: 2, log: silentLogger, claimStaleMs });
   return { keys, reads, r };
 }
@@ -44,7 +45,7 @@ test("a claim left by a crashed flusher is taken over once stale; MySQL keeps th
   await r.hset(keys.conv("room:a"), "seq", 9);
   expect(await reads.markRead({ user: user(u), conv: "room:a", seq: 4 })).toEqual({ conv: "room:a", readSeq: 4 });
   // A flusher claims the hash and dies before writing it.
-  const crashed = await (r as unknown as { imReadClaim(...a: string[]): Promise<string[]> }).imReadClaim(keys.readDirty, keys.readClaims, String(Date.now()), "10", "300");
+  const crashed = await r.imReadClaim(keys.readDirty, keys.readClaims, String(Date.now()), "10", "300");
   expect(crashed).toEqual([keys.readSeqs(u)]);
   await reads.flush();
   expect(await row(u, "room:a")).toBeUndefined(); // not stale yet: nobody else writes it

@@ -30,90 +30,11 @@ import { parseConv, type ParsedConv } from "../shared/protocol.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import type { Logger } from "../shared/log.ts";
 import type { ReadReq, ReadRes } from "../../proto/logic.ts";
+import { LOADED, type ReadScripts } from "./scripts-read.ts";
 
 const FLUSH_EVERY_MS = 500;
 const FLUSH_BATCH = 500;
 const CLAIM_STALE_MS = 30_000;
-/** The field that says a user's hash holds their MySQL rows. */
-const LOADED = "_";
-
-/**
- * KEYS: readSeqs, conv hash, user convs (or the readSeqs key again: no add), dirty set, stream,
- * user instances. ARGV: conv, seq (decimal), packed "rd" event, "1" if the only recipient of the
- * push would be the user's other connections (a room, asked over WS), own-send field.
- * The current readSeq is max(explicit, own-send); only a seq above it changes anything.
- * Returns {readSeq, changed 0|1}, or {-1, 0} if the hash must be loaded from MySQL first.
- * With ARGV[4] = "1" and at most one open connection of the user (the asking one), no event is
- * appended: there is no one to tell. Most users have one tab, and reads come about as often as
- * messages are shown, so this saves a stream entry, a routing lookup and a push per read.
- */
-const MARK_READ = `
-if redis.call('HEXISTS', KEYS[1], '${LOADED}') == 0 then return {-1, 0} end
-if KEYS[3] ~= KEYS[1] then redis.call('SADD', KEYS[3], ARGV[1]) end
-local last = redis.call('HGET', KEYS[2], 'seq') or '0'
-local want = ARGV[2]
-if tonumber(last) < tonumber(want) then want = last end
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local own = tonumber(redis.call('HGET', KEYS[2], ARGV[5]) or '0')
-if own > cur then cur = own end
-if tonumber(want) <= cur then return {cur, 0} end
-redis.call('HSET', KEYS[1], ARGV[1], want)
-redis.call('SADD', KEYS[4], KEYS[1])
-if ARGV[4] == '1' then
-  local n = 0
-  for _, v in ipairs(redis.call('HVALS', KEYS[6])) do n = n + (tonumber(v) or 0) end
-  if n <= 1 then return {tonumber(want), 1} end
-end
-redis.call('XADD', KEYS[5], '*', 'n', want, 'd', ARGV[3])
-return {tonumber(want), 1}
-`;
-
-/** KEYS: readSeqs. ARGV: conv, readSeq, … (from MySQL). Merges by max and marks the hash loaded. */
-const LOAD = `
-for i = 1, #ARGV, 2 do
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
-  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-redis.call('HSET', KEYS[1], '${LOADED}', '1')
-return 1
-`;
-
-/** KEYS: dirty set, claims hash. ARGV: now ms, max, stale ms. Returns the claimed readSeqs keys. */
-const CLAIM = `
-local now = tonumber(ARGV[1])
-local max = tonumber(ARGV[2])
-local out = {}
-local claims = redis.call('HGETALL', KEYS[2])
-for i = 1, #claims, 2 do
-  if #out >= max then break end
-  if tonumber(claims[i + 1]) < now - tonumber(ARGV[3]) then
-    out[#out + 1] = claims[i]
-    redis.call('HSET', KEYS[2], claims[i], ARGV[1])
-  end
-end
-if #out < max then
-  for _, k in ipairs(redis.call('SPOP', KEYS[1], max - #out)) do
-    out[#out + 1] = k
-    redis.call('HSET', KEYS[2], k, ARGV[1])
-  end
-end
-return out
-`;
-
-/** KEYS: claims hash. ARGV: claim time, keys…: drops the claims still holding that time. */
-const UNCLAIM = `
-for i = 2, #ARGV do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
-end
-return 1
-`;
-
-type ReadRedis = Redis & {
-  imMarkRead(...a: (string | Buffer)[]): Promise<[number, number]>;
-  imReadLoad(...a: string[]): Promise<number>;
-  imReadClaim(...a: string[]): Promise<string[]>;
-  imReadUnclaim(...a: string[]): Promise<number>;
-};
 
 const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
@@ -126,7 +47,7 @@ export function convFor(userId: number, conv: unknown): ParsedConv {
 }
 
 export class ReadPositions {
-  private readonly redis: ReadRedis;
+  private readonly redis: Redis & ReadScripts;
   private timer?: ReturnType<typeof setInterval>;
   private flushing?: Promise<void>;
   private readonly prefix: string;
@@ -134,7 +55,7 @@ export class ReadPositions {
   constructor(
     private readonly deps: {
       db: Db;
-      redis: Redis;
+      redis: Redis & ReadScripts;
       keys: Keys;
       streamPartitions: number;
       log: Logger;
@@ -142,12 +63,7 @@ export class ReadPositions {
       claimStaleMs?: number;
     },
   ) {
-    const r = deps.redis;
-    r.defineCommand("imMarkRead", { lua: MARK_READ, numberOfKeys: 6 });
-    r.defineCommand("imReadLoad", { lua: LOAD, numberOfKeys: 1 });
-    r.defineCommand("imReadClaim", { lua: CLAIM, numberOfKeys: 2 });
-    r.defineCommand("imReadUnclaim", { lua: UNCLAIM, numberOfKeys: 1 });
-    this.redis = r as ReadRedis;
+    this.redis = deps.redis;
     this.prefix = deps.keys.readSeqs(0).slice(0, -1);
   }
 

@@ -10,21 +10,10 @@ import { partitionOf, type Keys } from "../shared/keys.ts";
 import { LIMITS, type UserRef } from "../shared/protocol.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import { convFor } from "./read.ts";
-
-/** KEYS: gate, stream. ARGV: gate ms, packed event. Returns 1 if relayed, 0 if gated. */
-const TYPING = `
-if not redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 0 end
-redis.call('XADD', KEYS[2], '*', 'n', 0, 'd', ARGV[2])
-return 1
-`;
+import type { ReadScripts } from "./scripts-read.ts";
 
 export class Typing {
-  private readonly redis: Redis & { imTyping(...a: (string | Buffer)[]): Promise<number> };
-
-  constructor(private readonly deps: { redis: Redis; keys: Keys; streamPartitions: number }) {
-    deps.redis.defineCommand("imTyping", { lua: TYPING, numberOfKeys: 2 });
-    this.redis = deps.redis as Redis & { imTyping(...a: (string | Buffer)[]): Promise<number> };
-  }
+  constructor(private readonly deps: { redis: Redis & ReadScripts; keys: Keys; streamPartitions: number }) {}
 
   /** Relays that user is typing in conv, unless relayed within 2 s. Errors: BAD_REQUEST, FORBIDDEN (another pair's DM). */
   async typing(req: { user: UserRef; conv: string }): Promise<boolean> {
@@ -34,7 +23,7 @@ export class Typing {
     const { keys, streamPartitions } = this.deps;
     const user = { userId: req.user.userId, userName: req.user.userName };
     const ev = encodeEvent({ t: "ty", conv: req.conv, user, ts: Date.now() });
-    const n = await this.redis.imTyping(
+    const n = await this.deps.redis.imTyping(
       keys.typingGate(user.userId, req.conv),
       keys.stream(partitionOf(req.conv, streamPartitions)),
       String(LIMITS.typingIntervalMs),
