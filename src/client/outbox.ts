@@ -2,7 +2,7 @@
 // to the store under its seq), or failed after timeoutMs without an answer or when refused.
 // Every attempt (first send, resend after a reconnect, Retry) uses the same clientMsgId, so the
 // server stores and delivers it at most once (CONTRACT.md guarantee 4).
-import { LIMITS, parseConv } from "../shared/protocol.ts";
+import { LIMITS, parseConv, peerOf } from "../shared/protocol.ts";
 import type { HttpApi } from "./http.ts";
 import type { Socket } from "./socket.ts";
 import type { Store } from "./store.ts";
@@ -61,7 +61,7 @@ export class Outbox {
       clearTimeout(timer);
       this.timers.delete(clientMsgId);
     };
-    const peer = target.kind === "dm" ? (target.a === me.userId ? target.b : target.a) : 0;
+    const peer = target.kind === "dm" ? peerOf(target, me.userId) : 0;
     const frame = target.kind === "room" ? { op: "send" as const, room: target.room, body: p.body, clientMsgId } : { op: "send" as const, toUserId: peer, body: p.body, clientMsgId };
     // A body whose frame would pass the 16 KiB WebSocket limit (4413) goes over HTTP (64 KiB).
     const viaHttp = new TextEncoder().encode(JSON.stringify(frame)).length > LIMITS.maxFrameBytes - 64;

@@ -7,7 +7,7 @@ import { mysqlCode } from "../shared/db/index.ts";
 import { users } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import type { Keys } from "../shared/keys.ts";
-import { USER_NAME_RE, dmConv, type UserRef } from "../shared/protocol.ts";
+import { USER_NAME_RE, dmConv, isUserId, type UserRef } from "../shared/protocol.ts";
 import type { Config } from "../shared/config.ts";
 import type { Result } from "../shared/batcher.ts";
 import type { Credentials, Session, SessionGrant } from "../../proto/logic.ts";
@@ -189,10 +189,9 @@ export class Accounts {
    * One lookup for the whole batch. E.g. userRefs(items.map((i) => i?.user?.userId)).
    */
   async userRefs(ids: readonly unknown[]): Promise<(UserRef | undefined)[]> {
-    const valid = (id: unknown): id is number => Number.isSafeInteger(id) && (id as number) > 0;
-    const names = await this.names([...new Set(ids.filter(valid))]);
+    const names = await this.names([...new Set(ids.filter(isUserId))]);
     return ids.map((id) => {
-      const userName = valid(id) ? names.get(id) : undefined;
+      const userName = isUserId(id) ? names.get(id) : undefined;
       return userName === undefined ? undefined : { userId: id as number, userName };
     });
   }

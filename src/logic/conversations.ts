@@ -12,11 +12,11 @@ import { eq } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
 import { userConversations } from "../shared/db/schema.ts";
 import { ownSeqField, type Keys } from "../shared/keys.ts";
-import { parseConv } from "../shared/protocol.ts";
+import { parseConv, peerOf } from "../shared/protocol.ts";
 import type { Logger } from "../shared/log.ts";
 import type { ConversationSummary } from "../../proto/logic.ts";
 import type { SeqFence } from "./seq-fence.ts";
-import { peerOf, type ReadPositions } from "./read.ts";
+import type { ReadPositions } from "./read.ts";
 
 /** The replies of an ioredis pipeline, throwing the first command error. */
 async function replies(p: ReturnType<Redis["pipeline"]>): Promise<unknown[]> {

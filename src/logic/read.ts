@@ -26,7 +26,7 @@ import type { Db } from "../shared/db/index.ts";
 import { readPositions } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import { ownSeqField, partitionOf, type Keys } from "../shared/keys.ts";
-import { parseConv, type ParsedConv } from "../shared/protocol.ts";
+import { isParticipant, isSeq, isUserId, parseConv, type ParsedConv } from "../shared/protocol.ts";
 import { encodeEvent } from "../shared/stream.ts";
 import type { Logger } from "../shared/log.ts";
 import type { ReadReq, ReadRes } from "../../proto/logic.ts";
@@ -36,13 +36,11 @@ const FLUSH_EVERY_MS = 500;
 const FLUSH_BATCH = 500;
 const CLAIM_STALE_MS = 30_000;
 
-const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-
 /** The parsed conv if user may use it (any room; a DM only its own users), else BAD_REQUEST / FORBIDDEN. */
 export function convFor(userId: number, conv: unknown): ParsedConv {
   const pc = typeof conv === "string" ? parseConv(conv) : null;
   if (!pc) throw badRequest("conv must be room:<roomId> or dm:<a>:<b> with a <= b");
-  if (pc.kind === "dm" && userId !== pc.a && userId !== pc.b) throw new AppError("FORBIDDEN", "not your conversation");
+  if (!isParticipant(pc, userId)) throw new AppError("FORBIDDEN", "not your conversation");
   return pc;
 }
 
@@ -164,7 +162,7 @@ export class ReadPositions {
       const [err, h] = res[i] ?? [];
       if (err) throw err;
       const userId = Number(k.slice(this.prefix.length));
-      if (!Number.isSafeInteger(userId) || userId < 1) return;
+      if (!isUserId(userId)) return;
       for (const [conv, v] of Object.entries((h ?? {}) as Record<string, string>)) {
         if (conv !== LOADED && parseConv(conv)) rows.push({ userId, conv, readSeq: Number(v) || 0 });
       }
@@ -178,6 +176,3 @@ export class ReadPositions {
     await this.redis.imReadUnclaim(keys.readClaims, now, ...claimed);
   }
 }
-
-/** The other user of a DM for userId (userId itself for a note to self). */
-export const peerOf = (pc: Extract<ParsedConv, { kind: "dm" }>, userId: number) => (pc.a === userId ? pc.b : pc.a);

@@ -84,3 +84,18 @@ export function parseConv(conv: string): ParsedConv | null {
   const b = Number(m[2]);
   return a <= b ? { kind: "dm", a, b } : null;
 }
+
+/** A DM's parsed id. */
+export type DmConv = Extract<ParsedConv, { kind: "dm" }>;
+
+/** The other user of a DM for userId (userId itself for a note to self). */
+export const peerOf = (pc: DmConv, userId: number): number => (pc.a === userId ? pc.b : pc.a);
+
+/** Whether userId may use the conversation (CONTRACT.md): any room (anyone signed in); a DM only its two users. */
+export const isParticipant = (pc: ParsedConv, userId: number): boolean => pc.kind === "room" || pc.a === userId || pc.b === userId;
+
+/** A userId: an integer >= 1 (safe in a double). */
+export const isUserId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 1;
+
+/** A seq, or a seq bound (afterSeq, beforeSeq, readSeq): an integer >= 0 (safe in a double). */
+export const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
