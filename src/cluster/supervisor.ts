@@ -12,6 +12,22 @@ export interface Backoff {
 }
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 200, maxMs: 5_000, resetAfterMs: 30_000 };
 
+/**
+ * The restart delays (ms) of one supervised process, from a Backoff: call it once per restart
+ * with how long (ms) the process ran; the delay doubles from initialMs up to maxMs and starts
+ * again at initialMs after a run of resetAfterMs or more. Used by Supervised (roles) and
+ * infra/service.ts (Redis, MariaDB, etcd).
+ */
+export function restartDelays(b: Backoff = DEFAULT_BACKOFF): (ranMs: number) => number {
+  let next = b.initialMs;
+  return (ranMs) => {
+    if (ranMs >= b.resetAfterMs) next = b.initialMs;
+    const delay = next;
+    next = Math.min(next * 2, b.maxMs);
+    return delay;
+  };
+}
+
 export interface SupervisedOptions {
   cmd: string[];
   env: Record<string, string | undefined>;
@@ -30,11 +46,8 @@ export class Supervised {
   private stopping = false;
   private loop?: Promise<void>;
   private wake?: () => void;
-  private readonly backoff: Backoff;
 
-  constructor(private readonly opts: SupervisedOptions) {
-    this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
-  }
+  constructor(private readonly opts: SupervisedOptions) {}
 
   get pid(): number | undefined {
     return this.child?.running ? this.child.pid : undefined;
@@ -62,7 +75,7 @@ export class Supervised {
   }
 
   private async run(): Promise<void> {
-    let delayMs = this.backoff.initialMs;
+    const delays = restartDelays(this.opts.backoff);
     const { log } = this.opts;
     while (!this.stopping) {
       const startedAt = Date.now();
@@ -76,10 +89,9 @@ export class Supervised {
         log.error("role could not be started", { err });
       }
       this.exits++;
-      if (Date.now() - startedAt >= this.backoff.resetAfterMs) delayMs = this.backoff.initialMs;
+      const delayMs = delays(Date.now() - startedAt);
       log.info("role restarting", { inMs: delayMs });
       await this.sleep(delayMs);
-      delayMs = Math.min(delayMs * 2, this.backoff.maxMs);
     }
   }
 

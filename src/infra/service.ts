@@ -6,7 +6,7 @@ import { Child } from "./child.ts";
 import type { OrphanGuard } from "./guard.ts";
 import { isPortFree } from "./ports.ts";
 import { waitUntil } from "./wait.ts";
-import { DEFAULT_BACKOFF } from "../cluster/supervisor.ts";
+import { restartDelays } from "../cluster/supervisor.ts";
 
 export interface Service {
   readonly name: string;
@@ -54,15 +54,16 @@ export function createService(spec: ServiceSpec, ctx: ServiceContext): Service {
   let stopping = false;
   /** Set by stop(): no more restarts. */
   let stopped = false;
-  let delayMs = DEFAULT_BACKOFF.initialMs;
+  const delays = restartDelays();
 
   /** After an exit of its own: start again with backoff until it answers or stop() is called. */
   async function restart(startedAt: number): Promise<void> {
-    if (Date.now() - startedAt >= DEFAULT_BACKOFF.resetAfterMs) delayMs = DEFAULT_BACKOFF.initialMs;
+    let ranMs = Date.now() - startedAt;
     while (!stopped) {
+      const delayMs = delays(ranMs);
+      ranMs = 0; // a failed start did not run
       log.info("service restarting", { inMs: delayMs });
       await Bun.sleep(delayMs);
-      delayMs = Math.min(delayMs * 2, DEFAULT_BACKOFF.maxMs);
       if (stopped || child?.running) return;
       try {
         await start();
