@@ -8,17 +8,16 @@
 import { parseArgs } from "node:util";
 import { runProcess, type RoleName } from "./run.ts";
 import { ROLE_STARTS, type Colocated, type Stop } from "./roles.ts";
+import { parseRoleList } from "../cluster/args.ts";
 
 const ORDER: RoleName[] = ["logic", "task", "connect", "api"];
 const USAGE = "usage: bun run node --roles ROLE[,ROLE...] [--index N]   (roles: logic, task, connect, api)";
 
 function parse(argv: string[]): { roles: RoleName[]; index: number } {
   const { values } = parseArgs({ args: argv, options: { roles: { type: "string" }, index: { type: "string" } } });
-  const names = (values.roles ?? "").split(",").map((r) => r.trim()).filter(Boolean);
-  const bad = names.filter((r) => !ORDER.includes(r as RoleName));
-  if (!names.length || bad.length || new Set(names).size !== names.length) throw new Error(`${bad.length ? `unknown role ${bad[0]}` : "--roles needs distinct roles"}\n${USAGE}`);
+  const names = parseRoleList(values.roles ?? "", "--roles", 1);
   const index = Number(values.index ?? 0);
-  if (!/^\d+$/.test(values.index ?? "0") || index > 9) throw new Error(`--index must be an integer in 0..9\n${USAGE}`);
+  if (!/^\d+$/.test(values.index ?? "0") || index > 9) throw new Error("--index must be an integer in 0..9");
   return { roles: ORDER.filter((r) => names.includes(r)), index };
 }
 
@@ -26,7 +25,7 @@ let args;
 try {
   args = parse(Bun.argv.slice(2));
 } catch (e) {
-  process.stderr.write(`node: ${(e as Error).message}\n`);
+  process.stderr.write(`node: ${(e as Error).message}\n${USAGE}\n`);
   process.exit(2);
 }
 

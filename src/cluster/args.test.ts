@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { parseClusterArgs, UsageError } from "./args.ts";
+import { parseClusterArgs, parseRoleList, UsageError } from "./args.ts";
 
 describe("parseClusterArgs", () => {
   test("defaults: one of each role, base 17000, .data", () => {
@@ -16,6 +16,7 @@ describe("parseClusterArgs", () => {
     expect(parseClusterArgs(["--colocate-roles", "task,logic"]).colocate).toEqual(["logic", "task"]);
     expect(() => parseClusterArgs(["--colocate-roles", "logic"])).toThrow(/two or more/);
     expect(() => parseClusterArgs(["--colocate-roles", "logic,db"])).toThrow(/got db/);
+    expect(() => parseClusterArgs(["--colocate-roles", "logic,logic"])).toThrow(/got logic twice/);
   });
 
   test("IM_BASE_PORT is the default base port; the flag wins", () => {
@@ -46,4 +47,13 @@ describe("parseClusterArgs", () => {
       expect((e as UsageError).help).toBe(true);
     }
   });
+});
+
+test("parseRoleList: the one role-list rule of --colocate-roles and bun run node --roles", () => {
+  expect(parseRoleList(" task, logic ,", "--roles", 1)).toEqual(["logic", "task"]);
+  expect(parseRoleList("connect", "--roles", 1)).toEqual(["connect"]);
+  expect(() => parseRoleList("", "--roles", 1)).toThrow("--roles needs one or more distinct roles of api, logic, task, connect");
+  expect(() => parseRoleList("logic,web", "--roles", 1)).toThrow(/got web$/);
+  expect(() => parseRoleList("api,api", "--roles", 1)).toThrow(/got api twice$/);
+  expect(() => parseRoleList("api,api", "--roles", 1)).toThrow(UsageError);
 });

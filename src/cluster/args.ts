@@ -33,6 +33,20 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * A comma-separated role list ("logic, task") as the distinct roles it names, in ROLES order.
+ * Throws UsageError naming flag when it has fewer than min roles, an unknown role or one twice.
+ * Used by --colocate-roles here and by `bun run node --roles`.
+ */
+export function parseRoleList(list: string, flag: string, min: number): Role[] {
+  const names = list.split(",").map((r) => r.trim()).filter(Boolean);
+  const bad = names.find((r) => !(ROLES as readonly string[]).includes(r));
+  const twice = names.find((r, i) => names.indexOf(r) !== i);
+  if (names.length >= min && bad === undefined && twice === undefined) return ROLES.filter((r) => names.includes(r));
+  const got = bad !== undefined ? `, got ${bad}` : twice !== undefined ? `, got ${twice} twice` : "";
+  throw new UsageError(`${flag} needs ${min > 1 ? "two" : "one"} or more distinct roles of ${ROLES.join(", ")}${got}`);
+}
+
 /** env: IM_BASE_PORT, when set, is the default of --base-port. */
 export function parseClusterArgs(argv: string[], env: Record<string, string | undefined> = {}): ClusterArgs {
   const { values, positionals } = parseArgs({
@@ -74,10 +88,11 @@ export function parseClusterArgs(argv: string[], env: Record<string, string | un
   let colocate: Role[] = values.colocate === true ? [...ROLES] : [];
   const listed = values["colocate-roles"];
   if (listed !== undefined) {
-    const names = typeof listed === "string" ? listed.split(",").map((r) => r.trim()) : [];
-    const bad = names.filter((r) => !(ROLES as readonly string[]).includes(r));
-    if (names.length < 2 || bad.length) problems.push(`--colocate-roles needs two or more of ${ROLES.join(", ")}${bad.length ? `, got ${bad[0]}` : ""}`);
-    colocate = ROLES.filter((r) => names.includes(r));
+    try {
+      colocate = parseRoleList(typeof listed === "string" ? listed : "", "--colocate-roles", 2);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
   }
   if (problems.length) throw new UsageError(`${problems.join("\n")}\n${USAGE}`);
   return { counts, basePort, dataDir: dataDir as string, colocate };
