@@ -2,8 +2,9 @@
 // backup, or a host that lost its last writes), on `bun run cluster`: the AOF folder is copied,
 // more messages are sent and stored in MySQL, then Redis is SIGKILLed and its folder replaced by
 // the old copy before the cluster restarts it. No acknowledged message is lost or replaced, no
-// seq is handed out twice, conversation lists come back (from MySQL), and direct messages to a
-// user registered after the copy still work (names come from MySQL).
+// seq is handed out twice, room info and a join report MySQL's lastSeq, conversation lists come
+// back (from MySQL), and direct messages to a user registered after the copy still work (names
+// come from MySQL).
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import mysql from "mysql2/promise";
 import { cpSync, renameSync } from "node:fs";
@@ -11,6 +12,7 @@ import { join } from "node:path";
 import { spawnCluster, isAlive, type ProcessCluster } from "./support/process-cluster.ts";
 import { eventually, http, registerUser, uniqueName } from "./support/http.ts";
 import { fullHistory } from "./support/outcomes.ts";
+import { WsClient } from "./support/connect.ts";
 
 let cluster: ProcessCluster | undefined;
 beforeAll(async () => {
@@ -58,6 +60,21 @@ test("Redis restored from an older copy while MySQL is ahead: nothing acked lost
     cpSync(`${redisDir}-old`, redisDir, { recursive: true });
     process.kill(pid, "SIGKILL");
     await eventually(() => !isAlive(pid) && c.servicePid("redis") !== pid, 20_000, "redis restarted");
+
+    // Before anything seeds these counters: room info and a WS join report MySQL's lastSeq (60
+    // and 1), not the older copy's (30, and none for the room made after the copy).
+    const info = await eventually(async () => {
+      const r = await http(api, "GET", `/api/rooms/${room}`, { token: a.token });
+      return r.status === 200 ? r.body : undefined;
+    }, 30_000, "room info after the restore");
+    expect(info.lastSeq).toBe(60);
+    const ws = await WsClient.open(`${c.ready.connect[0]}?token=${a.token}`);
+    try {
+      ws.send({ op: "join", room: room2, ref: "j" });
+      expect(await ws.op("joined", "j", 10_000)).toMatchObject({ room: room2, lastSeq: 1 });
+    } finally {
+      ws.ws.close();
+    }
 
     // a's session predates the copy; sends work again once Redis is back.
     const after = await eventually(async () => {

@@ -12,6 +12,7 @@ import type { Logger } from "../shared/log.ts";
 import type { Result } from "../shared/batcher.ts";
 import type { Scripts } from "./scripts.ts";
 import type { Accounts } from "./accounts.ts";
+import type { SeqFence } from "./seq-fence.ts";
 import type { JoinInfo, PresenceOp, RoomInfo } from "../../proto/logic.ts";
 
 // Holdings fields, one per connection: "r|<room>|<uid>|<conn>" and "u|<uid>|<conn>".
@@ -20,8 +21,26 @@ const userField = (uid: number, conn: number) => `u|${uid}|${conn}`;
 
 export class Presence {
   constructor(
-    private readonly deps: { redis: Redis & Scripts; keys: Keys; config: Readonly<Config>; accounts: Accounts; log: Logger },
+    private readonly deps: { redis: Redis & Scripts; keys: Keys; config: Readonly<Config>; accounts: Accounts; fence: SeqFence; log: Logger },
   ) {}
+
+  /**
+   * A room's lastSeq as read from Redis (seq, and the seq fence's ep read with it), seeded from
+   * MySQL first if this Redis server has not checked that counter (README "Redis losing its
+   * tail"): a join or room info right after Redis lost data never reports a lastSeq below what
+   * clients already have. Seeding failed (MySQL down): Redis's value, logged.
+   */
+  private async fencedSeq(conv: string, seq: number, ep: string | null): Promise<number> {
+    const { redis, keys, fence, log } = this.deps;
+    if (ep === (await fence.runId())) return seq;
+    try {
+      await fence.seed([conv]);
+      return Number(await redis.hget(keys.conv(conv), "seq")) || 0;
+    } catch (e) {
+      log.warn("seeding a seq counter from MySQL failed", { err: (e as Error).message });
+      return seq;
+    }
+  }
 
   private streamOf(room: string) {
     return this.deps.keys.stream(partitionOf(roomConv(room), this.deps.config.streamPartitions));
@@ -61,11 +80,13 @@ export class Presence {
         case "join": {
           if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");
           const conv = roomConv(op.room);
-          const [onlineCount, lastSeq] = await redis.imJoin(
+          // Sent with the join, not awaited before it: the ops' commands stay in order.
+          const ep = redis.hget(keys.conv(conv), "ep").catch(() => null);
+          const [onlineCount, seq] = await redis.imJoin(
             [keys.roomMembers(op.room), keys.roomInstances(op.room), holdings, this.streamOf(op.room), keys.conv(conv), keys.userConvs(uid), keys.instances],
             [op.inst, uid, roomField(op.room, uid, op.conn), encodeEvent({ t: "p", room: op.room, event: "join", user }), conv, encodeEvent({ t: "r", room: op.room })],
           );
-          return { ok: { conv, onlineCount, lastSeq } };
+          return { ok: { conv, onlineCount, lastSeq: await this.fencedSeq(conv, seq, await ep) } };
         }
         case "leave":
           if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");
@@ -81,11 +102,12 @@ export class Presence {
   async roomInfo(room: string): Promise<RoomInfo> {
     if (typeof room !== "string" || !ROOM_ID_RE.test(room)) throw badRequest("roomId must be 1-64 characters of A-Z a-z 0-9 _ -");
     const { redis, keys } = this.deps;
-    const [uids, seq] = await Promise.all([redis.hkeys(keys.roomMembers(room)), redis.hget(keys.conv(roomConv(room)), "seq")]);
+    const conv = roomConv(room);
+    const [uids, [seq, ep]] = await Promise.all([redis.hkeys(keys.roomMembers(room)), redis.hmget(keys.conv(conv), "seq", "ep")]);
     const ids = uids.map(Number).sort((a, b) => a - b);
-    const names = await this.deps.accounts.names(ids);
+    const [names, lastSeq] = await Promise.all([this.deps.accounts.names(ids), this.fencedSeq(conv, Number(seq) || 0, ep)]);
     const members = ids.map((userId) => ({ userId, userName: names.get(userId) ?? "" }));
-    return { roomId: room, onlineCount: members.length, members, lastSeq: Number(seq) || 0 };
+    return { roomId: room, onlineCount: members.length, members, lastSeq };
   }
 
   /**

@@ -90,7 +90,7 @@ export class LogicServer {
     this.messages = new Messages({ db: deps.db.db, redis: this.redis, keys, config, accounts: this.accounts, ids: () => (this.workerId as WorkerIdLease).ids() });
     this.messages.log = log;
     this.redis.on("ready", () => this.messages.fence.forget());
-    this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, log });
+    this.presence = new Presence({ redis: this.redis, keys, config, accounts: this.accounts, fence: this.messages.fence, log });
     this.reads = new ReadPositions({ db: deps.db.db, redis: this.redis, keys, streamPartitions: config.streamPartitions, log });
     this.conversations = new Conversations({
       db: deps.db.db,
