@@ -118,6 +118,21 @@ describe("send batches", () => {
     expect((await streamOf(keys, roomConv("rl"))).map((e) => e.n)).toEqual([1, 2, 3, 4]);
   });
 
+  test("the token bucket refills at the rate and expires once it would be full again", async () => {
+    const { keys, messages } = scope({ perSec: 10, burst: 2 });
+    const send = async (body: string) => (await messages.send([inRoom(3, "refill", body)]))[0];
+    expect(ok(await send("1")).seq).toBe(1);
+    expect(ok(await send("2")).seq).toBe(2);
+    expect((await send("3")).err?.code).toBe("RATE_LIMITED");
+    // The bucket lives until it would be full again (burst / rate = 200 ms) plus a second.
+    const ttl = await redis.pttl(keys.rate(3));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(1200);
+    await Bun.sleep(150); // 10/s: one token back after 100 ms
+    expect(ok(await send("4")).seq).toBe(3);
+    expect((await send("5")).err?.code).toBe("RATE_LIMITED");
+  });
+
   test("a batch larger than one script call keeps send order across the calls", async () => {
     const { keys, messages } = scope();
     const items = Array.from({ length: 700 }, (_, i) => inRoom(1 + (i % 50), `big${i % 3}`, `m${i}`, { retryKey: `r${i}` }));

@@ -17,7 +17,8 @@ import type Redis from "ioredis";
  * acceptance (also within the batch); a conversation whose counter was not checked against
  * MySQL by this Redis server process (its "ep" field is not this server's run_id: a restart, a
  * restore from an older file or a failover happened since) is refused with "S" so the caller
- * seeds it (SEED_CONVS) and sends again, no token used; an empty token bucket rejects it;
+ * seeds it (SEED_CONVS) and sends again, no token used; an empty token bucket (the rate key, a
+ * string "<last ms> <tokens>" that expires once the bucket would be full again) rejects it;
  * otherwise the conversation's next seq is assigned, the event appended to the stream and the
  * pending zset, and the acceptance recorded under the idem key. The conversation hash's sender
  * field gets the seq in the same HSET as ts: the sender's own-send position (CONTRACT v1.1: a
@@ -54,16 +55,27 @@ local function accept(i)
     local prev = redis.call('GET', idem)
     if prev then return prev end
   end
-  if redis.call('HGET', a[i + 3], 'ep') ~= runId then return 'S' end
-  local b = redis.call('HMGET', a[i], 't', 'v')
-  local tokens = tonumber(b[2]) or burst
-  local last = tonumber(b[1]) or now
+  local c = redis.call('HMGET', a[i + 3], 'ep', 'seq')
+  if c[1] ~= runId then return 'S' end
+  local tokens, last = burst, now
+  local b = redis.call('GET', a[i])
+  if b then
+    local sp = string.find(b, ' ', 1, true)
+    if sp then
+      last = tonumber(string.sub(b, 1, sp - 1)) or now
+      tokens = tonumber(string.sub(b, sp + 1)) or burst
+    end
+  end
   if now > last then tokens = math.min(burst, tokens + (now - last) * rate / 1000) end
   if tokens < 1 then return '' end
-  redis.call('HSET', a[i], 't', nowS, 'v', string.format('%.6f', tokens - 1))
-  redis.call('PEXPIRE', a[i], rateTtl)
-  local seq = redis.call('HINCRBY', a[i + 3], 'seq', 1)
-  redis.call('HSET', a[i + 3], 'ts', nowS, a[i + 11], seq)
+  redis.call('SET', a[i], nowS .. ' ' .. string.format('%.6f', tokens - 1), 'PX', rateTtl)
+  local cur = 0
+  if c[2] then
+    cur = tonumber(c[2])
+    if not cur or cur ~= math.floor(cur) then error('seq of ' .. a[i + 3] .. ' is not an integer') end
+  end
+  local seq = cur + 1
+  redis.call('HSET', a[i + 3], 'seq', seq, 'ts', nowS, a[i + 11], seq)
   local ev = a[i + 10]
   redis.call('XADD', a[i + 4], '*', 'n', seq, 'd', ev)
   redis.call('ZADD', a[i + 5], seq, ev)
