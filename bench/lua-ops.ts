@@ -11,6 +11,8 @@ const r = new Redis(port);
 const scripts: Record<string, string> = {
   nop: "return 1",
   info: "return string.match(redis.call('INFO','server'),'run_id:(%x+)')",
+  info2: "local i = redis.call('INFO','server','replication') return string.match(i,'run_id:(%x+)') .. string.match(i,'master_replid:(%x+)')",
+  inforepl: "return string.match(redis.call('INFO','replication'),'master_replid:(%x+)')",
   time: "return redis.call('TIME')[1]",
   hget: "return redis.call('HGET', 'x', 'ep')",
 };

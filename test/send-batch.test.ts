@@ -14,7 +14,8 @@ import { defineScripts, SendBatchWriter, type Scripts } from "../src/logic/scrip
 import { Snowflake } from "../src/logic/snowflake.ts";
 import type { SendAck, SendReq } from "../proto/logic.ts";
 import type { Result } from "../src/shared/batcher.ts";
-import { getInfra } from "./support/infra.ts";
+import { freePort, getInfra } from "./support/infra.ts";
+import { redisPing } from "../src/infra/redis.ts";
 
 const PARTITIONS = 4;
 let redis: Redis & Scripts;
@@ -226,12 +227,53 @@ describe("send batches", () => {
     ]);
     const [a, b] = (await messages.send([inRoom(1, room, "new"), inRoom(1, room, "newer")])).map(ok);
     expect([a.seq, b.seq]).toEqual([43, 44]);
-    // Marked for this Redis process: the next send needs no MySQL (ep = run_id).
+    // Marked for this Redis process in its role: the next send needs no MySQL (ep = run_id:replid).
     const runId = /run_id:(\w+)/.exec(await redis.info("server"))![1];
-    expect(await redis.hget(keys.conv(conv), "ep")).toBe(runId);
+    const replid = /master_replid:(\w+)/.exec(await redis.info("replication"))![1];
+    expect(await redis.hget(keys.conv(conv), "ep")).toBe(`${runId}:${replid}`);
     // As after a restore from an older file: the counter is back at 10 and was marked by an
     // earlier server process. MySQL holds 42 (43 and 44 were never persisted: lost with Redis).
     await redis.hset(keys.conv(conv), "ep", "an-older-server", "seq", 10);
     expect(ok((await messages.send([inRoom(1, room, "after loss")]))[0]).seq).toBe(43);
+  });
+
+  test("a primary demoted and promoted again (same process, same run_id) checks its counters again", async () => {
+    // Two fresh servers, A and B, so their roles can change.
+    const ports = [await freePort(), await freePort()];
+    const procs = ports.map((port) =>
+      Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", ""], { stdout: "ignore", stderr: "ignore" }),
+    );
+    const admin = ports.map((port) => new Redis(port, "127.0.0.1", { lazyConnect: true }));
+    const a = defineScripts(new Redis(ports[0], "127.0.0.1", { maxRetriesPerRequest: 2, lazyConnect: true }));
+    const synced = async (r: Redis) => {
+      for (const until = Date.now() + 30_000; Date.now() < until; await Bun.sleep(50))
+        if (/master_link_status:up/.test(await r.info("replication"))) return;
+      throw new Error("replica did not sync");
+    };
+    try {
+      for (const port of ports) for (const until = Date.now() + 10_000; !(await redisPing(port)); await Bun.sleep(50)) if (Date.now() > until) throw new Error("redis-server did not start");
+      await Promise.all([...admin, a].map((r) => r.connect()));
+      const { messages } = scope(undefined, a);
+      const room = `flip${Date.now().toString(36)}${scopes}`;
+      const conv = roomConv(room);
+      const row = (seq: number) => [snowflake.next(Date.now()), conv, seq, 1, "user1", "old", 1000 + seq];
+      await dbh.pool.query("INSERT INTO messages (id, conv, seq, sender_id, sender_name, body, ts) VALUES (?, ?, ?, ?, ?, ?, ?)", row(42));
+      expect(ok((await messages.send([inRoom(1, room, "on A")]))[0]).seq).toBe(43);
+      // B replicates A, then A accepts 44 and 45, which task persists but B never gets.
+      await admin[1].replicaof("127.0.0.1", ports[0]);
+      await synced(admin[1]);
+      await admin[1].replicaof("NO", "ONE");
+      await dbh.pool.query("INSERT INTO messages (id, conv, seq, sender_id, sender_name, body, ts) VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)", [...row(44), ...row(45)]);
+      // Failover to B, A rejoins as its replica (taking B's data: seq 43, ep naming A), then back to A.
+      await admin[0].replicaof("127.0.0.1", ports[1]);
+      await synced(admin[0]);
+      await admin[0].replicaof("NO", "ONE");
+      // Same process (its run_id unchanged), new role: 44 and 45 are MySQL's, the next is 46.
+      expect(ok((await messages.send([inRoom(1, room, "on A again")]))[0]).seq).toBe(46);
+    } finally {
+      a.disconnect();
+      for (const r of admin) r.disconnect();
+      for (const p of procs) p.kill();
+    }
   });
 });

@@ -15,8 +15,8 @@ import type Redis from "ioredis";
  * rather than stored after its sender was told UNAVAILABLE.
  * For each message, as if sent alone one after another: a repeated idem key gives its first
  * acceptance (also within the batch); a conversation whose counter was not checked against
- * MySQL by this Redis server process (its "ep" field is not this server's run_id: a restart, a
- * restore from an older file or a failover happened since) is refused with "S" so the caller
+ * MySQL by this Redis server in its current role (its "ep" field is not this server's EPOCH: a
+ * restart, a restore from an older file or a failover happened since) is refused with "S" so the caller
  * seeds it (SEED_CONVS) and sends again, no token used; an empty token bucket (the rate key, a
  * string "<last ms> <tokens>" that expires once the bucket would be full again) rejects it;
  * otherwise the conversation's next seq is assigned, the event appended to the stream and the
@@ -32,8 +32,17 @@ import type Redis from "ioredis";
  * would need them declared in KEYS and in one slot (hash tags).
  */
 const SEND_FIELDS = 12;
-/** Lua expression: this Redis server process's run_id (new on every start; a promoted replica has its own). */
-const RUN_ID = "string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')";
+/**
+ * Lua expression: the seq fence's epoch of this Redis server, "<run_id>:<master_replid>". run_id
+ * is new on every start of the process; master_replid is new on every promotion to primary, also
+ * of a process that was the primary before (a demoted primary takes the new primary's data, where
+ * counters may still carry its old run_id but lag what it had accepted and task persisted), and
+ * when a primary drops its backlog after repl-backlog-ttl without replicas (then every counter is
+ * checked once more: safe, one MySQL query per active conversation). A master restarted from an
+ * RDB file may restore its master_replid, but its run_id is new. One INFO call with both sections.
+ */
+export const EPOCH =
+  "(function() local i = redis.call('INFO', 'server', 'replication') return string.match(i, 'run_id:(%x+)') .. ':' .. string.match(i, 'master_replid:(%x+)') end)()";
 const SEND_BATCH = `
 local a = cmsgpack.unpack(ARGV[1])
 local deadline = tonumber(a[4])
@@ -43,7 +52,7 @@ if deadline > 0 then
     return redis.error_reply('LATE send arrived after its deadline')
   end
 end
-local runId = ${RUN_ID}
+local runId = ${EPOCH}
 local nowS = a[1]
 local now = tonumber(nowS)
 local rate = tonumber(a[2])
@@ -269,11 +278,11 @@ return 1
 /**
  * Marks conversations as checked against MySQL by this Redis server process. No KEYS; ARGV: per
  * conversation conv key, MySQL's highest seq, its ts ("" if none). A conversation not yet marked
- * gets seq = max(its seq here, MySQL's) (and that ts when MySQL's is higher) and ep = run_id, so
+ * gets seq = max(its seq here, MySQL's) (and that ts when MySQL's is higher) and ep = EPOCH, so
  * no seq MySQL holds is handed out again after Redis lost its tail. Returns how many were raised.
  */
 const SEED_CONVS = `
-local runId = ${RUN_ID}
+local runId = ${EPOCH}
 local raised = 0
 for i = 1, #ARGV, 3 do
   local k = ARGV[i]
@@ -295,6 +304,8 @@ export interface Scripts {
   imSendBatch(blob: Buffer): Promise<string>;
   /** SEED_CONVS: [convKey, maxSeq, ts|""]… flattened; resolves to how many counters were raised. */
   imSeedConvs(...argv: (string | number)[]): Promise<number>;
+  /** EPOCH: the "ep" a counter checked by this Redis server in its current role carries. */
+  imEpoch(): Promise<string>;
   imJoin(keys: string[], argv: (string | number | Buffer)[]): Promise<[number, number]>;
   imLeave(keys: string[], argv: (string | number | Buffer)[]): Promise<number>;
   imConnect(keys: string[], argv: (string | number)[]): Promise<number>;
@@ -305,6 +316,7 @@ export function defineScripts(redis: Redis): Redis & Scripts {
   const def = (name: string, lua: string, numberOfKeys: number) => redis.defineCommand(name, { lua, numberOfKeys });
   def("imSendBatch", SEND_BATCH, 0);
   def("imSeedConvs", SEED_CONVS, 0);
+  def("imEpoch", `return ${EPOCH}`, 0);
   def("imJoinRaw", JOIN, 7);
   def("imLeaveRaw", LEAVE, 4);
   def("imConnectRaw", CONNECT, 3);
