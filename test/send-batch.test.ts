@@ -119,6 +119,18 @@ describe("send batches", () => {
     expect((await streamOf(keys, roomConv("rl"))).map((e) => e.n)).toEqual([1, 2, 3, 4]);
   });
 
+  test("a conversation is in the lists of both parties of a direct message and of a room's senders", async () => {
+    const { keys, messages } = scope();
+    const dm = (from: number, to: number, body: string): SendReq => ({ from: user(from), toUserId: to, body });
+    const room = `lists${scopes}`;
+    const res = await messages.send([dm(11, 12, "hi"), dm(11, 12, "again"), dm(12, 11, "back"), inRoom(13, room, "r1"), inRoom(13, room, "r2"), inRoom(14, room, "r3")]);
+    res.forEach(ok);
+    expect(await redis.smembers(keys.userConvs(11))).toEqual([dmConv(11, 12)]);
+    expect(await redis.smembers(keys.userConvs(12))).toEqual([dmConv(11, 12)]);
+    expect(await redis.smembers(keys.userConvs(13))).toEqual([roomConv(room)]);
+    expect(await redis.smembers(keys.userConvs(14))).toEqual([roomConv(room)]);
+  });
+
   test("the token bucket refills at the rate and expires once it would be full again", async () => {
     const { keys, messages } = scope({ perSec: 10, burst: 2 });
     const send = async (body: string) => (await messages.send([inRoom(3, "refill", body)]))[0];
