@@ -3,6 +3,9 @@
 // rate limit inside a batch, send order across chunks, byte-exact events, and failures.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Config } from "../src/shared/config.ts";
 import { openDb, type DbHandle } from "../src/shared/db/index.ts";
 import { ownSeqField, partitionOf, redisKeys, type Keys } from "../src/shared/keys.ts";
@@ -253,8 +256,13 @@ describe("send batches", () => {
   test("a primary demoted and promoted again (same process, same run_id) checks its counters again", async () => {
     // Two fresh servers, A and B, so their roles can change.
     const ports = [await freePort(), await freePort()];
-    const procs = ports.map((port) =>
-      Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", ""], { stdout: "ignore", stderr: "ignore" }),
+    // A replica's full sync goes through an RDB file: each server writes its own into a temp dir.
+    const dirs = ports.map(() => mkdtempSync(join(tmpdir(), "send-flip-")));
+    const procs = ports.map((port, i) =>
+      Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dirs[i], "--logfile", ""], {
+        stdout: "ignore",
+        stderr: "ignore",
+      }),
     );
     const admin = ports.map((port) => new Redis(port, "127.0.0.1", { lazyConnect: true }));
     const a = defineScripts(new Redis(ports[0], "127.0.0.1", { maxRetriesPerRequest: 2, lazyConnect: true }));
@@ -287,6 +295,8 @@ describe("send batches", () => {
       a.disconnect();
       for (const r of admin) r.disconnect();
       for (const p of procs) p.kill();
+      await Promise.all(procs.map((p) => p.exited));
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
     }
   });
 });
