@@ -11,6 +11,7 @@
 // Starts its own redis-server (--save '' --appendonly no) on a free port and stops it by pid.
 import Redis from "ioredis";
 import { parseArgs } from "node:util";
+import "../src/shared/tracing-channel.ts"; // as every role has it through src/shared/redis.ts
 import { Registry } from "prom-client";
 import { freePort } from "../src/infra/ports.ts";
 import { redisPing } from "../src/infra/redis.ts";
