@@ -432,11 +432,11 @@ export class Messages {
       return ((await pipe.exec()) ?? []).map((r) => (r?.[1] ?? [null, null, null]) as (string | null)[]);
     };
     let res = await read();
-    let epoch = await this.fence.runId();
+    let epoch = await this.fence.epoch();
     if (res.some((r) => r[2] !== epoch)) {
       // Read again once: the cached epoch may predate a promotion on this same connection.
       this.fence.forget();
-      epoch = await this.fence.runId();
+      epoch = await this.fence.epoch();
     }
     const stale = list.filter((_, i) => res[i][2] !== epoch);
     if (stale.length) {

@@ -12,7 +12,7 @@ import type { Scripts } from "./scripts.ts";
 export class SeqFence {
   /** Counters raised to MySQL's highest seq (Redis had lost their tail), for a metric. */
   raised = 0;
-  private cachedRunId?: string;
+  private cachedEpoch?: string;
 
   constructor(private readonly deps: { db: Db; redis: Redis & Scripts; keys: Keys }) {}
 
@@ -42,10 +42,10 @@ export class SeqFence {
    * The current Redis server's EPOCH (the "ep" a checked counter carries, "<run_id>:<replid>");
    * cached until forget().
    */
-  async runId(): Promise<string> {
-    if (this.cachedRunId) return this.cachedRunId;
+  async epoch(): Promise<string> {
+    if (this.cachedEpoch) return this.cachedEpoch;
     const id = await this.deps.redis.imEpoch();
-    this.cachedRunId = id;
+    this.cachedEpoch = id;
     return id;
   }
 
@@ -55,13 +55,13 @@ export class SeqFence {
    * connection), so a stale cache costs one INFO, not a MySQL query per read.
    */
   async checked(ep: string | null): Promise<boolean> {
-    if (ep === (await this.runId())) return true;
+    if (ep === (await this.epoch())) return true;
     this.forget();
-    return ep === (await this.runId());
+    return ep === (await this.epoch());
   }
 
   /** Call on every (re)connection to Redis: the server may be another process now. */
   forget(): void {
-    this.cachedRunId = undefined;
+    this.cachedEpoch = undefined;
   }
 }

@@ -37,7 +37,7 @@ export function sendFlush(send: SendFn, timeoutMs: number) {
       const now = Date.now();
       const expired = todo.filter((i) => dueAt[i] - now < MIN_BUDGET_MS);
       if (expired.length) {
-        const err = (attempt ? last : late()).toJSON();
+        const err = last.toJSON();
         for (const i of expired) out[i] = { err };
         todo = todo.filter((i) => dueAt[i] - now >= MIN_BUDGET_MS);
       }
