@@ -7,7 +7,17 @@
 //
 //   bun bench/logic-send.ts [--redis redis://127.0.0.1:6379] [--batches 1,10,100]
 //                               [--messages 40000] [--inflight 256] [--rounds 3]
-//                               [--baseline /path/to/another/checkout]
+//                               [--baseline /path/to/another/checkout] [--rate 500]
+//                               [--ioredis-trace]
+//
+// --ioredis-trace leaves out src/shared/tracing-channel.ts (which every role loads through
+// src/shared/redis.ts), to measure what ioredis's per-command tracing costs on Bun without it.
+//
+// --rate N paces the calls instead (open loop, N send() calls a second, each of --batches items,
+// not waiting for earlier ones): the regime of a real cluster at moderate load, where each call
+// is its own Redis round trip and wake-up rather than part of a full auto-pipeline. Then
+// bunCpuUsPerMsg includes this process's idle cost (timers) over the run; a line also gives
+// bunCpuUsPerCall and redisCpuUsPerCall.
 //
 // With --baseline, every round runs that checkout's Messages and send script and then this one's,
 // one after the other against the same redis-server, and each line says which ("version":
@@ -39,12 +49,16 @@ const { values: opt } = parseArgs({
     inflight: { type: "string", default: "256" },
     rounds: { type: "string", default: "3" },
     baseline: { type: "string" },
+    rate: { type: "string" },
+    "ioredis-trace": { type: "boolean", default: false },
   },
 });
+if (!opt["ioredis-trace"]) await import("../src/shared/tracing-channel.ts");
 const batches = opt.batches.split(",").map(Number);
 const total = Number(opt.messages);
 const inflight = Number(opt.inflight);
 const rounds = Number(opt.rounds);
+const rate = opt.rate ? Number(opt.rate) : 0;
 const PREFIX = "bench:";
 
 let server: ReturnType<typeof Bun.spawn> | undefined;
@@ -96,6 +110,18 @@ async function redisCpuSec(): Promise<number> {
   return get("used_cpu_user") + get("used_cpu_sys");
 }
 
+/** Calls and µs spent inside Redis on the send script so far (INFO commandstats, evalsha + eval). */
+async function scriptStats(): Promise<{ calls: number; usec: number }> {
+  const info = await admin.info("commandstats");
+  let calls = 0;
+  let usec = 0;
+  for (const m of info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+),usec=(\d+)/gm)) {
+    calls += Number(m[1]);
+    usec += Number(m[2]);
+  }
+  return { calls, usec };
+}
+
 /** Busy CPU seconds of the whole machine (Linux /proc/stat; NaN elsewhere). */
 function machineBusySec(): number {
   try {
@@ -124,28 +150,46 @@ async function run(messages: { send: Messages["send"] }, batch: number, count: n
   let next = 0;
   const cpu0 = process.cpuUsage();
   const rcpu0 = await redisCpuSec();
+  const s0 = await scriptStats();
   const busy0 = machineBusySec();
   const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: workers }, async () => {
-      while (next < prepared.length) {
-        const items = prepared[next++];
-        for (const r of await messages.send(items)) if (!r.ok) errors++;
-      }
-    }),
-  );
+  if (rate) {
+    // Open loop: call k goes out at t0 + k / rate, whatever the earlier ones are doing.
+    const calls: Promise<void>[] = [];
+    const one = async (items: SendReq[]) => {
+      for (const r of await messages.send(items)) if (!r.ok) errors++;
+    };
+    for (let k = 0; k < prepared.length; k++) {
+      const wait = t0 + (k * 1000) / rate - performance.now();
+      if (wait >= 1) await Bun.sleep(wait);
+      calls.push(one(prepared[k]));
+    }
+    await Promise.all(calls);
+  } else {
+    await Promise.all(
+      Array.from({ length: workers }, async () => {
+        while (next < prepared.length) {
+          const items = prepared[next++];
+          for (const r of await messages.send(items)) if (!r.ok) errors++;
+        }
+      }),
+    );
+  }
   const sec = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const busy = machineBusySec() - busy0;
   const rcpu = (await redisCpuSec()) - rcpu0;
+  const s1 = await scriptStats();
   return {
     batch,
     messages: count,
-    workers,
+    ...(rate ? { callsPerSec: rate, bunCpuUsPerCall: +((cpu.user + cpu.system) / prepared.length).toFixed(1), redisCpuUsPerCall: +((rcpu * 1e6) / prepared.length).toFixed(1) } : { workers }),
     errors,
     msgsPerSec: Math.round(count / sec),
     bunCpuUsPerMsg: +((cpu.user + cpu.system) / count).toFixed(2),
     redisCpuUsPerMsg: +((rcpu * 1e6) / count).toFixed(2),
+    // Time inside the script per message (commandstats): Redis's CPU minus its network and event-loop work.
+    scriptUsPerMsg: +((s1.usec - s0.usec) / count).toFixed(2),
     // CPU neither this process nor redis-server used meanwhile, % of one core: other load on the box.
     othersCpuPct: Math.round(((busy - (cpu.user + cpu.system) / 1e6 - rcpu) / sec) * 100),
   };
@@ -157,7 +201,7 @@ try {
     for (const b of batches) {
       for (const [version, messages] of versions) {
         await clear();
-        await run(messages, b, Math.min(total, 5000)); // warm-up: JIT, script cache, connection
+        await run(messages, b, Math.min(total, rate ? 1000 : 5000)); // warm-up: JIT, script cache, connection
         await clear();
         Bun.gc(true);
         console.log(JSON.stringify({ round: r, ...(opt.baseline ? { version } : {}), ...(await run(messages, b, total)) }));

@@ -3,6 +3,9 @@
 // rate limit inside a batch, send order across chunks, byte-exact events, and failures.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Config } from "../src/shared/config.ts";
 import { openDb, type DbHandle } from "../src/shared/db/index.ts";
 import { ownSeqField, partitionOf, redisKeys, type Keys } from "../src/shared/keys.ts";
@@ -14,7 +17,8 @@ import { defineScripts, SendBatchWriter, type Scripts } from "../src/logic/scrip
 import { Snowflake } from "../src/logic/snowflake.ts";
 import type { SendAck, SendReq } from "../proto/logic.ts";
 import type { Result } from "../src/shared/batcher.ts";
-import { getInfra } from "./support/infra.ts";
+import { freePort, getInfra } from "./support/infra.ts";
+import { redisPing } from "../src/infra/redis.ts";
 
 const PARTITIONS = 4;
 let redis: Redis & Scripts;
@@ -118,6 +122,34 @@ describe("send batches", () => {
     expect((await streamOf(keys, roomConv("rl"))).map((e) => e.n)).toEqual([1, 2, 3, 4]);
   });
 
+  test("a conversation is in the lists of both parties of a direct message and of a room's senders", async () => {
+    const { keys, messages } = scope();
+    const dm = (from: number, to: number, body: string): SendReq => ({ from: user(from), toUserId: to, body });
+    const room = `lists${scopes}`;
+    const res = await messages.send([dm(11, 12, "hi"), dm(11, 12, "again"), dm(12, 11, "back"), inRoom(13, room, "r1"), inRoom(13, room, "r2"), inRoom(14, room, "r3")]);
+    res.forEach(ok);
+    expect(await redis.smembers(keys.userConvs(11))).toEqual([dmConv(11, 12)]);
+    expect(await redis.smembers(keys.userConvs(12))).toEqual([dmConv(11, 12)]);
+    expect(await redis.smembers(keys.userConvs(13))).toEqual([roomConv(room)]);
+    expect(await redis.smembers(keys.userConvs(14))).toEqual([roomConv(room)]);
+  });
+
+  test("the token bucket refills at the rate and expires once it would be full again", async () => {
+    // 1 token a second: only a stall of most of a second between two sends could blur the result.
+    const { keys, messages } = scope({ perSec: 1, burst: 2 });
+    const send = async (body: string) => (await messages.send([inRoom(3, "refill", body)]))[0];
+    expect(ok(await send("1")).seq).toBe(1);
+    expect(ok(await send("2")).seq).toBe(2);
+    expect((await send("3")).err?.code).toBe("RATE_LIMITED");
+    // The bucket lives until it would be full again (burst / rate = 2 s) plus a second.
+    const ttl = await redis.pttl(keys.rate(3));
+    expect(ttl).toBeGreaterThan(2000);
+    expect(ttl).toBeLessThanOrEqual(3000);
+    await Bun.sleep(1100); // the refill under test: 1.1 tokens back
+    expect(ok(await send("4")).seq).toBe(3);
+    expect((await send("5")).err?.code).toBe("RATE_LIMITED");
+  });
+
   test("a batch larger than one script call keeps send order across the calls", async () => {
     const { keys, messages } = scope();
     const items = Array.from({ length: 700 }, (_, i) => inRoom(1 + (i % 50), `big${i % 3}`, `m${i}`, { retryKey: `r${i}` }));
@@ -211,12 +243,60 @@ describe("send batches", () => {
     ]);
     const [a, b] = (await messages.send([inRoom(1, room, "new"), inRoom(1, room, "newer")])).map(ok);
     expect([a.seq, b.seq]).toEqual([43, 44]);
-    // Marked for this Redis process: the next send needs no MySQL (ep = run_id).
+    // Marked for this Redis process in its role: the next send needs no MySQL (ep = run_id:replid).
     const runId = /run_id:(\w+)/.exec(await redis.info("server"))![1];
-    expect(await redis.hget(keys.conv(conv), "ep")).toBe(runId);
+    const replid = /master_replid:(\w+)/.exec(await redis.info("replication"))![1];
+    expect(await redis.hget(keys.conv(conv), "ep")).toBe(`${runId}:${replid}`);
     // As after a restore from an older file: the counter is back at 10 and was marked by an
     // earlier server process. MySQL holds 42 (43 and 44 were never persisted: lost with Redis).
     await redis.hset(keys.conv(conv), "ep", "an-older-server", "seq", 10);
     expect(ok((await messages.send([inRoom(1, room, "after loss")]))[0]).seq).toBe(43);
+  });
+
+  test("a primary demoted and promoted again (same process, same run_id) checks its counters again", async () => {
+    // Two fresh servers, A and B, so their roles can change.
+    const ports = [await freePort(), await freePort()];
+    // A replica's full sync goes through an RDB file: each server writes its own into a temp dir.
+    const dirs = ports.map(() => mkdtempSync(join(tmpdir(), "send-flip-")));
+    const procs = ports.map((port, i) =>
+      Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dirs[i], "--logfile", ""], {
+        stdout: "ignore",
+        stderr: "ignore",
+      }),
+    );
+    const admin = ports.map((port) => new Redis(port, "127.0.0.1", { lazyConnect: true }));
+    const a = defineScripts(new Redis(ports[0], "127.0.0.1", { maxRetriesPerRequest: 2, lazyConnect: true }));
+    const synced = async (r: Redis) => {
+      for (const until = Date.now() + 30_000; Date.now() < until; await Bun.sleep(50))
+        if (/master_link_status:up/.test(await r.info("replication"))) return;
+      throw new Error("replica did not sync");
+    };
+    try {
+      for (const port of ports) for (const until = Date.now() + 10_000; !(await redisPing(port)); await Bun.sleep(50)) if (Date.now() > until) throw new Error("redis-server did not start");
+      await Promise.all([...admin, a].map((r) => r.connect()));
+      const { messages } = scope(undefined, a);
+      const room = `flip${Date.now().toString(36)}${scopes}`;
+      const conv = roomConv(room);
+      const row = (seq: number) => [snowflake.next(Date.now()), conv, seq, 1, "user1", "old", 1000 + seq];
+      await dbh.pool.query("INSERT INTO messages (id, conv, seq, sender_id, sender_name, body, ts) VALUES (?, ?, ?, ?, ?, ?, ?)", row(42));
+      expect(ok((await messages.send([inRoom(1, room, "on A")]))[0]).seq).toBe(43);
+      // B replicates A, then A accepts 44 and 45, which task persists but B never gets.
+      await admin[1].replicaof("127.0.0.1", ports[0]);
+      await synced(admin[1]);
+      await admin[1].replicaof("NO", "ONE");
+      await dbh.pool.query("INSERT INTO messages (id, conv, seq, sender_id, sender_name, body, ts) VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)", [...row(44), ...row(45)]);
+      // Failover to B, A rejoins as its replica (taking B's data: seq 43, ep naming A), then back to A.
+      await admin[0].replicaof("127.0.0.1", ports[1]);
+      await synced(admin[0]);
+      await admin[0].replicaof("NO", "ONE");
+      // Same process (its run_id unchanged), new role: 44 and 45 are MySQL's, the next is 46.
+      expect(ok((await messages.send([inRoom(1, room, "on A again")]))[0]).seq).toBe(46);
+    } finally {
+      a.disconnect();
+      for (const r of admin) r.disconnect();
+      for (const p of procs) p.kill();
+      await Promise.all(procs.map((p) => p.exited));
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }
   });
 });

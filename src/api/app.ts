@@ -11,8 +11,8 @@ import { instrumentClient } from "../shared/rpc-metrics.ts";
 import { LogicService } from "../../proto/logic.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
-import { SEND_ANSWER_MARGIN_MS, answerInTime, sendFlush } from "../shared/send-deadline.ts";
-import type { LogicApi, SendAck, SendReq, Session } from "../../proto/logic.ts";
+import { answerInTime, sendBatcher } from "../shared/send-deadline.ts";
+import type { LogicApi, Session } from "../../proto/logic.ts";
 import { checkUrl, intQuery, json, pathSegment, readBody } from "./request.ts";
 import { clientAddressResolver } from "./client-addr.ts";
 import { chatRoutes } from "./chat-routes.ts";
@@ -66,11 +66,7 @@ export function createApiApp(deps: ApiDeps) {
   // Hot paths batch: every token check and every send of this process shares a few RPCs.
   const auth = new Batcher<string, Session>((tokens) => logic.authenticate({ tokens }, { retries: 2 }), { concurrency: 4 });
   const sendTimeoutMs = deps.sendTimeoutMs ?? 5000;
-  const send = new Batcher<SendReq, SendAck>(sendFlush((req, opts) => logic.send(req, opts), sendTimeoutMs), {
-    concurrency: 4,
-    lingerMs: 1,
-    maxWaitMs: sendTimeoutMs - SEND_ANSWER_MARGIN_MS,
-  });
+  const send = sendBatcher((req, opts) => logic.send(req, opts), sendTimeoutMs, { concurrency: 4, lingerMs: 1 });
   let sendNo = 0;
   const resolveAddr = clientAddressResolver(deps.trustedProxies ?? []);
   /** Logins and registrations are limited per client address, which logic learns from us. */

@@ -6,7 +6,7 @@
 //   sends reach logic, which assigns seqs in batch order, in the order they were sent. Items carry
 //   a retryKey, which makes the transport-level retries safe.
 import { Batcher } from "../shared/batcher.ts";
-import { SEND_ANSWER_MARGIN_MS, sendFlush } from "../shared/send-deadline.ts";
+import { sendBatcher } from "../shared/send-deadline.ts";
 import type { Client } from "../shared/rpc.ts";
 import type { JoinInfo, LogicApi, PresenceOp, ReadReq, ReadRes, SendAck, SendReq, Session } from "../../proto/logic.ts";
 
@@ -40,8 +40,7 @@ export class Upstream {
     // `bun bench/messaging.ts --target bunchat --rates 1000,2500,5000` with 1 ms and without gave p99
     // 44 / 65 vs 34 / 50 ms at 2,500 msgs/s and 239 / 215 vs 175 / 131 ms at 5,000 (logic ~5 % of a
     // core busier without).
-    const flush = sendFlush((req, opts) => logic.send(req, opts), sendTimeoutMs);
-    for (let i = 0; i < SEND_LANES; i++) this.lanes.push(new Batcher(flush, { concurrency: 1, maxWaitMs: sendTimeoutMs - SEND_ANSWER_MARGIN_MS }));
+    for (let i = 0; i < SEND_LANES; i++) this.lanes.push(sendBatcher((req, opts) => logic.send(req, opts), sendTimeoutMs, { concurrency: 1 }));
   }
 
   send(connNo: number, item: SendReq): Promise<SendAck> {

@@ -24,8 +24,13 @@ const newToken = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).t
 const clientAddrOf = (c: Credentials): string =>
   typeof c.clientAddr === "string" && c.clientAddr.length > 0 && c.clientAddr.length <= 64 ? c.clientAddr : "unknown";
 
-/** Verified against when the user does not exist, so a miss costs as much as a wrong password. */
-const DUMMY_HASH = Bun.password.hashSync("bunchat-dummy-password", { algorithm: "argon2id" });
+/**
+ * Verified against when the user does not exist, so a miss costs as much as a wrong password.
+ * Made once per process on first need (Accounts' constructor starts it, off the event loop), not
+ * at module load: task and connect import this module but never log anyone in.
+ */
+let dummyHash: Promise<string> | undefined;
+const getDummyHash = (): Promise<string> => (dummyHash ??= Bun.password.hash("bunchat-dummy-password", { algorithm: "argon2id" }));
 
 function checkCredentials(c: Credentials): { userName: string; password: string } {
   if (!c || typeof c.userName !== "string" || typeof c.password !== "string") throw badRequest("userName and password must be strings");
@@ -41,7 +46,9 @@ const NAME_CACHE_MAX = 100_000;
 export class Accounts {
   constructor(
     private readonly deps: { db: Db; redis: Redis; keys: Keys; config: Readonly<Config>; hashes: HashPool },
-  ) {}
+  ) {
+    void getDummyHash();
+  }
 
   /**
    * Counts one attempt in a fixed window (INCR, and the TTL set by the first) and returns the
@@ -97,12 +104,15 @@ export class Accounts {
     const attemptKey = keys.loginFailures(lower, addr);
     const { n, ttl } = await this.reserve(attemptKey, config.loginLockSec);
     if (n > config.loginMaxFailures) throw new AppError("RATE_LIMITED", "too many failed logins; try again later", ttl);
+    // Awaited by every login, found or not (resolved long before, once the process has started),
+    // so its one-time cost cannot tell a missing user from an existing one.
+    const dummy = await getDummyHash();
     const [row] = USER_NAME_RE.test(c.userName)
       ? await this.deps.db.select().from(users).where(eq(users.nameLower, lower)).limit(1)
       : [];
     let ok: boolean;
     try {
-      ok = await this.deps.hashes.verify(c.password, row?.passwordHash ?? DUMMY_HASH);
+      ok = await this.deps.hashes.verify(c.password, row?.passwordHash ?? dummy);
     } catch (e) {
       // Refused before checking (pool full): give the reserved attempt back.
       if (e instanceof AppError && e.code === "RATE_LIMITED") await redis.decr(attemptKey);

@@ -365,7 +365,7 @@ export class Messages {
     // Seqs are dense (1..lastSeq, no gaps), so the wanted range follows from lastSeq alone. A
     // counter this Redis server has not checked against MySQL (Redis lost its tail) is seeded first.
     let [seqS, ep] = await redis.hmget(keys.conv(req.conv), "seq", "ep");
-    if (ep !== (await this.fence.runId())) {
+    if (!(await this.fence.checked(ep))) {
       await this.fence.seed([req.conv]).catch((e) => this.log?.warn("seeding a seq counter from MySQL failed", { err: (e as Error).message }));
       seqS = await redis.hget(keys.conv(req.conv), "seq");
     }
@@ -432,8 +432,13 @@ export class Messages {
       return ((await pipe.exec()) ?? []).map((r) => (r?.[1] ?? [null, null, null]) as (string | null)[]);
     };
     let res = await read();
-    const runId = await this.fence.runId();
-    const stale = list.filter((_, i) => res[i][2] !== runId);
+    let epoch = await this.fence.epoch();
+    if (res.some((r) => r[2] !== epoch)) {
+      // Read again once: the cached epoch may predate a promotion on this same connection.
+      this.fence.forget();
+      epoch = await this.fence.epoch();
+    }
+    const stale = list.filter((_, i) => res[i][2] !== epoch);
     if (stale.length) {
       await this.fence.seed(stale).then(
         async () => (res = await read()),

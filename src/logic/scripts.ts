@@ -15,14 +15,16 @@ import type Redis from "ioredis";
  * rather than stored after its sender was told UNAVAILABLE.
  * For each message, as if sent alone one after another: a repeated idem key gives its first
  * acceptance (also within the batch); a conversation whose counter was not checked against
- * MySQL by this Redis server process (its "ep" field is not this server's run_id: a restart, a
- * restore from an older file or a failover happened since) is refused with "S" so the caller
- * seeds it (SEED_CONVS) and sends again, no token used; an empty token bucket rejects it;
+ * MySQL by this Redis server in its current role (its "ep" field is not this server's EPOCH: a
+ * restart, a restore from an older file or a failover happened since) is refused with "S" so the caller
+ * seeds it (SEED_CONVS) and sends again, no token used; an empty token bucket (the rate key, a
+ * string "<last ms> <tokens>" that expires once the bucket would be full again) rejects it;
  * otherwise the conversation's next seq is assigned, the event appended to the stream and the
  * pending zset, and the acceptance recorded under the idem key. The conversation hash's sender
  * field gets the seq in the same HSET as ts: the sender's own-send position (CONTRACT v1.1: a
  * user's own send moves their readSeq; logic/read.ts reads readSeq as the max of it and the
- * explicit position).
+ * explicit position). The conversation goes into the sender's list (and a direct message's
+ * other party's) when that HSET adds a field, i.e. on the sender's first message there.
  * Returns one string, the messages' results joined by ",": "id|seq|ts" (accepted, or first
  * acceptance of a duplicate), "" (rate limited), "S" (seed first) or "!" (a command failed,
  * logged by Redis; like an error of a one-message script, the message's earlier writes stay and
@@ -31,8 +33,17 @@ import type Redis from "ioredis";
  * would need them declared in KEYS and in one slot (hash tags).
  */
 const SEND_FIELDS = 12;
-/** Lua expression: this Redis server process's run_id (new on every start; a promoted replica has its own). */
-const RUN_ID = "string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')";
+/**
+ * Lua expression: the seq fence's epoch of this Redis server, "<run_id>:<master_replid>". run_id
+ * is new on every start of the process; master_replid is new on every promotion to primary, also
+ * of a process that was the primary before (a demoted primary takes the new primary's data, where
+ * counters may still carry its old run_id but lag what it had accepted and task persisted), and
+ * when a primary drops its backlog after repl-backlog-ttl without replicas (then every counter is
+ * checked once more: safe, one MySQL query per active conversation). A master restarted from an
+ * RDB file may restore its master_replid, but its run_id is new. One INFO call with both sections.
+ */
+export const EPOCH =
+  "(function() local i = redis.call('INFO', 'server', 'replication') return string.match(i, 'run_id:(%x+)') .. ':' .. string.match(i, 'master_replid:(%x+)') end)()";
 const SEND_BATCH = `
 local a = cmsgpack.unpack(ARGV[1])
 local deadline = tonumber(a[4])
@@ -42,7 +53,7 @@ if deadline > 0 then
     return redis.error_reply('LATE send arrived after its deadline')
   end
 end
-local runId = ${RUN_ID}
+local runId = ${EPOCH}
 local nowS = a[1]
 local now = tonumber(nowS)
 local rate = tonumber(a[2])
@@ -54,21 +65,35 @@ local function accept(i)
     local prev = redis.call('GET', idem)
     if prev then return prev end
   end
-  if redis.call('HGET', a[i + 3], 'ep') ~= runId then return 'S' end
-  local b = redis.call('HMGET', a[i], 't', 'v')
-  local tokens = tonumber(b[2]) or burst
-  local last = tonumber(b[1]) or now
+  local c = redis.call('HMGET', a[i + 3], 'ep', 'seq')
+  if c[1] ~= runId then return 'S' end
+  local tokens, last = burst, now
+  local b = redis.call('GET', a[i])
+  if b then
+    local sp = string.find(b, ' ', 1, true)
+    if sp then
+      last = tonumber(string.sub(b, 1, sp - 1)) or now
+      tokens = tonumber(string.sub(b, sp + 1)) or burst
+    end
+  end
   if now > last then tokens = math.min(burst, tokens + (now - last) * rate / 1000) end
   if tokens < 1 then return '' end
-  redis.call('HSET', a[i], 't', nowS, 'v', string.format('%.6f', tokens - 1))
-  redis.call('PEXPIRE', a[i], rateTtl)
-  local seq = redis.call('HINCRBY', a[i + 3], 'seq', 1)
-  redis.call('HSET', a[i + 3], 'ts', nowS, a[i + 11], seq)
+  redis.call('SET', a[i], nowS .. ' ' .. string.format('%.6f', tokens - 1), 'PX', rateTtl)
+  local cur = 0
+  if c[2] then
+    cur = tonumber(c[2])
+    if not cur or cur ~= math.floor(cur) then error('seq of ' .. a[i + 3] .. ' is not an integer') end
+  end
+  local seq = cur + 1
+  if redis.call('HSET', a[i + 3], 'seq', seq, 'ts', nowS, a[i + 11], seq) > 0 then
+    -- A new field: the sender's first message here. Later ones find the conversation in the
+    -- lists already: this same atomic call wrote both, so they are kept or lost together.
+    redis.call('SADD', a[i + 6], a[i + 8])
+    if a[i + 7] ~= a[i + 6] then redis.call('SADD', a[i + 7], a[i + 8]) end
+  end
   local ev = a[i + 10]
   redis.call('XADD', a[i + 4], '*', 'n', seq, 'd', ev)
   redis.call('ZADD', a[i + 5], seq, ev)
-  redis.call('SADD', a[i + 6], a[i + 8])
-  if a[i + 7] ~= a[i + 6] then redis.call('SADD', a[i + 7], a[i + 8]) end
   local ack = a[i + 9] .. '|' .. seq .. '|' .. nowS
   if idem ~= '' then redis.call('SET', idem, ack, 'EX', a[i + 2]) end
   return ack
@@ -257,11 +282,11 @@ return 1
 /**
  * Marks conversations as checked against MySQL by this Redis server process. No KEYS; ARGV: per
  * conversation conv key, MySQL's highest seq, its ts ("" if none). A conversation not yet marked
- * gets seq = max(its seq here, MySQL's) (and that ts when MySQL's is higher) and ep = run_id, so
+ * gets seq = max(its seq here, MySQL's) (and that ts when MySQL's is higher) and ep = EPOCH, so
  * no seq MySQL holds is handed out again after Redis lost its tail. Returns how many were raised.
  */
 const SEED_CONVS = `
-local runId = ${RUN_ID}
+local runId = ${EPOCH}
 local raised = 0
 for i = 1, #ARGV, 3 do
   local k = ARGV[i]
@@ -283,6 +308,8 @@ export interface Scripts {
   imSendBatch(blob: Buffer): Promise<string>;
   /** SEED_CONVS: [convKey, maxSeq, ts|""]… flattened; resolves to how many counters were raised. */
   imSeedConvs(...argv: (string | number)[]): Promise<number>;
+  /** EPOCH: the "ep" a counter checked by this Redis server in its current role carries. */
+  imEpoch(): Promise<string>;
   imJoin(keys: string[], argv: (string | number | Buffer)[]): Promise<[number, number]>;
   imLeave(keys: string[], argv: (string | number | Buffer)[]): Promise<number>;
   imConnect(keys: string[], argv: (string | number)[]): Promise<number>;
@@ -293,6 +320,7 @@ export function defineScripts(redis: Redis): Redis & Scripts {
   const def = (name: string, lua: string, numberOfKeys: number) => redis.defineCommand(name, { lua, numberOfKeys });
   def("imSendBatch", SEND_BATCH, 0);
   def("imSeedConvs", SEED_CONVS, 0);
+  def("imEpoch", `return ${EPOCH}`, 0);
   def("imJoinRaw", JOIN, 7);
   def("imLeaveRaw", LEAVE, 4);
   def("imConnectRaw", CONNECT, 3);

@@ -1,5 +1,6 @@
 // The seq fence (README "Redis losing its tail"): a conversation's seq counter is trusted only
-// once the current Redis server process (its run_id) has checked it against MySQL's highest seq.
+// once the current Redis server in its current role (its EPOCH, scripts.ts: run_id and
+// master_replid) has checked it against MySQL's highest seq.
 // The send script refuses unchecked conversations ("S"); this seeds them.
 import { inArray, max } from "drizzle-orm";
 import type Redis from "ioredis";
@@ -11,7 +12,7 @@ import type { Scripts } from "./scripts.ts";
 export class SeqFence {
   /** Counters raised to MySQL's highest seq (Redis had lost their tail), for a metric. */
   raised = 0;
-  private cachedRunId?: string;
+  private cachedEpoch?: string;
 
   constructor(private readonly deps: { db: Db; redis: Redis & Scripts; keys: Keys }) {}
 
@@ -37,16 +38,30 @@ export class SeqFence {
     this.raised += await redis.imSeedConvs(...argv);
   }
 
-  /** The current Redis server process's run_id (the "ep" a checked counter carries); cached until forget(). */
-  async runId(): Promise<string> {
-    if (this.cachedRunId) return this.cachedRunId;
-    const id = /run_id:(\w+)/.exec(await this.deps.redis.info("server"))?.[1] ?? "";
-    this.cachedRunId = id;
+  /**
+   * The current Redis server's EPOCH (the "ep" a checked counter carries, "<run_id>:<replid>");
+   * cached until forget().
+   */
+  async epoch(): Promise<string> {
+    if (this.cachedEpoch) return this.cachedEpoch;
+    const id = await this.deps.redis.imEpoch();
+    this.cachedEpoch = id;
     return id;
+  }
+
+  /**
+   * True if a counter whose "ep" is `ep` was checked by the current Redis server. A mismatch with
+   * the cached epoch is read again once (the server may have been promoted on the same
+   * connection), so a stale cache costs one INFO, not a MySQL query per read.
+   */
+  async checked(ep: string | null): Promise<boolean> {
+    if (ep === (await this.epoch())) return true;
+    this.forget();
+    return ep === (await this.epoch());
   }
 
   /** Call on every (re)connection to Redis: the server may be another process now. */
   forget(): void {
-    this.cachedRunId = undefined;
+    this.cachedEpoch = undefined;
   }
 }

@@ -21,12 +21,12 @@ export class Batcher<I, O> {
   private scheduled = false;
 
   /**
-   * flush gets the batch and the start time of its oldest item (the `at` of call()).
+   * flush gets the batch and each item's start time (the `at` of call(), ms since the epoch).
    * maxWaitMs: an item whose clock has run this long by the time its batch would go out is not
    * sent but rejected with UNAVAILABLE (a caller promised an answer within that time).
    */
   constructor(
-    private readonly flush: (items: I[], oldestAt: number) => Promise<Result<O>[]>,
+    private readonly flush: (items: I[], ats: number[]) => Promise<Result<O>[]>,
     private readonly opts: { maxBatch?: number; concurrency?: number; lingerMs?: number; maxWaitMs?: number } = {},
   ) {}
 
@@ -68,11 +68,12 @@ export class Batcher<I, O> {
         return;
       }
     }
-    let oldest = batch[0].at;
-    for (const p of batch) if (p.at < oldest) oldest = p.at;
     this.inFlight++;
     try {
-      const results = await this.flush(batch.map((p) => p.item), oldest);
+      const results = await this.flush(
+        batch.map((p) => p.item),
+        batch.map((p) => p.at),
+      );
       batch.forEach((p, i) => {
         const r = results[i];
         if (!r) p.reject(new AppError("INTERNAL", "missing batch result"));

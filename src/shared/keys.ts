@@ -12,8 +12,8 @@ export function redisKeys(p: string) {
     loginFailures: (nameLower: string, addr: string) => `${p}lf:${addr}:${nameLower}`,
     /** counter of logins and registrations from one client address; TTL = IM_AUTH_ADDR_WINDOW. */
     authByAddr: (addr: string) => `${p}la:${addr}`,
-    /** hash {t, v}: send token bucket of a user. */
-    rate: (uid: number) => `${p}rl:${uid}`,
+    /** string "<last ms> <tokens>": send token bucket of a user (rb:, was the hash rl: before 30 Nov). */
+    rate: (uid: number) => `${p}rb:${uid}`,
     /** "id|seq|ts" of the first acceptance of a clientMsgId (or an internal retry key). */
     idem: (uid: number, conv: string, key: string) => `${p}idem:${uid}:${conv}:${key}`,
     /** hash {seq, ts, "s:<userId>"…}: last seq and its time in a conversation; (v1.1) per sender, the last seq they sent (ownSeqField). */

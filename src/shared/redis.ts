@@ -3,6 +3,7 @@
 // makes ioredis ask the sentinels for the current primary and reconnect to the new one after a
 // failover.
 import Redis, { type RedisOptions } from "ioredis";
+import "./tracing-channel.ts";
 
 /**
  * ioredis options for a URL. Throws Error("invalid IM_REDIS_URL: …") for a sentinel URL without

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { AppError } from "./errors.ts";
 import { Batcher } from "./batcher.ts";
-import { answerBudgetMs, answerInTime, sendFlush, SEND_ANSWER_MARGIN_MS } from "./send-deadline.ts";
+import { answerBudgetMs, answerInTime, MIN_BUDGET_MS, sendBatcher, sendFlush, SEND_ANSWER_MARGIN_MS } from "./send-deadline.ts";
 import type { SendReq } from "../../proto/logic.ts";
 
 const item = (body: string): SendReq => ({ from: { userId: 1, userName: "u1" }, room: "r", body, retryKey: body });
@@ -14,7 +14,7 @@ describe("sendFlush", () => {
       return req.items.map((r, i) => ({ ok: { id: String(i), conv: "room:r", seq: i + 1, ts: 1 } }));
     }, 5000);
     const oldestAt = Date.now() - 1000;
-    const res = await flush([item("a"), item("b")], oldestAt);
+    const res = await flush([item("a"), item("b")], [oldestAt, oldestAt + 500]);
     expect(res.map((r) => r.ok?.seq)).toEqual([1, 2]);
     expect(seen[0].deadlineMs!).toBeLessThanOrEqual(4000 - SEND_ANSWER_MARGIN_MS);
     expect(seen[0].deadlineMs!).toBeGreaterThan(3000);
@@ -30,7 +30,7 @@ describe("sendFlush", () => {
       throw new AppError("UNAVAILABLE", "no logic");
     }, 1000);
     const t0 = Date.now();
-    const res = await flush([item("a"), item("b")], t0);
+    const res = await flush([item("a"), item("b")], [t0, t0]);
     expect(Date.now() - t0).toBeLessThan(1000);
     expect(calls).toBeGreaterThan(1);
     expect(res.map((r) => r.err?.code)).toEqual(["UNAVAILABLE", "UNAVAILABLE"]);
@@ -42,15 +42,64 @@ describe("sendFlush", () => {
       calls++;
       throw new AppError("INTERNAL", "bug");
     }, 1000);
-    expect((await flush([item("a")], Date.now()))[0].err?.code).toBe("INTERNAL");
+    expect((await flush([item("a")], [Date.now()]))[0].err?.code).toBe("INTERNAL");
     expect(calls).toBe(1);
   });
 
   test("nothing is sent for a batch whose time is already up", async () => {
     let calls = 0;
     const flush = sendFlush(async () => (calls++, []), 1000);
-    expect((await flush([item("a")], Date.now() - 1000))[0].err?.code).toBe("UNAVAILABLE");
+    expect((await flush([item("a")], [Date.now() - 1000]))[0].err?.code).toBe("UNAVAILABLE");
     expect(calls).toBe(0);
+  });
+});
+
+describe("one rule for whether a send is attempted (sendBatcher)", () => {
+  const okSend = (sent: string[]) => async (req: { items: SendReq[] }) => {
+    sent.push(...req.items.map((r) => r.body));
+    return req.items.map((r, i) => ({ ok: { id: r.body, conv: "room:r", seq: i + 1, ts: 1 } }));
+  };
+
+  test("a fresh send batched behind one whose time is nearly up is still sent; only the old one fails", async () => {
+    const sent: string[] = [];
+    const b = sendBatcher(okSend(sent), 5000, { lingerMs: 5 });
+    // 4,500 ms old: 250 ms left before its answer is due (< MIN_BUDGET_MS), but it passed the old
+    // queue check (waited < 4,750 ms), and the old flush then failed the whole batch by it.
+    const old = b.call(item("old"), Date.now() - 4500);
+    const fresh = b.call(item("fresh"));
+    await expect(old).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await fresh).toMatchObject({ id: "fresh" });
+    expect(sent).toEqual(["fresh"]);
+  });
+
+  test("the queue check and the flush agree: a send with just over MIN_BUDGET_MS left is sent, one just under is not", async () => {
+    const sent: string[] = [];
+    const b = sendBatcher(okSend(sent), 5000);
+    const due = 5000 - SEND_ANSWER_MARGIN_MS;
+    const over = b.call(item("over"), Date.now() - (due - MIN_BUDGET_MS - 200));
+    const under = b.call(item("under"), Date.now() - (due - MIN_BUDGET_MS + 20));
+    expect(await over).toMatchObject({ id: "over" });
+    await expect(under).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(sent).toEqual(["over"]);
+  });
+
+  test("between retries, a send whose time ran out fails alone and the others are retried", async () => {
+    let calls = 0;
+    const seen: string[][] = [];
+    const flush = sendFlush(async (req) => {
+      seen.push(req.items.map((r) => r.body));
+      if (calls++ === 0) {
+        await Bun.sleep(150);
+        throw new AppError("UNAVAILABLE", "lane broke");
+      }
+      return req.items.map((r, i) => ({ ok: { id: r.body, conv: "room:r", seq: i + 1, ts: 1 } }));
+    }, 5000);
+    const now = Date.now();
+    // "old" has MIN_BUDGET_MS + 100 ms left at the first attempt, less by the second.
+    const res = await flush([item("old"), item("fresh")], [now - (5000 - SEND_ANSWER_MARGIN_MS - MIN_BUDGET_MS - 100), now]);
+    expect(seen).toEqual([["old", "fresh"], ["fresh"]]);
+    expect(res[0].err?.code).toBe("UNAVAILABLE");
+    expect(res[1].ok?.id).toBe("fresh");
   });
 });
 

@@ -1,0 +1,21 @@
+// accounts.ts is imported by every role (task and connect too) but only logic logs anyone in: the
+// dummy argon2 hash of timing-safe logins is made on first need, not at module load.
+import { expect, test } from "bun:test";
+
+test("importing accounts.ts hashes nothing; constructing Accounts makes the dummy hash once, off the event loop", async () => {
+  const calls = { hash: 0, hashSync: 0 };
+  const pw = Bun.password as { hash: typeof Bun.password.hash; hashSync: typeof Bun.password.hashSync };
+  const { hash, hashSync } = pw;
+  pw.hash = (...a: Parameters<typeof hash>) => (calls.hash++, hash(...a));
+  pw.hashSync = (...a: Parameters<typeof hashSync>) => (calls.hashSync++, hashSync(...a));
+  try {
+    const { Accounts } = await import(`./accounts.ts?load=${Date.now()}`);
+    expect(calls).toEqual({ hash: 0, hashSync: 0 });
+    new Accounts({} as never);
+    new Accounts({} as never);
+    expect(calls).toEqual({ hash: 1, hashSync: 0 });
+  } finally {
+    pw.hash = hash;
+    pw.hashSync = hashSync;
+  }
+});
