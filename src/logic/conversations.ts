@@ -2,7 +2,7 @@
 // readSeq, unread and, for a DM, peer.
 // - The list is Redis's set of the user's conversations (keys.userConvs). MySQL's
 //   user_conversations (written behind by task) is merged into it once per Redis server process
-//   (its run_id, as the seq fence does; keys.userConvsChecked), so a set Redis lost, or got back
+//   (its epoch, as the seq fence has it; keys.userConvsChecked), so a set Redis lost, or got back
 //   from an older copy, comes back; otherwise MySQL is not asked.
 // - Each conversation hash is read once, in one pipeline: seq, ts, the seq fence's ep and the
 //   user's own-send field (read.ts). Counters this Redis server has not checked against MySQL are
@@ -47,9 +47,10 @@ export class Conversations {
    */
   async list(userId: number): Promise<ConversationSummary[]> {
     const { redis, keys, fence } = this.deps;
-    const runId = await fence.runId();
     const [members, checked] = (await replies(redis.pipeline().smembers(keys.userConvs(userId)).get(keys.userConvsChecked(userId)))) as [string[], string | null];
-    const list = checked === runId ? members : await this.merge(userId, members, runId);
+    // The epoch is cached (SeqFence); fence.checked reads it again once on a mismatch.
+    let epoch = (await fence.checked(checked)) ? checked! : await fence.epoch();
+    const list = checked === epoch ? members : await this.merge(userId, members, epoch);
     const own = ownSeqField(userId);
     const read = async () => {
       const p = redis.pipeline();
@@ -57,7 +58,9 @@ export class Conversations {
       return (await replies(p)) as (string | null)[][];
     };
     let hashes = await read();
-    const stale = list.filter((_, i) => hashes[i][2] !== runId);
+    // Read the epoch again once: the cached one may predate a promotion on this same connection.
+    if (hashes.some((h) => h[2] !== epoch) && (await fence.checked(hashes.find((h) => h[2] !== epoch)![2]))) epoch = await fence.epoch();
+    const stale = list.filter((_, i) => hashes[i][2] !== epoch);
     if (stale.length) {
       await fence.seed(stale).then(
         async () => (hashes = await read()),
@@ -87,8 +90,8 @@ export class Conversations {
     return out.sort((a, b) => (b.lastTs ?? -1) - (a.lastTs ?? -1) || a.conv.localeCompare(b.conv));
   }
 
-  /** members plus the user's conversations only MySQL knows, put back into Redis, the set then marked checked for runId. */
-  private async merge(userId: number, members: string[], runId: string): Promise<string[]> {
+  /** members plus the user's conversations only MySQL knows, put back into Redis, the set then marked checked for epoch. */
+  private async merge(userId: number, members: string[], epoch: string): Promise<string[]> {
     const { db, redis, keys } = this.deps;
     let rows: { conv: string }[];
     try {
@@ -101,7 +104,7 @@ export class Conversations {
     const lost = [...new Set(rows.map((r) => r.conv))].filter((c) => !have.has(c));
     const m = redis.multi();
     if (lost.length) m.sadd(keys.userConvs(userId), ...lost);
-    await m.set(keys.userConvsChecked(userId), runId).exec();
+    await m.set(keys.userConvsChecked(userId), epoch).exec();
     return [...members, ...lost];
   }
 }

@@ -4,7 +4,7 @@
 import type Redis from "ioredis";
 import { and, between, eq } from "drizzle-orm";
 import type { Db } from "../shared/db/index.ts";
-import { messages, userConversations } from "../shared/db/schema.ts";
+import { messages } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import { ownSeqField, partitionOf, type Keys } from "../shared/keys.ts";
 import { LIMITS, ROOM_ID_RE, dmConv, parseConv, roomConv, type Message } from "../shared/protocol.ts";
@@ -15,7 +15,7 @@ import { SendBatchWriter, type Scripts } from "./scripts.ts";
 import type { Snowflake } from "./snowflake.ts";
 import { SeqFence } from "./seq-fence.ts";
 import type { Accounts } from "./accounts.ts";
-import type { ConversationSummary, HistoryReq, HistoryRes, SendAck, SendReq } from "../../proto/logic.ts";
+import type { HistoryReq, HistoryRes, SendAck, SendReq } from "../../proto/logic.ts";
 
 /**
  * How long a transport retryKey (set on every send without a clientMsgId) is remembered. Batcher
@@ -405,50 +405,5 @@ export class Messages {
       }
     }
     return { messages: [...bySeq.values()].sort((a, b) => a.seq - b.seq), hasMore };
-  }
-
-  /**
-   * The user's conversations: Redis's set, plus what MySQL's user_conversations holds (written
-   * behind by task) when Redis lost some; those are put back into Redis. Counters not checked by
-   * the current Redis server are seeded from MySQL first. MySQL down: Redis's view alone.
-   */
-  async conversations(userId: number): Promise<Pick<ConversationSummary, "conv" | "lastSeq" | "lastTs">[]> {
-    const { redis, keys, db } = this.deps;
-    const convs = new Set(await redis.smembers(keys.userConvs(userId)));
-    try {
-      const rows = await db.select({ conv: userConversations.conv }).from(userConversations).where(eq(userConversations.userId, userId));
-      const lost = rows.map((r) => r.conv).filter((c) => !convs.has(c));
-      if (lost.length) {
-        await redis.sadd(keys.userConvs(userId), ...lost);
-        for (const c of lost) convs.add(c);
-      }
-    } catch (e) {
-      this.log?.warn("conversation list from MySQL failed; Redis's alone", { err: (e as Error).message });
-    }
-    const list = [...convs];
-    const read = async () => {
-      const pipe = redis.pipeline();
-      for (const c of list) pipe.hmget(keys.conv(c), "seq", "ts", "ep");
-      return ((await pipe.exec()) ?? []).map((r) => (r?.[1] ?? [null, null, null]) as (string | null)[]);
-    };
-    let res = await read();
-    let epoch = await this.fence.epoch();
-    if (res.some((r) => r[2] !== epoch)) {
-      // Read again once: the cached epoch may predate a promotion on this same connection.
-      this.fence.forget();
-      epoch = await this.fence.epoch();
-    }
-    const stale = list.filter((_, i) => res[i][2] !== epoch);
-    if (stale.length) {
-      await this.fence.seed(stale).then(
-        async () => (res = await read()),
-        (e) => this.log?.warn("seeding seq counters from MySQL failed", { err: (e as Error).message }),
-      );
-    }
-    const out = list.map((conv, i) => {
-      const [seq, ts] = res[i];
-      return { conv, lastSeq: Number(seq) || 0, lastTs: ts ? Number(ts) : null };
-    });
-    return out.sort((a, b) => (b.lastTs ?? -1) - (a.lastTs ?? -1) || a.conv.localeCompare(b.conv));
   }
 }

@@ -32,7 +32,7 @@ export class Presence {
    */
   private async fencedSeq(conv: string, seq: number, ep: string | null): Promise<number> {
     const { redis, keys, fence, log } = this.deps;
-    if (ep === (await fence.runId())) return seq;
+    if (await fence.checked(ep)) return seq;
     try {
       await fence.seed([conv]);
       return Number(await redis.hget(keys.conv(conv), "seq")) || 0;

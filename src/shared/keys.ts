@@ -22,7 +22,7 @@ export function redisKeys(p: string) {
     pending: (conv: string) => `${p}pend:${conv}`,
     /** set of convs a user has joined, posted to or received a direct message in. */
     userConvs: (uid: number) => `${p}uc:${uid}`,
-    /** run_id of the Redis server process that merged userConvs(uid) with MySQL's user_conversations (logic/conversations.ts). */
+    /** Seq-fence epoch (logic/seq-fence.ts) of the Redis server that merged userConvs(uid) with MySQL's user_conversations (logic/conversations.ts). */
     userConvsChecked: (uid: number) => `${p}ucx:${uid}`,
     /** Redis stream of partition n: messages, presence and kick events. */
     stream: (part: number) => `${p}s:${part}`,
