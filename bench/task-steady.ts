@@ -78,7 +78,7 @@ async function round(src: string, no: number): Promise<void> {
   const partitions = Number(o.partitions);
   const s = await Scope.create({ streamPartitions: partitions });
   const infra = await getInfra();
-  let child: ReturnType<typeof Bun.spawn> | undefined;
+  let child: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
   try {
     const fakes = [await s.connect(), await s.connect()];
     const rooms = Array.from({ length: Number(o.rooms) }, () => uniq("b"));
@@ -86,7 +86,7 @@ async function round(src: string, no: number): Promise<void> {
     for (const r of rooms) await s.redis.hset(s.keys.roomInstances(r), fakes[0].id, 1, fakes[1].id, 1);
     const env: Record<string, string> = { ...process.env, TASK_SRC: src, TASK_CONFIG: JSON.stringify(s.config) } as Record<string, string>;
     if (o["cpu-prof"]) env.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${resolve(o["cpu-prof"], `${no}-${src.split("/").pop()}`)}`;
-    child = Bun.spawn([process.execPath, `${import.meta.dir}/task-child.ts`], { env, stdout: "pipe", stderr: "inherit" });
+    child = Bun.spawn([process.execPath, `${import.meta.dir}/task-child.ts`], { env, stdin: "ignore", stdout: "pipe", stderr: "inherit" });
     const reader = child.stdout.getReader();
     const first = new TextDecoder().decode((await reader.read()).value);
     if (!first.includes("ready")) throw new Error(`task child did not start: ${first}`);

@@ -16,6 +16,7 @@ import { AckBuffer, StreamConsumer, type BatchHandler } from "./consumer.ts";
 import { streamGauges, taskMetrics, type TaskMetrics } from "./metrics.ts";
 import { PartitionOwnership } from "./ownership.ts";
 import { PersistHandler } from "./persist.ts";
+import { PersistWriter } from "./persist-writer.ts";
 import { PushHandler } from "./push.ts";
 import { ConnectSenders } from "./senders.ts";
 import { clusterAuthFor } from "../shared/cluster-auth.ts";
@@ -57,6 +58,8 @@ export class TaskWorker {
   /** The push consumers' acks, all partitions together. */
   private acks?: AckBuffer;
   private senders?: ConnectSenders;
+  /** The persist handlers' MySQL writes, all partitions together. */
+  private writer?: PersistWriter;
   private ownership?: PartitionOwnership;
   /** Owned partitions being read. */
   private readonly running = new Set<number>();
@@ -109,6 +112,7 @@ export class TaskWorker {
     const auth = clusterAuthFor(config, { redis: true, mysql: true });
     this.redis = this.connect();
     this.acks = new AckBuffer(this.redis, this.log);
+    this.writer = new PersistWriter({ pool: poolOf(this.o.db), metrics: this.metrics });
     // Persist lingers: one multi-row insert per partition per PERSIST_LINGER_MS instead of one per
     // trickling entry. History meanwhile reads the pending set, so nothing is invisible for that long.
     this.consumers = { push: this.consumer(PUSH_GROUP), persist: this.consumer(PERSIST_GROUP, PERSIST_LINGER_MS) };
@@ -152,7 +156,7 @@ export class TaskWorker {
     const stream = this.keys.stream(p);
     const common = { keys: this.keys, metrics: this.metrics };
     const push = new PushHandler({ ...common, redis: this.redis!, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
-    const persist = new PersistHandler({ ...common, stream, pool: poolOf(this.o.db), log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
+    const persist = new PersistHandler({ ...common, stream, pool: poolOf(this.o.db), writer: this.writer, log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
     this.consumers!.push.add(stream, this.counted(PUSH_GROUP, push.handle));
     this.consumers!.persist.add(stream, this.counted(PERSIST_GROUP, persist.handle));
     this.running.add(p);
