@@ -14,6 +14,7 @@
 // GLOBAL STATUS), push calls per instance, delivery lag at the fakes.
 // Usage: bun bench/task-steady.ts [--rate 1000] [--seconds 10] [--rounds 3] [--partitions 8]
 //        [--rooms 100] [--src DIR[,DIR…]] (default: this tree; "." is this tree) [--cpu-prof DIR]
+//        [--variants 'JSON;JSON…'] (config overrides, each run with every --src)
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { roomConv } from "../src/shared/protocol.ts";
@@ -30,6 +31,8 @@ const { values: o } = parseArgs({
     partitions: { type: "string", default: "8" },
     rooms: { type: "string", default: "100" },
     src: { type: "string", default: "." },
+    /** ;-separated config overrides (JSON), each run with every --src, e.g. '{"pushIntervalMs":0};{"pushIntervalMs":10}' */
+    variants: { type: "string", default: "{}" },
     "cpu-prof": { type: "string" },
   },
 });
@@ -74,9 +77,9 @@ async function produce(s: Scope, rooms: string[], senders: { userId: number; use
   return sent;
 }
 
-async function round(src: string, no: number): Promise<void> {
+async function round(src: string, variant: Record<string, unknown>, no: number): Promise<void> {
   const partitions = Number(o.partitions);
-  const s = await Scope.create({ streamPartitions: partitions });
+  const s = await Scope.create({ streamPartitions: partitions, ...variant });
   const infra = await getInfra();
   let child: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
   try {
@@ -109,6 +112,7 @@ async function round(src: string, no: number): Promise<void> {
     for (const [i, f] of fakes.entries()) for (const l of f.lags.slice(lagFrom[i])) lag.recordValue(Math.max(1, l * 1000));
     report({
       src: src === HERE ? "this tree" : src,
+      config: variant,
       round: no,
       partitions,
       targetRate: RATE,
@@ -132,7 +136,8 @@ async function round(src: string, no: number): Promise<void> {
 }
 
 try {
-  for (let r = 1; r <= Number(o.rounds); r++) for (const src of SOURCES) await round(src, r);
+  const variants = o.variants!.split(";").map((v) => JSON.parse(v) as Record<string, unknown>);
+  for (let r = 1; r <= Number(o.rounds); r++) for (const src of SOURCES) for (const v of variants) await round(src, v, r);
 } finally {
   await stopSharedInfra();
 }

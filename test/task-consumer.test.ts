@@ -266,3 +266,28 @@ describe("HookedAcks", () => {
     expect(multis).toBeLessThan(streams.length);
   });
 });
+
+describe("StreamConsumer intervalMs", () => {
+  test("under a steady flow, reads at most every intervalMs, every entry in order", async () => {
+    const r = await redis();
+    const stream = `cons:${crypto.randomUUID()}`;
+    const rounds: number[][] = [];
+    const c = new StreamConsumer({ redis: r, blocking: await redis(), group: "g", consumer: "c1", log: silentLogger, intervalMs: 300 });
+    c.add(stream, async (entries) => void rounds.push(entries.map((e) => e.n)));
+    await waitFor(async () => (await r.exists(stream)) === 1, 5_000, "group created");
+    const t0 = performance.now();
+    let n = 0;
+    // One entry every ~5 ms for 1.2 s: without the interval, about a read per entry.
+    while (performance.now() - t0 < 1200) {
+      await add(r, stream, ++n);
+      await Bun.sleep(5);
+    }
+    const ms = performance.now() - t0;
+    await waitFor(() => rounds.flat().length === n, 5_000, "all handled");
+    await c.stop();
+    expect(rounds.flat()).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    // Reads while entries flowed: at most one per 300 ms, plus the first and the last.
+    expect(rounds.length).toBeLessThanOrEqual(Math.ceil(ms / 300) + 2);
+    expect(n).toBeGreaterThan(rounds.length * 5);
+  });
+});

@@ -46,6 +46,14 @@ export interface ConsumerOptions {
    * little (persist).
    */
   lingerMs?: number;
+  /**
+   * Reads at most every intervalMs (default 0): after a round that handled entries and began less
+   * than intervalMs ago, wait out the rest before reading again. Unlike lingerMs it costs nothing
+   * when entries come less often than that (the next read blocks until one comes); under a
+   * steady flow it caps reads, and the round trips and calls each read brings, at 1000/intervalMs
+   * a second, at up to intervalMs of added delay. For push (IM_PUSH_INTERVAL_MS).
+   */
+  intervalMs?: number;
   /** Retry backoff in ms after a failure, doubling from min to max (default 200 → 5000). */
   backoffMinMs?: number;
   backoffMaxMs?: number;
@@ -183,6 +191,10 @@ export class StreamConsumer {
       if (batches.length) await settledWithin(Promise.all(batches.map((b) => b.owned.busy)), ROUND_WAIT_MS);
       const full = batches.some((b) => b.ids.length >= (this.o.count ?? 500));
       if (this.o.lingerMs && !full) await sleep(this.o.lingerMs, this.abort.signal);
+      else if (this.o.intervalMs && batches.length && !full) {
+        const rest = now + this.o.intervalMs - Date.now();
+        if (rest > 0) await sleep(rest, this.abort.signal);
+      }
     }
   }
 

@@ -115,7 +115,7 @@ export class TaskWorker {
     this.writer = new PersistWriter({ pool: poolOf(this.o.db), metrics: this.metrics });
     // Persist lingers: one multi-row insert per partition per PERSIST_LINGER_MS instead of one per
     // trickling entry. History meanwhile reads the pending set, so nothing is invisible for that long.
-    this.consumers = { push: this.consumer(PUSH_GROUP), persist: this.consumer(PERSIST_GROUP, PERSIST_LINGER_MS) };
+    this.consumers = { push: this.consumer(PUSH_GROUP, { intervalMs: config.pushIntervalMs }), persist: this.consumer(PERSIST_GROUP, { lingerMs: PERSIST_LINGER_MS }) };
     this.senders = new ConnectSenders({
       discovery,
       log: this.log.child({ component: "senders" }),
@@ -171,8 +171,8 @@ export class TaskWorker {
   }
 
   /** The group's consumer over every owned partition, on a blocking connection of its own. */
-  private consumer(group: string, lingerMs = 0): StreamConsumer {
-    return new StreamConsumer({ redis: this.redis!, blocking: this.connect(), group, consumer: this.o.instanceId, log: this.log, blockMs: this.o.blockMs, lingerMs, acks: this.acks });
+  private consumer(group: string, pace: { lingerMs?: number; intervalMs?: number }): StreamConsumer {
+    return new StreamConsumer({ redis: this.redis!, blocking: this.connect(), group, consumer: this.o.instanceId, log: this.log, blockMs: this.o.blockMs, ...pace, acks: this.acks });
   }
 
   private counted(group: string, handler: BatchHandler): BatchHandler {
