@@ -16,6 +16,7 @@
 //        [--rooms 100] [--src DIR[,DIR…]] (default: this tree; "." is this tree) [--cpu-prof DIR]
 //        [--variants 'JSON;JSON…'] (config overrides, each run with every --src)
 import { parseArgs } from "node:util";
+import { readdirSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { roomConv } from "../src/shared/protocol.ts";
 import { getInfra, stopSharedInfra } from "../test/support/infra.ts";
@@ -31,7 +32,7 @@ const { values: o } = parseArgs({
     partitions: { type: "string", default: "8" },
     rooms: { type: "string", default: "100" },
     src: { type: "string", default: "." },
-    /** ;-separated config overrides (JSON), each run with every --src, e.g. '{"pushIntervalMs":0};{"pushIntervalMs":10}' */
+    /** ;-separated config overrides (JSON; key "env": environment of the task process), each run with every --src, e.g. '{"pushIntervalMs":0};{"pushIntervalMs":10}' */
     variants: { type: "string", default: "{}" },
     "cpu-prof": { type: "string" },
   },
@@ -48,6 +49,26 @@ async function mysqlStatus(s: Scope): Promise<Record<string, number>> {
 }
 
 const ticksOf = (pid: number) => sampleCpu([pid]).ticks.get(pid) ?? 0;
+/** CPU ticks per thread name of a process (/proc/PID/task/TID: comm and utime + stime). */
+function threads(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const name = st.slice(st.indexOf("(") + 1, st.lastIndexOf(")"));
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+      out.set(name, (out.get(name) ?? 0) + Number(f[11]) + Number(f[12]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+/** utime and stime of a process in clock ticks (user space, kernel). */
+function userSys(pid: number): [number, number] {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return [Number(f[11]), Number(f[12])];
+}
 
 /** Appends at RATE for ms, then waits until both groups have handled everything; returns the count. */
 async function produce(s: Scope, rooms: string[], senders: { userId: number; userName: string }[], fakes: FakeConnect[], ms: number, start: number): Promise<number> {
@@ -79,7 +100,8 @@ async function produce(s: Scope, rooms: string[], senders: { userId: number; use
 
 async function round(src: string, variant: Record<string, unknown>, no: number): Promise<void> {
   const partitions = Number(o.partitions);
-  const s = await Scope.create({ streamPartitions: partitions, ...variant });
+  const { env: childEnv = {}, ...overrides } = variant as { env?: Record<string, string> };
+  const s = await Scope.create({ streamPartitions: partitions, ...overrides });
   const infra = await getInfra();
   let child: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
   try {
@@ -87,7 +109,7 @@ async function round(src: string, variant: Record<string, unknown>, no: number):
     const rooms = Array.from({ length: Number(o.rooms) }, () => uniq("b"));
     const senders = rooms.map((_, i) => ({ userId: 1_000_000 + no * 10_000 + i, userName: `s${i}` }));
     for (const r of rooms) await s.redis.hset(s.keys.roomInstances(r), fakes[0].id, 1, fakes[1].id, 1);
-    const env: Record<string, string> = { ...process.env, TASK_SRC: src, TASK_CONFIG: JSON.stringify(s.config) } as Record<string, string>;
+    const env: Record<string, string> = { ...process.env, TASK_SRC: src, TASK_CONFIG: JSON.stringify(s.config), ...childEnv } as Record<string, string>;
     if (o["cpu-prof"]) env.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${resolve(o["cpu-prof"], `${no}-${src.split("/").pop()}`)}`;
     child = Bun.spawn([process.execPath, `${import.meta.dir}/task-child.ts`], { env, stdin: "ignore", stdout: "pipe", stderr: "inherit" });
     const reader = child.stdout.getReader();
@@ -99,11 +121,16 @@ async function round(src: string, variant: Record<string, unknown>, no: number):
     const lagFrom = fakes.map((f) => f.lags.length);
     const [cmd0, my0] = [await redisCommandStats(infra.ports.redis), await mysqlStatus(s)];
     const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, ticksOf(p)]));
+    const us0 = userSys(child.pid);
+    const th0 = threads(child.pid);
     const self0 = process.cpuUsage();
     const t0 = performance.now();
+    const from = Date.now();
     const sent = await produce(s, rooms, senders, fakes, Number(o.seconds) * 1000, 7);
     const ms = performance.now() - t0;
     const cpu1 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, ticksOf(p)]));
+    const us1 = userSys(child.pid);
+    const th1 = threads(child.pid);
     const self = process.cpuUsage(self0);
     const [cmd1, my1] = [await redisCommandStats(infra.ports.redis), await mysqlStatus(s)];
     const usPerMsg = Object.fromEntries(Object.keys(pids).map((k) => [k, Math.round(((cpu1[k] - cpu0[k]) * 10_000) / sent)]));
@@ -118,7 +145,13 @@ async function round(src: string, variant: Record<string, unknown>, no: number):
       targetRate: RATE,
       messages: sent,
       seconds: Math.round(ms) / 1000,
+      /** Epoch ms of the measured part, for bench/profile-summary.ts --from --to. */
+      window: { from, to: Date.now() },
       cpuUsPerMsg: { ...usPerMsg, bench: Math.round((self.user + self.system) / sent) },
+      /** The task process's CPU per message in user space and in the kernel (syscalls, wake-ups). */
+      taskUserSysUs: [Math.round(((us1[0] - us0[0]) * 10_000) / sent), Math.round(((us1[1] - us0[1]) * 10_000) / sent)],
+      /** The task process's CPU per message by thread name (JS runs on the main one, "bun"). */
+      taskThreadsUs: Object.fromEntries([...th1].map(([k, v]) => [k, Math.round(((v - (th0.get(k) ?? 0)) * 10_000) / sent)]).filter(([, v]) => (v as number) > 0)),
       cpuPct: Object.fromEntries(Object.keys(pids).map((k) => [k, Math.round(((cpu1[k] - cpu0[k]) * 1000) / ms)])),
       mysqlPerMsg: mysql,
       redisPerMsg: redisPerMessage(cmd0, cmd1, sent),
