@@ -23,9 +23,6 @@ import { clusterAuthFor } from "../shared/cluster-auth.ts";
 import { trimStream } from "./trim.ts";
 import type { ConnectApi } from "../../proto/connect.ts";
 
-/** How long the persist group waits after a partial batch before reading again. */
-const PERSIST_LINGER_MS = 50;
-
 export const PUSH_GROUP = "push";
 export const PERSIST_GROUP = "persist";
 const GROUPS = [PUSH_GROUP, PERSIST_GROUP] as const;
@@ -113,9 +110,9 @@ export class TaskWorker {
     this.redis = this.connect();
     this.acks = new AckBuffer(this.redis, this.log);
     this.writer = new PersistWriter({ pool: poolOf(this.o.db), metrics: this.metrics });
-    // Persist lingers: one multi-row insert per partition per PERSIST_LINGER_MS instead of one per
+    // Persist lingers: one multi-row insert per round per IM_PERSIST_LINGER_MS instead of one per
     // trickling entry. History meanwhile reads the pending set, so nothing is invisible for that long.
-    this.consumers = { push: this.consumer(PUSH_GROUP, { intervalMs: config.pushIntervalMs }), persist: this.consumer(PERSIST_GROUP, { lingerMs: PERSIST_LINGER_MS }) };
+    this.consumers = { push: this.consumer(PUSH_GROUP, { intervalMs: config.pushIntervalMs }), persist: this.consumer(PERSIST_GROUP, { lingerMs: config.persistLingerMs }) };
     this.senders = new ConnectSenders({
       discovery,
       log: this.log.child({ component: "senders" }),
