@@ -64,7 +64,7 @@ const SMALL_ROWS = 500;
 const SEEN_MAX = 100_000;
 
 /** Estimated bytes of a row in a statement (a body is at most 4000 code points, 16 KB). */
-export const rowBytes = (body: string): number => body.length * 3 + 200;
+const rowBytes = (body: string): number => body.length * 3 + 200;
 
 interface Queued {
   part: WritePart;
