@@ -13,6 +13,7 @@ import { encodeEvent, type StreamEvent } from "../src/shared/stream.ts";
 import type { StreamEntry } from "../src/task/consumer.ts";
 import { taskMetrics } from "../src/task/metrics.ts";
 import { PersistHandler, type PersistOptions } from "../src/task/persist.ts";
+import { PersistWriter } from "../src/task/persist-writer.ts";
 import { getInfra } from "./support/infra.ts";
 
 let h: DbHandle;
@@ -180,5 +181,71 @@ describe("PersistHandler read positions (v1.1)", () => {
     await h.pool.query("UPDATE read_positions SET read_seq = 9 WHERE user_id = 43 AND conv = ?", [conv]);
     await p.handle([entry(msg(conv, { from: bob }), 2), entry(msg(conv), 4)]);
     expect([await readSeq(42), await readSeq(43)]).toEqual([4, 9]);
+  });
+});
+
+describe("PersistWriter shared by several partitions' handlers", () => {
+  test("batches handed in one turn are written with one statement of each kind; each handler gets its own trims and collisions", async () => {
+    const kinds: string[] = [];
+    const pool = { query: (sql: string, values: unknown[]) => (kinds.push(sql.split(" (")[0]), h.pool.query(sql, values)) } as unknown as Pool;
+    const metrics = taskMetrics(newRegistry("task"));
+    const writer = new PersistWriter({ pool, metrics });
+    const make = (p: number) => new PersistHandler({ pool, keys, metrics, log: silentLogger, stream: keys.stream(p), writer });
+    const [p0, p1] = [make(0), make(1)];
+    const [a, b] = [newConv(), newConv()];
+    const bob = { userId: 43, userName: "bob" };
+    // b already holds seq 1 under another id: the newcomer collides.
+    const stored = msg(b, { body: "first" });
+    await make(1).handle([entry(stored, 1)]);
+    kinds.length = 0;
+    const newcomer = msg(b, { body: "other id, same seq", from: bob });
+    const [hookA, hookB] = await Promise.all([
+      p0.handle([entry(msg(a), 1), entry(msg(a, { from: bob }), 2)]),
+      p1.handle([entry(newcomer, 1), entry(msg(b), 2)]),
+    ]);
+    expect(kinds).toEqual([
+      "INSERT IGNORE INTO messages",
+      "SELECT id FROM messages WHERE id IN",
+      "INSERT INTO read_positions",
+      "INSERT IGNORE INTO user_conversations",
+      "SELECT conv, MAX(seq) AS s FROM messages WHERE conv IN",
+    ]);
+    expect((await rows(a)).map((r) => r.seq)).toEqual(["1", "2"]);
+    expect((await rows(b)).map((r) => [r.seq, r.body])).toEqual([["1", "first"], ["2", "hi"]]);
+    expect(ackCommands(hookA)).toEqual([[keys.pending(a), "-inf", "2"]]);
+    expect(ackCommands(hookB)).toEqual([
+      [keys.pending(b), "-inf", "2"],
+      ["eval", "0", keys.conv(b), "2", keys.stream(1), keys.pending(b), encodeEvent(newcomer).toString(), "", newcomer.id, String(newcomer.ts)],
+    ].sort());
+    expect((await metrics.rowsPersisted.get()).values[0]?.value).toBe(1 + 3);
+    // Later turns write apart.
+    await p0.handle([entry(msg(a), 3)]);
+    expect(kinds.filter((k) => k === "INSERT IGNORE INTO messages").length).toBe(2);
+  });
+
+  test("a failing statement fails every batch of the flush, and their conversation-list rows are written on the retry", async () => {
+    let fail = true;
+    const sqls: string[] = [];
+    const pool = {
+      query: (sql: string, values: unknown[]) => {
+        sqls.push(sql);
+        if (fail && sql.startsWith("INSERT INTO read_positions")) return Promise.reject(Object.assign(new Error("boom"), { code: "ER_LOCK_DEADLOCK" }));
+        return h.pool.query(sql, values);
+      },
+    } as unknown as Pool;
+    const metrics = taskMetrics(newRegistry("task"));
+    const writer = new PersistWriter({ pool, metrics });
+    const [p0, p1] = [0, 1].map((p) => new PersistHandler({ pool, keys, metrics, log: silentLogger, stream: keys.stream(p), writer }));
+    const [a, b] = [newConv(), newConv()];
+    const batches = [[entry(msg(a), 1)], [entry(msg(b), 1)]];
+    const res = await Promise.allSettled([p0.handle(batches[0]), p1.handle(batches[1])]);
+    expect(res.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect(String((res[0] as PromiseRejectedResult).reason)).toContain("read position upsert failed: boom");
+    fail = false;
+    sqls.length = 0;
+    await Promise.all([p0.handle(batches[0]), p1.handle(batches[1])]);
+    expect(sqls.filter((s) => s.startsWith("INSERT IGNORE INTO user_conversations")).length).toBe(1);
+    const [uc] = await h.pool.query("SELECT conv FROM user_conversations WHERE user_id = 42 AND conv IN (?, ?) ORDER BY conv", [a, b]);
+    expect((uc as { conv: string }[]).map((r) => r.conv)).toEqual([a, b].sort());
   });
 });

@@ -4,6 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
 import { silentLogger } from "../src/shared/log.ts";
 import { StreamConsumer, type BatchHandler, type StreamEntry } from "../src/task/consumer.ts";
+import { HookedAcks } from "../src/task/acks.ts";
 import { getInfra } from "./support/infra.ts";
 import { waitFor } from "./task-helpers.ts";
 
@@ -205,5 +206,88 @@ describe("StreamConsumer", () => {
     expect(seen.slow).toEqual([1, 2, 3, 4, 5, 6]);
     expect(seen.fast).toEqual([1, 2, 3, 4, 5]);
     await c.stop();
+  });
+});
+
+describe("HookedAcks", () => {
+  test("acks handed in one turn share one MULTI; a batch whose own command fails is rejected alone, the others are acked", async () => {
+    const r = await redis();
+    const [s1, s2, s3] = [1, 2, 3].map(() => `hooked:${crypto.randomUUID()}`);
+    const ids: Record<string, string[]> = {};
+    for (const s of [s1, s2, s3]) {
+      await r.xgroup("CREATE", s, "g", "0", "MKSTREAM");
+      ids[s] = [String(await add(r, s, 1)), String(await add(r, s, 2))];
+      await r.xreadgroup("GROUP", "g", "c", "COUNT", 10, "STREAMS", s, ">");
+    }
+    const wrongType = `hooked:${crypto.randomUUID()}`;
+    await r.set(wrongType, "a string");
+    let multis = 0;
+    const multi = r.multi.bind(r);
+    const counting = Object.assign(Object.create(r), { multi: (...a: Parameters<Redis["multi"]>) => (multis++, multi(...a)) }) as Redis;
+    const acks = new HookedAcks(counting);
+    const marker = `hooked:${crypto.randomUUID()}`;
+    const results = await Promise.allSettled([
+      acks.add(s1, "g", ids[s1], (tx) => void tx.set(marker, "1")),
+      acks.add(s2, "g", ids[s2], (tx) => void tx.zadd(wrongType, 1, "x")), // WRONGTYPE inside the MULTI
+      acks.add(s3, "g", ids[s3], () => {}),
+    ]);
+    expect(multis).toBe(1);
+    expect(results.map((x) => x.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(String((results[1] as PromiseRejectedResult).reason)).toContain("WRONGTYPE");
+    expect(await r.get(marker)).toBe("1");
+    const pending = async (s: string) => Number(((await r.xpending(s, "g")) as unknown[])[0]);
+    expect([await pending(s1), await pending(s3)]).toEqual([0, 0]);
+    // A later turn is a transaction of its own.
+    await acks.add(s1, "g", ids[s1], () => {});
+    expect(multis).toBe(2);
+  });
+
+  test("a consumer over several streams acks their hooked batches of one round in one transaction", async () => {
+    const r = await redis();
+    const streams = [1, 2, 3, 4].map(() => `hooked:${crypto.randomUUID()}`);
+    for (const s of streams) for (let i = 1; i <= 3; i++) await add(r, s, i);
+    let multis = 0;
+    const multi = r.multi.bind(r);
+    const counting = Object.assign(Object.create(r), { multi: (...a: Parameters<Redis["multi"]>) => (multis++, multi(...a)) }) as Redis;
+    const c = new StreamConsumer({ redis: counting, blocking: await redis(), group: "g", consumer: "c1", log: silentLogger, count: 10 });
+    let handled = 0;
+    for (const s of streams)
+      c.add(s, async (entries) => {
+        handled += entries.length;
+        return (tx) => void tx.zremrangebyscore(`${s}:z`, "-inf", 3);
+      });
+    await waitFor(async () => {
+      for (const s of streams) if (Number(((await r.xpending(s, "g")) as unknown[])[0]) !== 0) return false;
+      return handled === 12;
+    }, 5_000, "all acked");
+    await c.stop();
+    // Setup may take the streams over in more than one round; never one transaction per stream.
+    expect(multis).toBeGreaterThanOrEqual(1);
+    expect(multis).toBeLessThan(streams.length);
+  });
+});
+
+describe("StreamConsumer intervalMs", () => {
+  test("under a steady flow, reads at most every intervalMs, every entry in order", async () => {
+    const r = await redis();
+    const stream = `cons:${crypto.randomUUID()}`;
+    const rounds: number[][] = [];
+    const c = new StreamConsumer({ redis: r, blocking: await redis(), group: "g", consumer: "c1", log: silentLogger, intervalMs: 300 });
+    c.add(stream, async (entries) => void rounds.push(entries.map((e) => e.n)));
+    await waitFor(async () => (await r.exists(stream)) === 1, 5_000, "group created");
+    const t0 = performance.now();
+    let n = 0;
+    // One entry every ~5 ms for 1.2 s: without the interval, about a read per entry.
+    while (performance.now() - t0 < 1200) {
+      await add(r, stream, ++n);
+      await Bun.sleep(5);
+    }
+    const ms = performance.now() - t0;
+    await waitFor(() => rounds.flat().length === n, 5_000, "all handled");
+    await c.stop();
+    expect(rounds.flat()).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    // Reads while entries flowed: at most one per 300 ms, plus the first and the last.
+    expect(rounds.length).toBeLessThanOrEqual(Math.ceil(ms / 300) + 2);
+    expect(n).toBeGreaterThan(rounds.length * 5);
   });
 });

@@ -63,6 +63,10 @@ export interface Config {
   loginLockSec: number;
   /** Number of Redis streams messages are partitioned over (by conversation). Fixed for a deployment. */
   streamPartitions: number;
+  /** Task's push group reads a partition stream at most every this many ms (0: as soon as entries come). */
+  pushIntervalMs: number;
+  /** Task's persist group waits this many ms after a partial read before reading again (larger, fewer MySQL writes). */
+  persistLingerMs: number;
   maxRoomsPerConn: number;
   pingIntervalMs: number;
   idleTimeoutMs: number;
@@ -133,6 +137,8 @@ const SPECS: Record<string, Spec> = {
   IM_LOGIN_MAX_FAILURES: { key: "loginMaxFailures", kind: "int", def: () => "10", min: 1 },
   IM_LOGIN_LOCK: { key: "loginLockSec", kind: "int", def: () => "300", min: 1 },
   IM_STREAM_PARTITIONS: { key: "streamPartitions", kind: "int", def: () => "8", min: 1 },
+  IM_PUSH_INTERVAL_MS: { key: "pushIntervalMs", kind: "int", def: () => "10", min: 0 },
+  IM_PERSIST_LINGER_MS: { key: "persistLingerMs", kind: "int", def: () => "200", min: 0 },
   IM_MAX_ROOMS: { key: "maxRoomsPerConn", kind: "int", def: () => "100", min: 1 },
   IM_PING_INTERVAL_MS: { key: "pingIntervalMs", kind: "int", def: () => "25000", min: 100 },
   IM_IDLE_TIMEOUT_MS: { key: "idleTimeoutMs", kind: "int", def: () => "60000", min: 200 },

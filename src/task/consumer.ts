@@ -8,9 +8,12 @@
 // with backoff, in stream order, while the others go on. The batches of a round are handled
 // together; one that takes longer than ROUND_WAIT_MS (a push retrying a failing connect instance)
 // finishes on its own while the other streams are read on, and its stream rejoins afterwards.
-import type { ChainableCommander, Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "../shared/log.ts";
 import { entryFields } from "../shared/stream.ts";
+import { AckBuffer, HookedAcks, type AckHook } from "./acks.ts";
+
+export { AckBuffer };
 
 export interface StreamEntry {
   id: string;
@@ -20,8 +23,7 @@ export interface StreamEntry {
   n: number;
 }
 
-/** Extra Redis commands to run in the same MULTI as the XACK. */
-export type AckHook = (tx: ChainableCommander) => void;
+export type { AckHook };
 
 /** Handles a batch in stream order; throws to leave the whole batch pending for a retry. */
 export type BatchHandler = (entries: StreamEntry[], signal: AbortSignal) => Promise<AckHook | void>;
@@ -44,11 +46,21 @@ export interface ConsumerOptions {
    * little (persist).
    */
   lingerMs?: number;
+  /**
+   * Reads at most every intervalMs (default 0): after a round that handled entries and began less
+   * than intervalMs ago, wait out the rest before reading again. Unlike lingerMs it costs nothing
+   * when entries come less often than that (the next read blocks until one comes); under a
+   * steady flow it caps reads, and the round trips and calls each read brings, at 1000/intervalMs
+   * a second, at up to intervalMs of added delay. For push (IM_PUSH_INTERVAL_MS).
+   */
+  intervalMs?: number;
   /** Retry backoff in ms after a failure, doubling from min to max (default 200 → 5000). */
   backoffMinMs?: number;
   backoffMaxMs?: number;
   /** Where acks without a hook go (default: a buffer of this consumer's own on `redis`). */
   acks?: AckBuffer;
+  /** Where acks with a hook go (default: one of this consumer's own on `redis`). */
+  hookedAcks?: HookedAcks;
 }
 
 type ReadReply = [key: Buffer, items: [id: Buffer, fields: Buffer[] | null][]][] | null;
@@ -92,11 +104,13 @@ export class StreamConsumer {
   /** Wakes a loop that waits with nothing to read. */
   private wake?: () => void;
   private readonly acks: AckBuffer;
+  private readonly hooked: HookedAcks;
   private readonly log: Logger;
 
   constructor(private readonly o: ConsumerOptions) {
     this.log = o.log.child({ group: o.group });
     this.acks = o.acks ?? new AckBuffer(o.redis, this.log);
+    this.hooked = o.hookedAcks ?? new HookedAcks(o.redis);
     o.blocking.on("close", () => {
       this.resync = true;
     });
@@ -177,6 +191,10 @@ export class StreamConsumer {
       if (batches.length) await settledWithin(Promise.all(batches.map((b) => b.owned.busy)), ROUND_WAIT_MS);
       const full = batches.some((b) => b.ids.length >= (this.o.count ?? 500));
       if (this.o.lingerMs && !full) await sleep(this.o.lingerMs, this.abort.signal);
+      else if (this.o.intervalMs && batches.length && !full) {
+        const rest = now + this.o.intervalMs - Date.now();
+        if (rest > 0) await sleep(rest, this.abort.signal);
+      }
     }
   }
 
@@ -220,20 +238,15 @@ export class StreamConsumer {
 
   /**
    * Runs the stream's handler on the batch and acks it: through the ack buffer, or with the
-   * handler's hook in one transaction. A failure backs the stream off.
+   * handler's hook in one transaction (shared with the other streams' batches of the same turn,
+   * see HookedAcks). A failure backs the stream off.
    */
   private async handle(b: Batch): Promise<void> {
     const o = b.owned;
     try {
       const hook = b.entries.length ? await o.handler(b.entries, o.abort.signal) : undefined;
-      if (hook) {
-        const tx = this.o.redis.multi();
-        hook(tx);
-        tx.xack(o.stream, this.o.group, ...b.ids);
-        const res = await tx.exec();
-        const err = res?.find(([e]) => e)?.[0];
-        if (!res || err) throw err ?? new Error("ack transaction aborted");
-      } else {
+      if (hook) await this.hooked.add(o.stream, this.o.group, b.ids, hook);
+      else {
         this.acks.add(o.stream, this.o.group, b.ids, () => {
           this.log.warn("ack failed, replaying the pending lists");
           this.resync = true;
@@ -357,60 +370,6 @@ export class StreamConsumer {
     o.cursor = "0";
     o.retryAt = Date.now() + o.delay;
     o.delay = Math.min(o.delay * 2, this.o.backoffMaxMs ?? 5000);
-  }
-}
-
-/** How long acks wait for company before going to Redis. */
-const ACK_DELAY_MS = 20;
-
-/**
- * Acks of batches without a hook (the push group's), gathered for up to ACK_DELAY_MS and sent as
- * one pipeline (one socket write) for every stream and group that shares the buffer, instead of
- * an XACK per batch and partition: the next read goes out at once, and Redis gets a few acks a
- * second per worker rather than one per batch. Acks run in order on the connection; a consumer
- * replaying its pending list or stopping calls flush() first, so it never sees an entry it handled
- * as still pending. An entry whose ack is lost (the process dies within ACK_DELAY_MS, or the
- * pipeline fails) is still pending and is handled again: after a crash, as the contract allows;
- * after a failed pipeline, the consumer is told and replays its pending list.
- */
-export class AckBuffer {
-  private pending = new Map<string, { stream: string; group: string; ids: string[]; onFail: () => void }>();
-  private timer?: ReturnType<typeof setTimeout>;
-  private sent: Promise<void> = Promise.resolve();
-
-  constructor(
-    private readonly redis: Redis,
-    private readonly log: Logger,
-  ) {}
-
-  add(stream: string, group: string, ids: string[], onFail: () => void): void {
-    const key = `${stream}\n${group}`;
-    const p = this.pending.get(key);
-    if (p) {
-      for (const id of ids) p.ids.push(id);
-      p.onFail = onFail;
-    } else this.pending.set(key, { stream, group, ids: [...ids], onFail });
-    this.timer ??= setTimeout(() => void this.flush(), ACK_DELAY_MS);
-  }
-
-  /** Sends what is gathered; resolves once every ack added so far has been answered. */
-  flush(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    const batch = [...this.pending.values()];
-    if (!batch.length) return this.sent;
-    this.pending.clear();
-    const pipe = this.redis.pipeline();
-    for (const b of batch) pipe.xack(b.stream, b.group, ...b.ids);
-    const failed = (err: unknown, b: (typeof batch)[number]) => {
-      this.log.debug("ack failed", { stream: b.stream, group: b.group, err: (err as Error)?.message });
-      b.onFail();
-    };
-    this.sent = pipe.exec().then(
-      (res) => batch.forEach((b, i) => (!res || res[i][0]) && failed(res?.[i][0] ?? "aborted", b)),
-      (err) => batch.forEach((b) => failed(err, b)),
-    );
-    return this.sent;
   }
 }
 

@@ -16,14 +16,12 @@ import { AckBuffer, StreamConsumer, type BatchHandler } from "./consumer.ts";
 import { streamGauges, taskMetrics, type TaskMetrics } from "./metrics.ts";
 import { PartitionOwnership } from "./ownership.ts";
 import { PersistHandler } from "./persist.ts";
+import { PersistWriter } from "./persist-writer.ts";
 import { PushHandler } from "./push.ts";
 import { ConnectSenders } from "./senders.ts";
 import { clusterAuthFor } from "../shared/cluster-auth.ts";
 import { trimStream } from "./trim.ts";
 import type { ConnectApi } from "../../proto/connect.ts";
-
-/** How long the persist group waits after a partial batch before reading again. */
-const PERSIST_LINGER_MS = 50;
 
 export const PUSH_GROUP = "push";
 export const PERSIST_GROUP = "persist";
@@ -57,6 +55,8 @@ export class TaskWorker {
   /** The push consumers' acks, all partitions together. */
   private acks?: AckBuffer;
   private senders?: ConnectSenders;
+  /** The persist handlers' MySQL writes, all partitions together. */
+  private writer?: PersistWriter;
   private ownership?: PartitionOwnership;
   /** Owned partitions being read. */
   private readonly running = new Set<number>();
@@ -109,9 +109,10 @@ export class TaskWorker {
     const auth = clusterAuthFor(config, { redis: true, mysql: true });
     this.redis = this.connect();
     this.acks = new AckBuffer(this.redis, this.log);
-    // Persist lingers: one multi-row insert per partition per PERSIST_LINGER_MS instead of one per
+    this.writer = new PersistWriter({ pool: poolOf(this.o.db), metrics: this.metrics });
+    // Persist lingers: one multi-row insert per round per IM_PERSIST_LINGER_MS instead of one per
     // trickling entry. History meanwhile reads the pending set, so nothing is invisible for that long.
-    this.consumers = { push: this.consumer(PUSH_GROUP), persist: this.consumer(PERSIST_GROUP, PERSIST_LINGER_MS) };
+    this.consumers = { push: this.consumer(PUSH_GROUP, { intervalMs: config.pushIntervalMs }), persist: this.consumer(PERSIST_GROUP, { lingerMs: config.persistLingerMs }) };
     this.senders = new ConnectSenders({
       discovery,
       log: this.log.child({ component: "senders" }),
@@ -152,7 +153,7 @@ export class TaskWorker {
     const stream = this.keys.stream(p);
     const common = { keys: this.keys, metrics: this.metrics };
     const push = new PushHandler({ ...common, redis: this.redis!, senders: this.senders!, log: this.log.child({ group: PUSH_GROUP, partition: p }) });
-    const persist = new PersistHandler({ ...common, stream, pool: poolOf(this.o.db), log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
+    const persist = new PersistHandler({ ...common, stream, pool: poolOf(this.o.db), writer: this.writer, log: this.log.child({ group: PERSIST_GROUP, partition: p }) });
     this.consumers!.push.add(stream, this.counted(PUSH_GROUP, push.handle));
     this.consumers!.persist.add(stream, this.counted(PERSIST_GROUP, persist.handle));
     this.running.add(p);
@@ -167,8 +168,8 @@ export class TaskWorker {
   }
 
   /** The group's consumer over every owned partition, on a blocking connection of its own. */
-  private consumer(group: string, lingerMs = 0): StreamConsumer {
-    return new StreamConsumer({ redis: this.redis!, blocking: this.connect(), group, consumer: this.o.instanceId, log: this.log, blockMs: this.o.blockMs, lingerMs, acks: this.acks });
+  private consumer(group: string, pace: { lingerMs?: number; intervalMs?: number }): StreamConsumer {
+    return new StreamConsumer({ redis: this.redis!, blocking: this.connect(), group, consumer: this.o.instanceId, log: this.log, blockMs: this.o.blockMs, ...pace, acks: this.acks });
   }
 
   private counted(group: string, handler: BatchHandler): BatchHandler {
