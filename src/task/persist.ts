@@ -21,6 +21,7 @@
 import type { Pool } from "mysql2/promise";
 import type { Keys } from "../shared/keys.ts";
 import type { Logger } from "../shared/log.ts";
+import { parseConv } from "../shared/protocol.ts";
 import { parseEvent, type StreamEvent } from "../shared/stream.ts";
 import type { AckHook, StreamEntry } from "./consumer.ts";
 import type { TaskMetrics } from "./metrics.ts";
@@ -88,8 +89,8 @@ export class PersistHandler {
       }
       rows.push(row);
       members.push([row.senderId, row.conv]);
-      const dm = /^dm:(\d+):(\d+)$/.exec(row.conv);
-      if (dm) for (const u of [Number(dm[1]), Number(dm[2])]) if (u !== row.senderId) members.push([u, row.conv]);
+      const pc = parseConv(row.conv);
+      if (pc?.kind === "dm") for (const u of [pc.a, pc.b]) if (u !== row.senderId) members.push([u, row.conv]);
       maxSeq.set(row.conv, Math.max(maxSeq.get(row.conv) ?? 0, e.n));
       let senders = ownSeq.get(row.conv);
       if (!senders) ownSeq.set(row.conv, (senders = new Map()));
