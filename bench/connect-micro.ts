@@ -167,7 +167,8 @@ async function main(): Promise<void> {
   const logic = o.direct
     ? undefined
     : await rpc.startServer(
-        (s: unknown) => rpc.addService(s, LogicService, { ...fake.impl, register: unimpl, login: unimpl, logout: unimpl, conversations: unimpl }, silentLogger),
+        // Every method of the tree's LogicService that connect does not use on this path (they differ between trees).
+        (s: unknown) => rpc.addService(s, LogicService, { ...Object.fromEntries((LogicService.methods as string[]).map((m) => [m, unimpl])), ...fake.impl }, silentLogger),
         "127.0.0.1",
         0,
       );

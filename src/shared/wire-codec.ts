@@ -47,11 +47,20 @@ export function decodeJson(text: string): unknown {
   return v;
 }
 
-/** True if v has arrays or objects nested more than `max` deep (a scalar is depth 0). */
+/**
+ * True if v has arrays or objects nested more than `max` deep (a scalar is depth 0). Walks
+ * without allocating (no Object.values per object): it runs on every JSON frame.
+ */
 function depthOver(v: unknown, max: number): boolean {
   if (typeof v !== "object" || v === null) return false;
   if (max <= 0) return true;
-  for (const x of Array.isArray(v) ? v : Object.values(v)) if (depthOver(x, max - 1)) return true;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (depthOver(v[i], max - 1)) return true;
+    return false;
+  }
+  // JSON.parse makes plain objects with only own data properties: for-in sees exactly those.
+  const o = v as Record<string, unknown>;
+  for (const k in o) if (depthOver(o[k], max - 1)) return true;
   return false;
 }
 
