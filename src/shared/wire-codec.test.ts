@@ -63,4 +63,24 @@ describe("decodeJson", () => {
     expect(() => decodeJson("[".repeat(20_000))).toThrow(WireDecodeError);
     expect(() => decodeJson("{")).toThrow(WireDecodeError);
   });
+
+  test("the depth bound counts objects and arrays alike, in any field and at any position", () => {
+    // depth n: n nested containers, alternating object and array, the deep one after other fields
+    // (an empty container is a level too, so those siblings stop one level above the deepest).
+    const nest = (n: number): string => {
+      if (n === 0) return "1";
+      const empty = n >= 2;
+      return n % 2 ? `{"a":1,${empty ? '"b":[],' : ""}"z":${nest(n - 1)}}` : `[0,${empty ? "{}," : ""}${nest(n - 1)}]`;
+    };
+    expect(() => decodeJson(`[${"[".repeat(MAX_DEPTH - 1)}${"]".repeat(MAX_DEPTH - 1)},[]]`)).not.toThrow();
+    expect(() => decodeJson(`[1,${"[".repeat(MAX_DEPTH)}${"]".repeat(MAX_DEPTH)}]`)).toThrow(WireDecodeError);
+    expect(decodeJson(nest(MAX_DEPTH))).toBeObject();
+    expect(() => decodeJson(nest(MAX_DEPTH + 1))).toThrow(WireDecodeError);
+    const objects = (n: number): string => (n === 0 ? "null" : `{"k":${objects(n - 1)}}`);
+    expect(decodeJson(objects(MAX_DEPTH))).toBeObject();
+    expect(() => decodeJson(objects(MAX_DEPTH + 1))).toThrow(WireDecodeError);
+    // A "__proto__" key is an own key of the parsed object and is walked like any other.
+    expect(() => decodeJson(`{"__proto__":${objects(MAX_DEPTH)}}`)).toThrow(WireDecodeError);
+    expect(decodeJson(`{"__proto__":${objects(MAX_DEPTH - 1)}}`)).toBeObject();
+  });
 });
