@@ -71,9 +71,12 @@ const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
 
 class Reader {
   pos = 0;
-  private readonly view: DataView;
-  constructor(private readonly b: Uint8Array) {
-    this.view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  private dv?: DataView;
+  constructor(private readonly b: Uint8Array) {}
+
+  /** Made on first use: frames of fixed-size values and short strings never need it. */
+  private get view(): DataView {
+    return (this.dv ??= new DataView(this.b.buffer, this.b.byteOffset, this.b.byteLength));
   }
 
   private need(n: number): number {
