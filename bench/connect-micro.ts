@@ -3,7 +3,7 @@
 //
 //   bun bench/connect-micro.ts [--src DIR] [--clients 500] [--room 10] [--rate 1250]
 //       [--seconds 15] [--warmup 3] [--burst 1] [--format json|msgpack|mix] [--body-bytes 100]
-//       [--tick MS] [--direct] [--cpu-prof DIR]
+//       [--tick MS] [--direct | --bare] [--cpu-prof DIR]
 //
 // This process plays everything around connect: a fake LogicRPC server over real gRPC (auth,
 // presence, send: seq per room, acks), task's push sender (one ordered ConnectRPC batcher with
@@ -16,6 +16,8 @@
 // connect more than anything per message) no longer depends on timing, i.e. on the machine's load.
 // --direct: no gRPC at all; the fake logic runs inside the connect child and pushes go straight to
 // its hub, so only what connect itself does per frame and per event is measured.
+// --bare: instead of connect, bench/baseline-pubsub.ts (one bare Bun.serve with native pub/sub,
+// the ceiling in bench/messaging.ts) under the same clients and load, measured the same way.
 // Prints one JSON line: the child's CPU (utime+stime from /proc) per message sent and in all, the
 // RPCs per second, how many acks and deliveries arrived in the measured window, ack latency.
 import { parseArgs } from "node:util";
@@ -43,6 +45,7 @@ const { values: o } = parseArgs({
     "cpu-prof": { type: "string" },
     tick: { type: "string", default: "0" },
     direct: { type: "boolean", default: false },
+    bare: { type: "boolean", default: false },
   },
 });
 
@@ -164,10 +167,11 @@ async function main(): Promise<void> {
   const unimpl = async () => {
     throw new Error("not in this bench");
   };
-  const logic = o.direct
+  const logic = o.direct || o.bare
     ? undefined
     : await rpc.startServer(
-        (s: unknown) => rpc.addService(s, LogicService, { ...fake.impl, register: unimpl, login: unimpl, logout: unimpl, conversations: unimpl }, silentLogger),
+        // Every method of the tree's LogicService that connect does not use on this path (they differ between trees).
+        (s: unknown) => rpc.addService(s, LogicService, { ...Object.fromEntries((LogicService.methods as string[]).map((m) => [m, unimpl])), ...fake.impl }, silentLogger),
         "127.0.0.1",
         0,
       );
@@ -178,7 +182,8 @@ async function main(): Promise<void> {
   const args = ["--role", "connect", "--src", o.src!, "--tick", String(tickMs)];
   if (logic) args.push("--logic", `127.0.0.1:${logic.port}`);
   else args.push("--direct");
-  const child = Bun.spawn(["bun", import.meta.path, ...args], {
+  const cmd = o.bare ? [resolve(import.meta.dir, "baseline-pubsub.ts"), "0", "127.0.0.1"] : [import.meta.path, ...args];
+  const child = Bun.spawn(["bun", ...cmd], {
     stdout: "pipe",
     stderr: "inherit",
     env,
@@ -190,13 +195,15 @@ async function main(): Promise<void> {
     if (done) throw new Error("connect child exited");
     line += new TextDecoder().decode(value);
   }
-  const { wsUrl, rpcAddr } = JSON.parse(line.split("\n")[0]) as { wsUrl: string; rpcAddr: string };
-  const client: PushClient = rpc.makeClient(ConnectService, rpcAddr, 3000);
+  const first = line.split("\n")[0];
+  // The bare baseline prints its port; connect its URLs.
+  const { wsUrl, rpcAddr } = o.bare ? { wsUrl: `ws://127.0.0.1:${first.trim()}/ws`, rpcAddr: "" } : (JSON.parse(first) as { wsUrl: string; rpcAddr: string });
+  const client: PushClient | undefined = o.bare ? undefined : rpc.makeClient(ConnectService, rpcAddr, 3000);
   push = client;
   pushSender = new Batcher(
     async (items: PushEvent[][]) => {
       calls.push++;
-      await client.push({ events: items.length === 1 ? items[0] : items.flat() });
+      await client!.push({ events: items.length === 1 ? items[0] : items.flat() });
       return items.map(() => ({ ok: null }));
     },
     { concurrency: 1, maxBatch: 16, lingerMs: 1 },
@@ -227,7 +234,7 @@ async function main(): Promise<void> {
     } else if (op === "err") errors++;
   };
   for (let i = 0; i < clients; i++) {
-    const token = `t${i}`;
+    const token = o.bare ? `u${i + 1}` : `t${i}`;
     const binary = o.format === "msgpack" || (o.format === "mix" && i % 2 === 1);
     const ws = new WebSocket(`${wsUrl}?token=${token}${binary ? "&format=msgpack" : ""}`);
     ws.binaryType = "arraybuffer";
@@ -291,6 +298,7 @@ async function main(): Promise<void> {
       format: o.format,
       tick: tickMs,
       direct: o.direct,
+      bare: o.bare,
       seconds: Math.round(secs * 10) / 10,
       sentPerSec: Math.round(n.sent / secs),
       acksPerSec: Math.round(n.acks / secs),
@@ -309,7 +317,7 @@ async function main(): Promise<void> {
   await Bun.sleep(200);
   child.kill("SIGTERM");
   await child.exited;
-  push.close();
+  push?.close();
   logic?.server.forceShutdown();
   process.exit(0);
 }

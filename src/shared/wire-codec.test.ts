@@ -17,6 +17,20 @@ describe("decodeMsgpack", () => {
     expect(decodeMsgpack(hex("ca3fc00000"))).toBe(1.5);
   });
 
+  test("strings of every length class decode exactly (the ASCII path up to 32 bytes, the TextDecoder beyond)", () => {
+    const samples = ["", "a", "x".repeat(31), "y".repeat(32), "z".repeat(33), "\u007f", "é", "a".repeat(31) + "é", "€".repeat(10), "😀", "héllo ☃ 𝄞".repeat(5)];
+    for (const str of samples) expect(decodeMsgpack(pack({ [str]: str }))).toEqual({ [str]: str });
+    // Invalid UTF-8 inside a short string, anywhere, is still refused: a lone continuation byte,
+    // 0xff, an overlong NUL, a truncated sequence, an encoded surrogate.
+    const str8 = (bytes: string) => {
+      const n = bytes.length / 2;
+      return (n < 32 ? (0xa0 | n).toString(16) : `d9${n.toString(16).padStart(2, "0")}`) + bytes;
+    };
+    expect(decodeMsgpack(hex(str8("61".repeat(3))))).toBe("aaa");
+    for (const bad of ["80", "ff", "c080", "e282", "eda080"])
+      for (const at of [0, 5, 28, 40]) refused(hex(str8("61".repeat(at) + bad)));
+  });
+
   test("the issue's crashing ping (structured-clone 0x69/0x70 ext) is refused", () => {
     refused(hex("82a26f70a470696e67a3726566d6690000000091d67000000000"));
   });
@@ -62,5 +76,25 @@ describe("decodeJson", () => {
     expect(() => decodeJson("[".repeat(MAX_DEPTH + 1) + "]".repeat(MAX_DEPTH + 1))).toThrow(WireDecodeError);
     expect(() => decodeJson("[".repeat(20_000))).toThrow(WireDecodeError);
     expect(() => decodeJson("{")).toThrow(WireDecodeError);
+  });
+
+  test("the depth bound counts objects and arrays alike, in any field and at any position", () => {
+    // depth n: n nested containers, alternating object and array, the deep one after other fields
+    // (an empty container is a level too, so those siblings stop one level above the deepest).
+    const nest = (n: number): string => {
+      if (n === 0) return "1";
+      const empty = n >= 2;
+      return n % 2 ? `{"a":1,${empty ? '"b":[],' : ""}"z":${nest(n - 1)}}` : `[0,${empty ? "{}," : ""}${nest(n - 1)}]`;
+    };
+    expect(() => decodeJson(`[${"[".repeat(MAX_DEPTH - 1)}${"]".repeat(MAX_DEPTH - 1)},[]]`)).not.toThrow();
+    expect(() => decodeJson(`[1,${"[".repeat(MAX_DEPTH)}${"]".repeat(MAX_DEPTH)}]`)).toThrow(WireDecodeError);
+    expect(decodeJson(nest(MAX_DEPTH))).toBeObject();
+    expect(() => decodeJson(nest(MAX_DEPTH + 1))).toThrow(WireDecodeError);
+    const objects = (n: number): string => (n === 0 ? "null" : `{"k":${objects(n - 1)}}`);
+    expect(decodeJson(objects(MAX_DEPTH))).toBeObject();
+    expect(() => decodeJson(objects(MAX_DEPTH + 1))).toThrow(WireDecodeError);
+    // A "__proto__" key is an own key of the parsed object and is walked like any other.
+    expect(() => decodeJson(`{"__proto__":${objects(MAX_DEPTH)}}`)).toThrow(WireDecodeError);
+    expect(decodeJson(`{"__proto__":${objects(MAX_DEPTH - 1)}}`)).toBeObject();
   });
 });

@@ -47,19 +47,36 @@ export function decodeJson(text: string): unknown {
   return v;
 }
 
-/** True if v has arrays or objects nested more than `max` deep (a scalar is depth 0). */
+/**
+ * True if v has arrays or objects nested more than `max` deep (a scalar is depth 0). Walks
+ * without allocating (no Object.values per object): it runs on every JSON frame.
+ */
 function depthOver(v: unknown, max: number): boolean {
   if (typeof v !== "object" || v === null) return false;
   if (max <= 0) return true;
-  for (const x of Array.isArray(v) ? v : Object.values(v)) if (depthOver(x, max - 1)) return true;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (depthOver(v[i], max - 1)) return true;
+    return false;
+  }
+  // JSON.parse makes plain objects with only own data properties: for-in sees exactly those.
+  const o = v as Record<string, unknown>;
+  for (const k in o) if (depthOver(o[k], max - 1)) return true;
   return false;
 }
 
+/** Strings up to this many bytes are tried as ASCII before the TextDecoder (see Reader.str). */
+const SHORT_STRING = 32;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+
 class Reader {
   pos = 0;
-  private readonly view: DataView;
-  constructor(private readonly b: Uint8Array) {
-    this.view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  private dv?: DataView;
+  constructor(private readonly b: Uint8Array) {}
+
+  /** Made on first use: frames of fixed-size values and short strings never need it. */
+  private get view(): DataView {
+    return (this.dv ??= new DataView(this.b.buffer, this.b.byteOffset, this.b.byteLength));
   }
 
   private need(n: number): number {
@@ -69,18 +86,43 @@ class Reader {
     return at;
   }
 
-  private u8 = () => this.b[this.need(1)];
-  private u16 = () => this.view.getUint16(this.need(2));
-  private u32 = () => this.view.getUint32(this.need(4));
+  // Methods, not arrow-function fields: a Reader is made per frame, and fields would be three closures each time.
+  private u8(): number {
+    return this.b[this.need(1)];
+  }
+
+  private u16(): number {
+    return this.view.getUint16(this.need(2));
+  }
+
+  private u32(): number {
+    return this.view.getUint32(this.need(4));
+  }
 
   private int(big: bigint): number {
-    if (big > BigInt(Number.MAX_SAFE_INTEGER) || big < BigInt(Number.MIN_SAFE_INTEGER))
-      throw new WireDecodeError("integer outside ±(2^53-1)");
+    if (big > MAX_SAFE || big < MIN_SAFE) throw new WireDecodeError("integer outside ±(2^53-1)");
     return Number(big);
   }
 
   private str(n: number): string {
     const at = this.need(n);
+    const b = this.b;
+    // Short ASCII strings (every key, op, room, ref) are built here: bytes below 0x80 are valid
+    // UTF-8 as they are, and a TextDecoder call costs more than the loop. Anything else is decoded
+    // (and validated) by the TextDecoder.
+    if (n <= SHORT_STRING) {
+      let s = "";
+      for (let i = at; i < at + n; i++) {
+        const c = b[i];
+        if (c >= 0x80) return this.utf8(at, n);
+        s += String.fromCharCode(c);
+      }
+      return s;
+    }
+    return this.utf8(at, n);
+  }
+
+  private utf8(at: number, n: number): string {
     try {
       return utf8.decode(this.b.subarray(at, at + n));
     } catch {
