@@ -21,6 +21,10 @@ function parse(argv: string[]): { roles: RoleName[]; index: number } {
   return { roles: ORDER.filter((r) => names.includes(r)), index };
 }
 
+if (Bun.argv.slice(2).some((a) => a === "--help" || a === "-h")) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
 let args;
 try {
   args = parse(Bun.argv.slice(2));
