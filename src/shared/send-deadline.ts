@@ -32,12 +32,13 @@ export function sendFlush(send: SendFn, timeoutMs: number) {
     const out: Result<SendAck>[] = new Array(items.length);
     const dueAt = ats.map((at) => at + timeoutMs - SEND_ANSWER_MARGIN_MS);
     let todo = items.map((_, i) => i);
-    let last = late();
+    // The last transport error, or (made only when needed) the deadline's own UNAVAILABLE.
+    let last: AppError | undefined;
     for (let attempt = 0; ; attempt++) {
       const now = Date.now();
       const expired = todo.filter((i) => dueAt[i] - now < MIN_BUDGET_MS);
       if (expired.length) {
-        const err = last.toJSON();
+        const err = (last ?? late()).toJSON();
         for (const i of expired) out[i] = { err };
         todo = todo.filter((i) => dueAt[i] - now >= MIN_BUDGET_MS);
       }
@@ -82,11 +83,11 @@ export function sendBatcher(send: SendFn, timeoutMs: number, opts: { concurrency
  */
 export async function answerInTime<T>(p: Promise<T>, startedAt: number, timeoutMs: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new AppError("UNAVAILABLE", "no answer from the message store in time")), Math.max(0, startedAt + timeoutMs - SEND_ANSWER_MARGIN_MS - Date.now()));
+  const deadline = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(late()), Math.max(0, startedAt + timeoutMs - SEND_ANSWER_MARGIN_MS - Date.now()));
   });
   try {
-    return await Promise.race([p, late]);
+    return await Promise.race([p, deadline]);
   } finally {
     clearTimeout(timer);
   }
