@@ -59,7 +59,10 @@ export class Conversations {
     };
     let hashes = await read();
     // Read the epoch again once: the cached one may predate a promotion on this same connection.
-    if (hashes.some((h) => h[2] !== epoch) && (await fence.checked(hashes.find((h) => h[2] !== epoch)![2]))) epoch = await fence.epoch();
+    if (hashes.some((h) => h[2] !== epoch)) {
+      fence.forget();
+      epoch = await fence.epoch();
+    }
     const stale = list.filter((_, i) => hashes[i][2] !== epoch);
     if (stale.length) {
       await fence.seed(stale).then(
