@@ -13,8 +13,6 @@ import type { Logger } from "../shared/log.ts";
 import { entryFields } from "../shared/stream.ts";
 import { AckBuffer, HookedAcks, type AckHook } from "./acks.ts";
 
-export { AckBuffer };
-
 export interface StreamEntry {
   id: string;
   /** Field d: the packed StreamEvent. */
@@ -22,8 +20,6 @@ export interface StreamEntry {
   /** Field n: seq for messages, onlineCount for presence events. */
   n: number;
 }
-
-export type { AckHook };
 
 /** Handles a batch in stream order; throws to leave the whole batch pending for a retry. */
 export type BatchHandler = (entries: StreamEntry[], signal: AbortSignal) => Promise<AckHook | void>;

@@ -23,7 +23,8 @@ import type { Keys } from "../shared/keys.ts";
 import type { Logger } from "../shared/log.ts";
 import { parseConv } from "../shared/protocol.ts";
 import { parseEvent, type StreamEvent } from "../shared/stream.ts";
-import type { AckHook, StreamEntry } from "./consumer.ts";
+import type { AckHook } from "./acks.ts";
+import type { StreamEntry } from "./consumer.ts";
 import type { TaskMetrics } from "./metrics.ts";
 import { PersistWriter, type MessageRow } from "./persist-writer.ts";
 
