@@ -56,7 +56,9 @@ const path = fc.oneof(
   segment.map((s) => `/api/conversations/${s}/read`),
 );
 const anyJson = fc.oneof(fc.jsonValue({ maxDepth: 4 }), fc.string({ unit: "binary", maxLength: 30 }));
-const fieldValue = fc.oneof(fc.string({ maxLength: 20 }), fc.string({ unit: "binary", maxLength: 10 }), fc.integer(), fc.boolean(), fc.constant(null), anyJson);
+/** Objects whose keys shadow Object.prototype's: `${value}` or String(value) throws on the first two (seed 754618636). */
+const protoKeys = fc.constantFrom<unknown>({ toString: true }, { valueOf: 1, toString: null }, { constructor: "x" }, JSON.parse('{"__proto__":{"body":"x"}}'));
+const fieldValue = fc.oneof(fc.string({ maxLength: 20 }), fc.string({ unit: "binary", maxLength: 10 }), fc.integer(), fc.boolean(), fc.constant(null), anyJson, protoKeys);
 const objectBody = fc
   .record(
     { body: fc.oneof({ weight: 3, arbitrary: fc.constantFrom("hello", "", "x".repeat(4001), "😀") }, { weight: 2, arbitrary: fieldValue }), clientMsgId: fieldValue, userName: fc.oneof(fc.constantFrom("fuzzuser"), fieldValue), password: fieldValue, seq: fieldValue },

@@ -61,6 +61,22 @@ describe("bodies (v1.1)", () => {
       expect(res.status).toBe(400);
     }
   });
+  test("a field holding an object that cannot be turned into text ({toString: true}) is 400, not 500", async () => {
+    // Found by fuzz-http (seed 754618636): Elysia's validation message interpolated the value.
+    const u = await registerUser(base);
+    const odd = { toString: true, valueOf: 1 };
+    const cases: [string, string | undefined, unknown][] = [
+      [`/api/rooms/${uniqueName("r")}/messages`, u.token, { body: odd }],
+      [`/api/users/${u.userId}/messages`, u.token, { body: "hi", clientMsgId: odd }],
+      ["/api/users", undefined, { userName: odd, password: "correct-horse-1" }],
+      ["/api/sessions", undefined, { userName: u.userName, password: odd }],
+    ];
+    for (const [path, token, body] of cases) {
+      const res = await raw(path, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) } });
+      expect(res.status).toBe(400);
+      expect(await code(res)).toBe("BAD_REQUEST");
+    }
+  });
 });
 
 describe("text (v1.1)", () => {

@@ -13,7 +13,7 @@ import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
 import { answerInTime, sendBatcher } from "../shared/send-deadline.ts";
 import type { LogicApi, Session } from "../../proto/logic.ts";
-import { checkUrl, intQuery, json, pathSegment, readBody } from "./request.ts";
+import { BodyString, checkUrl, intQuery, json, pathSegment, readBody } from "./request.ts";
 import { clientAddressResolver } from "./client-addr.ts";
 import { chatRoutes } from "./chat-routes.ts";
 import { withOpenApi } from "./openapi.ts";
@@ -41,8 +41,8 @@ const fail = (code: ErrorCode, message: string) => errorResponse(new AppError(co
 /** Register/login wait in logic's hashing pool (at most ~3 s, then 429) before a hash of up to seconds under load. */
 const AUTH_CALL = { deadlineMs: 10_000 };
 
-const Credentials = t.Object({ userName: t.String(), password: t.String() });
-const SendBody = t.Object({ body: t.String(), clientMsgId: t.Optional(t.String()) });
+const Credentials = t.Object({ userName: BodyString(), password: BodyString() });
+const SendBody = t.Object({ body: BodyString(), clientMsgId: t.Optional(BodyString()) });
 const SEND_ERRORS: ErrorCode[] = ["BAD_REQUEST", "PAYLOAD_TOO_LARGE", "RATE_LIMITED", "UNAVAILABLE"];
 
 export function createApiApp(deps: ApiDeps) {

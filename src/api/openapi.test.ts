@@ -43,7 +43,11 @@ test("/api/openapi.json is an OpenAPI 3 document with every contract endpoint", 
     required: ["seq"],
     properties: { seq: { type: "number", minimum: 0, multipleOf: 1 } },
   });
-  expect(doc.paths["/api/users"].post.requestBody.content["application/json"].schema.required).toEqual(["userName", "password"]);
+  expect(doc.paths["/api/users"].post.requestBody.content["application/json"].schema).toEqual({
+    type: "object",
+    required: ["userName", "password"],
+    properties: { userName: { type: "string" }, password: { type: "string" } },
+  });
   expect(doc.paths["/api/users"].get.parameters).toContainEqual(expect.objectContaining({ name: "name", in: "query", required: true }));
   expect(doc.paths["/api/rooms/{roomId}/messages"].post.parameters).toContainEqual(expect.objectContaining({ name: "roomId", in: "path" }));
 });

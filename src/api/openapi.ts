@@ -5,11 +5,13 @@
 // One fix-up: the plugin leaves a request body's content empty when the route has a parse hook
 // that is a function (app.ts has one, for bodies without a content-length); every body of this
 // API is JSON (CONTRACT.md), so such a body is documented as application/json with the route's
-// own body schema.
+// own body schema, without the "error" messages of request.ts BodyString (not an OpenAPI keyword).
 import { toOpenAPISchema } from "@elysiajs/openapi";
 import type { AnyElysia } from "elysia";
 
 export const OPENAPI_PATH = "/api/openapi.json";
+
+const withoutErrorKeyword = (key: string, value: unknown) => (key === "error" && typeof value === "string" ? undefined : value);
 
 type Operation = { requestBody?: { content?: Record<string, unknown> } };
 
@@ -23,7 +25,7 @@ export function openApiDocument(app: AnyElysia): object {
     const body = (r.hooks as { body?: unknown } | undefined)?.body;
     const op = paths[r.path.replace(/:(\w+)/g, "{$1}")]?.[r.method.toLowerCase()];
     if (body && typeof body === "object" && op?.requestBody && !Object.keys(op.requestBody.content ?? {}).length)
-      op.requestBody.content = { "application/json": { schema: JSON.parse(JSON.stringify(body)) } };
+      op.requestBody.content = { "application/json": { schema: JSON.parse(JSON.stringify(body, withoutErrorKeyword)) } };
   }
   return {
     openapi: "3.0.3",

@@ -2,6 +2,7 @@
 // JSON bodies only, read only by endpoints that take one; URLs percent-decoded exactly once and
 // refused if the encoding is not valid UTF-8; integer query parameters plain decimal digits, each
 // given at most once; every client string valid Unicode (src/shared/text.ts).
+import { t } from "elysia";
 import { AppError, badRequest } from "../shared/errors.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import { illFormedMessage, illFormedPath } from "../shared/text.ts";
@@ -9,6 +10,15 @@ import { illFormedMessage, illFormedPath } from "../shared/text.ts";
 /** A JSON response with status; null is an empty body (204) without a content type. */
 export const json = (status: number, body: unknown) =>
   new Response(body === null ? null : JSON.stringify(body), { status, headers: body === null ? {} : { "content-type": "application/json" } });
+
+/**
+ * A string field of a request body's schema. Elysia 1.4's default validation message interpolates
+ * the value it found (`${value}`), which throws a TypeError for an object whose toString or
+ * valueOf is not a function (`{"body":{"toString":true}}`): that escaped as a 500. A custom error
+ * skips that message (app.ts answers every VALIDATION failure with the same 400 anyway).
+ * openapi.ts leaves the "error" keyword out of the document (OpenAPI has no such keyword).
+ */
+export const BodyString = (options: { description?: string } = {}) => t.String({ ...options, error: "expected a string" });
 
 /** Methods whose endpoints take a request body; on any other method a body is never read. */
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
