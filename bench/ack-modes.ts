@@ -14,7 +14,7 @@
 //   bun bench/ack-modes.ts [--rates 2000,5000,10000,20000] [--seconds 5] [--tick-ms 5]
 //
 // The redis-servers run on free ports in a temporary folder and are stopped by pid at the end.
-import Redis from "ioredis";
+import Redis, { type RedisOptions } from "ioredis";
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -62,7 +62,15 @@ async function redisServer(name: string, fsync: "always" | "everysec", extra: st
   }
   return port;
 }
+/** Every Redis client made here: closed before their servers stop (else they log ECONNREFUSED while reconnecting). */
+const clients: Redis[] = [];
+const client = (port: number, opts: RedisOptions = {}) => {
+  const r = new Redis(port, opts);
+  clients.push(r);
+  return r;
+};
 const cleanup = async () => {
+  for (const c of clients) c.disconnect();
   await Promise.all(children.map((c) => c.stop(5000)));
   rmSync(dir, { recursive: true, force: true });
 };
@@ -78,15 +86,15 @@ interface Setup {
 
 async function setup(mode: Mode, worker: number): Promise<Setup> {
   const primary = await redisServer(mode, mode === "fsync" ? "always" : "everysec");
-  const cpuPorts = [new Redis(primary)];
+  const cpuPorts = [client(primary)];
   if (mode === "replica") {
     const replica = await redisServer("replica", "everysec", ["--replicaof", "127.0.0.1", String(primary)]);
-    const r = new Redis(replica);
+    const r = client(replica);
     while (!(await r.info("replication")).includes("master_link_status:up")) await Bun.sleep(50);
     cpuPorts.push(r);
   }
   const config = { redisPrefix: "bench:", streamPartitions: 8, rateLimitPerSec: 1_000_000, rateLimitBurst: 1_000_000, sendTimeoutMs: 5000, ackMode: mode } as Config;
-  const redis = defineScripts(new Redis(primary, { enableAutoPipelining: true, ...noLateWrites(config.sendTimeoutMs) }));
+  const redis = defineScripts(client(primary, { enableAutoPipelining: true, ...noLateWrites(config.sendTimeoutMs) }));
   const snowflake = new Snowflake(worker);
   const messages = new Messages({ db: noRows, redis, keys: redisKeys("bench:"), config, accounts: benchAccounts, ids: () => snowflake });
   return { mode, messages, cpuPorts };

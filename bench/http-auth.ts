@@ -5,7 +5,7 @@
 // Usage: bun bench/http-auth.ts [--seconds 10] [--connections 50] [--login-connections 4]
 import autocannon from "autocannon";
 import { parseArgs } from "node:util";
-import { freeBasePort, report, startCluster, spawnBaseline } from "./lib.ts";
+import { report, withBaselineAndCluster } from "./lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -38,31 +38,14 @@ const s = Bun.serve({ port: 0, fetch(req) {
   return u ? Response.json(u) : Response.json({ error: { code: "UNAUTHENTICATED", message: "no" } }, { status: 401 });
 } });
 console.log(s.port);`;
-const baseline = await spawnBaseline(baselineSrc);
-const { port } = baseline;
-let cluster: Awaited<ReturnType<typeof startCluster>> | undefined;
-const stopAll = async () => {
-  await cluster?.stop();
-  await baseline.stop();
-};
-for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stopAll().finally(() => process.exit(130)));
-try {
-  cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"]);
-  const api = cluster.api[0];
-  const reg = await fetch(`${api}/api/users`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ userName: `bench${Date.now().toString(36)}`, password: "bench-password" }),
-  }).then((r) => r.json() as Promise<{ token: string; userName: string }>);
-  const base = await run("baseline bare Bun.serve GET /me", { url: `http://127.0.0.1:${port}/me`, headers: { authorization: "Bearer t0k3n" } });
-  const me = await run("bunchat GET /api/me", { url: `${api}/api/me`, headers: { authorization: `Bearer ${reg.token}` } });
+await withBaselineAndCluster(baselineSrc, {}, async ({ baseline, api, user }) => {
+  const base = await run("baseline bare Bun.serve GET /me", { url: `http://127.0.0.1:${baseline.port}/me`, headers: { authorization: "Bearer t0k3n" } });
+  const me = await run("bunchat GET /api/me", { url: `${api}/api/me`, headers: { authorization: `Bearer ${user.token}` } });
   report({ step: "ratio me/baseline", ratio: Math.round((me.requests.average / base.requests.average) * 100) / 100 });
   await run("bunchat POST /api/sessions (argon2id verify)", {
     url: `${api}/api/sessions`,
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ userName: reg.userName, password: "bench-password" }),
+    body: JSON.stringify({ userName: user.userName, password: "bench-password" }),
   }, Number(values["login-connections"]));
-} finally {
-  await stopAll();
-}
+});

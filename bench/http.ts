@@ -7,7 +7,7 @@
 // Usage: bun bench/http.ts [--seconds 10] [--connections 50] [--body-bytes 64]
 import autocannon from "autocannon";
 import { parseArgs } from "node:util";
-import { cpuBetween, freeBasePort, loadavg, processTree, report, sampleCpu, startCluster, spawnBaseline } from "./lib.ts";
+import { cpuBetween, loadavg, processTree, report, sampleCpu, withBaselineAndCluster } from "./lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -76,32 +76,16 @@ const s = Bun.serve({ port: 0, hostname: "127.0.0.1", async fetch(req) {
 } });
 console.log(s.port);`;
 
-const baseline = await spawnBaseline(baselineSrc);
-const { port } = baseline;
-let cluster: Awaited<ReturnType<typeof startCluster>> | undefined;
-const stopAll = async () => {
-  await cluster?.stop();
-  await baseline.stop();
-};
-for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stopAll().finally(() => process.exit(130)));
-try {
-  const env = { IM_RATE_LIMIT: "1000000", IM_RATE_BURST: "1000000" };
-  cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], env);
-  const api = cluster.api[0];
-  const reg = await fetch(`${api}/api/users`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ userName: `bench${Date.now().toString(36)}`, password: "bench-password" }),
-  }).then((r) => r.json() as Promise<{ token: string }>);
+await withBaselineAndCluster(baselineSrc, { IM_RATE_LIMIT: "1000000", IM_RATE_BURST: "1000000" }, async ({ baseline, cluster, api, user }) => {
   const bearer = (t: string) => ({ authorization: `Bearer ${t}`, "content-type": "application/json" });
   const post = (base: string, t: string): autocannon.Options => ({ url: `${base}/api/rooms/bench/messages`, method: "POST", headers: bearer(t), body });
   const me = (base: string, t: string): autocannon.Options => ({ url: `${base}/api/me`, headers: bearer(t) });
-  const b = `http://127.0.0.1:${port}`;
+  const b = `http://127.0.0.1:${baseline.port}`;
   const rows = [
     await run("baseline GET /api/me", me(b, "t0k3n"), [baseline.pid]),
-    await run("bunchat GET /api/me", me(api, reg.token), [cluster.pid]),
+    await run("bunchat GET /api/me", me(api, user.token), [cluster.pid]),
     await run("baseline POST /api/rooms/{roomId}/messages", post(b, "t0k3n"), [baseline.pid]),
-    await run("bunchat POST /api/rooms/{roomId}/messages", post(api, reg.token), [cluster.pid]),
+    await run("bunchat POST /api/rooms/{roomId}/messages", post(api, user.token), [cluster.pid]),
   ];
   const ratio = (i: number, j: number) => Math.round((rows[i].rps / rows[j].rps) * 100) / 100;
   report({ event: "summary", ratio: { me: ratio(1, 0), post: ratio(3, 2) }, target: "≥ 0.5 each", loadavg: loadavg() });
@@ -115,6 +99,4 @@ try {
       "",
     ].join("\n"),
   );
-} finally {
-  await stopAll();
-}
+});

@@ -285,3 +285,40 @@ export async function spawnBaseline(src: string): Promise<{ pid: number; port: n
   }
   return { pid: proc.pid, port, stop };
 }
+
+/** What withBaselineAndCluster hands its body. */
+export interface HttpBenchSetup {
+  baseline: { pid: number; port: number };
+  cluster: RunningCluster;
+  /** The cluster's api URL. */
+  api: string;
+  /** A user registered on the cluster for this run (password "bench-password"). */
+  user: { token: string; userName: string };
+}
+
+/**
+ * The HTTP benches' frame: a bare Bun.serve baseline (spawnBaseline(baselineSrc)) and a
+ * `bun run cluster` of one instance per role (env: extra IM_* settings) with one registered user;
+ * runs body, then stops both, also on error and on SIGINT/SIGTERM.
+ */
+export async function withBaselineAndCluster<T>(baselineSrc: string, env: Record<string, string>, body: (s: HttpBenchSetup) => Promise<T>): Promise<T> {
+  const baseline = await spawnBaseline(baselineSrc);
+  let cluster: RunningCluster | undefined;
+  const stopAll = async () => {
+    await cluster?.stop();
+    await baseline.stop();
+  };
+  for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stopAll().finally(() => process.exit(130)));
+  try {
+    cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], env);
+    const api = cluster.api[0];
+    const user = await fetch(`${api}/api/users`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ userName: `bench${Date.now().toString(36)}`, password: "bench-password" }),
+    }).then((r) => r.json() as Promise<{ token: string; userName: string }>);
+    return await body({ baseline, cluster, api, user });
+  } finally {
+    await stopAll();
+  }
+}

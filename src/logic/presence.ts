@@ -80,13 +80,11 @@ export class Presence {
         case "join": {
           if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");
           const conv = roomConv(op.room);
-          // Sent with the join, not awaited before it: the ops' commands stay in order.
-          const ep = redis.hget(keys.conv(conv), "ep").catch(() => null);
-          const [onlineCount, seq] = await redis.imJoin(
+          const [onlineCount, seq, ep] = await redis.imJoin(
             [keys.roomMembers(op.room), keys.roomInstances(op.room), holdings, this.streamOf(op.room), keys.conv(conv), keys.userConvs(uid), keys.instances],
             [op.inst, uid, roomField(op.room, uid, op.conn), encodeEvent({ t: "p", room: op.room, event: "join", user }), conv, encodeEvent({ t: "r", room: op.room })],
           );
-          return { ok: { conv, onlineCount, lastSeq: await this.fencedSeq(conv, seq, await ep) } };
+          return { ok: { conv, onlineCount, lastSeq: await this.fencedSeq(conv, seq, ep) } };
         }
         case "leave":
           if (!ROOM_ID_RE.test(op.room)) throw badRequest("invalid room");

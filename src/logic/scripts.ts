@@ -227,14 +227,19 @@ const headerSize = (len: number) => (len < 32 ? 1 : len < 0x100 ? 2 : len < 0x10
  * A connection joins a room. KEYS: room members, room instances, instance holdings, stream, conv, user convs, instances.
  * ARGV: instance id, user id, holding field (one per connection and room), packed presence(join) event, conv,
  * packed route(room) event.
- * Returns {onlineCount, lastSeq}; appends a presence event when this is the user's first connection
+ * Returns {onlineCount, lastSeq, ep} (ep: the seq fence's epoch on the conv hash, nil if unset); appends a presence event when this is the user's first connection
  * in the room, and before it a route event when the instance did not hold the room yet (task caches
  * room routes and drops its entry when it reads one: the stream orders it before every later
  * message). Idempotent: a repeated join of the same connection changes nothing.
  */
 const JOIN = `
+local function counter()
+  local v = redis.call('HMGET', KEYS[5], 'seq', 'ep')
+  return tonumber(v[1]) or 0, v[2]
+end
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
-  return {redis.call('HLEN', KEYS[1]), tonumber(redis.call('HGET', KEYS[5], 'seq')) or 0}
+  local seq, ep = counter()
+  return {redis.call('HLEN', KEYS[1]), seq, ep}
 end
 local c = redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 1 then redis.call('XADD', KEYS[4], '*', 'n', 0, 'd', ARGV[6]) end
@@ -243,7 +248,8 @@ redis.call('SADD', KEYS[7], ARGV[1])
 local n = redis.call('HLEN', KEYS[1])
 if c == 1 then redis.call('XADD', KEYS[4], '*', 'n', n, 'd', ARGV[4]) end
 redis.call('SADD', KEYS[6], ARGV[5])
-return {n, tonumber(redis.call('HGET', KEYS[5], 'seq')) or 0}
+local seq, ep = counter()
+return {n, seq, ep}
 `;
 
 /**
@@ -310,7 +316,7 @@ export interface Scripts {
   imSeedConvs(...argv: (string | number)[]): Promise<number>;
   /** EPOCH: the "ep" a counter checked by this Redis server in its current role carries. */
   imEpoch(): Promise<string>;
-  imJoin(keys: string[], argv: (string | number | Buffer)[]): Promise<[number, number]>;
+  imJoin(keys: string[], argv: (string | number | Buffer)[]): Promise<[number, number, string | null]>;
   imLeave(keys: string[], argv: (string | number | Buffer)[]): Promise<number>;
   imConnect(keys: string[], argv: (string | number)[]): Promise<number>;
   imDisconnect(keys: string[], argv: (string | number)[]): Promise<number>;

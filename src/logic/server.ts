@@ -115,7 +115,6 @@ export class LogicServer {
   private buildApi(): LogicApi {
     const { config } = this.deps;
     const keys = redisKeys(config.redisPrefix);
-    const calls = new Counter({ name: "bunchat_logic_rpc_calls_total", help: "LogicRPC calls by method", labelNames: ["method"], registers: [this.registry] });
     const batch = new Histogram({ name: "bunchat_logic_batch_items", help: "Items per batched call", labelNames: ["method"], buckets: [1, 2, 5, 10, 25, 50, 100, 250, 500], registers: [this.registry] });
     const accepted = new Counter({ name: "bunchat_logic_messages_accepted_total", help: "Messages accepted", registers: [this.registry] });
     const sendTimeouts = new Counter({ name: "bunchat_logic_send_timeouts_total", help: "Sends answered UNAVAILABLE because the stores did not answer within the send budget", registers: [this.registry] });
@@ -225,7 +224,6 @@ export class LogicServer {
     for (const m of Object.keys(impl)) {
       const fn = impl[m];
       impl[m] = async (req) => {
-        calls.inc({ method: m });
         try {
           return await fn(req);
         } catch (e) {
