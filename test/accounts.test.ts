@@ -114,7 +114,7 @@ describe("validation and malformed bodies", () => {
 
   test("boundary lengths are accepted (3/32-char names, 8/128-char passwords)", async () => {
     // A 3-char name may already exist from an earlier run: 409 also proves it passed validation.
-    const short = await http(base, "POST", "/api/users", { body: { userName: Math.random().toString(36).slice(2, 5), password: "12345678" } });
+    const short = await http(base, "POST", "/api/users", { body: { userName: Math.random().toString(36).slice(2).padEnd(3, "a").slice(0, 3), password: "12345678" } });
     expect([201, 409]).toContain(short.status);
     const long = await http(base, "POST", "/api/users", { body: { userName: uniqueName("c").padEnd(32, "x"), password: "p".repeat(128) } });
     expect(long.status).toBe(201);
