@@ -166,6 +166,7 @@ export interface CpuSample {
   ticks: Map<number, number>;
 }
 
+/** CPU ticks of each process so far. */
 export function sampleCpu(pids: Iterable<number>): CpuSample {
   const ticks = new Map<number, number>();
   for (const pid of pids) {
@@ -173,6 +174,53 @@ export function sampleCpu(pids: Iterable<number>): CpuSample {
     if (st) ticks.set(pid, st.ticks);
   }
   return { at: performance.now(), ticks };
+}
+
+export interface ThreadSample {
+  at: number;
+  /** pid → (tid → CPU ticks so far) of the threads with the sampled name */
+  ticks: Map<number, Map<number, number>>;
+}
+
+/** CPU ticks so far of each process's threads named `thread` (e.g. "JITWorker", JavaScriptCore's compiler threads in Bun), from /proc/<pid>/task. */
+export function sampleThreads(pids: Iterable<number>, thread: string): ThreadSample {
+  const ticks = new Map<number, Map<number, number>>();
+  for (const pid of pids) {
+    const mine = new Map<number, number>();
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        if (readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim() !== thread) continue;
+        const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+        const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+        mine.set(Number(tid), Number(f[11]) + Number(f[12]));
+      }
+    } catch {
+      // the process or thread is gone meanwhile
+    }
+    if (mine.size) ticks.set(pid, mine);
+  }
+  return { at: performance.now(), ticks };
+}
+
+/**
+ * What cpuBetween gives, for the sampled threads: per process, the CPU of the threads present in
+ * both samples (a pool's threads come and go; one that ended in between is not counted).
+ */
+export function threadCpuBetween(a: ThreadSample, b: ThreadSample, labels: Map<number, string>): Record<string, number[]> {
+  const sum = (x: ThreadSample, y: ThreadSample) => {
+    const m = new Map<number, number>();
+    for (const [pid, threads] of y.ticks) {
+      let d = 0;
+      for (const [tid, t] of threads) {
+        const before = x.ticks.get(pid)?.get(tid);
+        if (before !== undefined) d += t - before;
+      }
+      m.set(pid, d);
+    }
+    return m;
+  };
+  const deltas = sum(a, b);
+  return cpuBetween({ at: a.at, ticks: new Map([...deltas.keys()].map((p) => [p, 0])) }, { at: b.at, ticks: deltas }, labels);
 }
 
 /**

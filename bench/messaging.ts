@@ -12,11 +12,11 @@
 // box's load average, and (bunchat) the persist group's rows/s. A human line per step and a
 // summary table at the end go to stderr.
 // Usage: bun bench/messaging.ts [--clients 1000] [--room-size 10] [--senders 100]
-//        [--rates 1000,2500,5000,7500,10000] [--seconds 10]
+//        [--rates 1000,2500,5000,7500,10000] [--seconds 10] [--warmup-rate 1000] [--warmup-seconds 60]
 //        [--target all|both|baseline,bunchat,socketio] [--cpu-prof DIR]   (see `options` below)
 import { parseArgs } from "node:util";
 import { availableParallelism } from "node:os";
-import { cpuBetween, loadavg, machineBusyPct, processTree, redisCommandStats, redisPerMessage, report, sampleCpu, sampleMachine, summary } from "./lib.ts";
+import { cpuBetween, loadavg, machineBusyPct, processTree, redisCommandStats, redisPerMessage, report, sampleCpu, sampleMachine, sampleThreads, summary, threadCpuBetween } from "./lib.ts";
 import { type Cleanups, startBaseline, startBunchat, startSocketIo, type Target } from "./messaging-targets.ts";
 import { LoadGen, type Step } from "./ws-load.ts";
 
@@ -30,7 +30,11 @@ const { values: o } = parseArgs({
     rates: { type: "string", default: "1000,2500,5000,7500,10000" },
     seconds: { type: "string", default: "10" },
     "warmup-rate": { type: "string", default: "1000" },
-    "warmup-seconds": { type: "string", default: "5" },
+    /**
+     * 60: JavaScriptCore's compiler threads stay busy for 40-60 s at 1,000 msgs/s (up to 13 % of a
+     * core per role); a shorter warm-up charges start-up compilation to the first steps (jitCpuPct)
+     */
+    "warmup-seconds": { type: "string", default: "60" },
     /** upper bound on the wait for late replies and deliveries after each step */
     drain: { type: "string", default: "3" },
     "body-bytes": { type: "string", default: "64" },
@@ -117,12 +121,14 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     const rowsAt0 = performance.now();
     const redis0 = t.redisPort ? await redisCommandStats(t.redisPort) : undefined;
     const cpu0 = sampleCpu(labels.keys());
+    const jit0 = sampleThreads(labels.keys(), "JITWorker");
     const self0 = process.cpuUsage();
     const m0 = sampleMachine();
     const startedAt = Date.now();
     const st = await gen.pace(++stepNo, rate, seconds);
     steps.push(st);
     const cpu1 = sampleCpu(labels.keys());
+    const jit1 = sampleThreads(labels.keys(), "JITWorker");
     const self1 = process.cpuUsage(self0);
     const m1 = sampleMachine();
     const endedAt = Date.now();
@@ -162,6 +168,8 @@ async function runLoad(t: Target): Promise<StepResult[]> {
       ...(persisted === undefined ? {} : { persistedRows: persisted, persistedRowsPerSec: Math.round(persisted / rowsSecs) }),
       generatorLagMs: (({ p99, max }) => ({ p99, max }))(summary(st.sendLag)),
       cpuPct: { ...cpuPct, bench: [benchPct] },
+      // the part of cpuPct spent by JavaScriptCore's compiler threads (Bun processes): start-up, not steady state
+      jitCpuPct: threadCpuBetween(jit0, jit1, labels),
       // CPU µs per accepted message of each process label, its instances summed (from cpuPct)
       cpuUsPerMsg,
       // Redis commands per accepted message during the sending window: calls and server µs (INFO commandstats)
@@ -201,10 +209,11 @@ function progress(r: Record<string, any>) {
   const l = r.latencyMs;
   const cpu = Object.entries(r.cpuPct as Record<string, number[]>).map(([k, v]) => `${k} ${v.join("+")}`).join(", ");
   const errs = Object.entries(r.errors).map(([k, v]) => `${k} ${v}`).join(", ");
+  const jit = Object.entries((r.jitCpuPct ?? {}) as Record<string, number[]>).map(([k, v]) => `${k} ${v.join("+")}`).join(", ");
   process.stderr.write(
     `[${new Date().toISOString().slice(11, 19)}] ${r.target} step ${r.step} @ ${r.targetRate}/s: accepted ${r.acceptedPerSec}/s, ` +
       `${r.deliveriesPerSec} deliveries/s, p50 ${l.p50} p90 ${l.p90} p99 ${l.p99} p99.9 ${l.p999} ms, lost ${r.lost}` +
-      `${errs ? `, errors: ${errs}` : ""}; CPU % ${cpu}; load ${r.loadavg.join(" ")}\n`,
+      `${errs ? `, errors: ${errs}` : ""}; CPU % ${cpu}${jit ? ` (of it JIT compiler threads: ${jit})` : ""}; load ${r.loadavg.join(" ")}\n`,
   );
 }
 
