@@ -31,6 +31,9 @@ function socket(url: string, states: SocketState[]) {
   });
 }
 
+/** The second open as the client saw it (the server counts a connection before the client's open event). */
+const reopened = (states: SocketState[]) => states.filter((x) => x === "open").length >= 2;
+
 const until = async (cond: () => boolean, ms = 5_000) => {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -44,7 +47,7 @@ test("a connection whose pings go unanswered is dropped and opened again", async
   const states: SocketState[] = [];
   const s = socket(srv.url, states);
   s.start();
-  await until(() => srv.count() >= 2);
+  await until(() => srv.count() >= 2 && reopened(states));
   s.stop();
   expect(states.slice(0, 3)).toEqual(["open", "reconnecting", "open"]);
 });
@@ -64,7 +67,7 @@ test("4401 ends in signedOut and is not retried; 1012 is", async () => {
   const states2: SocketState[] = [];
   const s2 = socket(restarting.url, states2);
   s2.start();
-  await until(() => restarting.count() >= 2);
+  await until(() => restarting.count() >= 2 && reopened(states2));
   s2.stop();
   expect(states2.slice(0, 3)).toEqual(["open", "reconnecting", "open"]);
 });
