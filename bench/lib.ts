@@ -114,12 +114,19 @@ interface ProcStat {
   ticks: number;
 }
 
+/** The fields of a /proc/…/stat file after comm (state first): comm may hold spaces and parentheses. */
+function statFields(path: string): string[] {
+  const s = readFileSync(path, "utf8");
+  return s.slice(s.lastIndexOf(")") + 2).split(" ");
+}
+
+/** utime + stime (clock ticks) from statFields. */
+const ticksOf = (f: string[]) => Number(f[11]) + Number(f[12]);
+
 function readStat(pid: number): ProcStat | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // comm may hold spaces and parentheses: fields start after the last ')'.
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return { pid, ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+    const f = statFields(`/proc/${pid}/stat`);
+    return { pid, ppid: Number(f[1]), ticks: ticksOf(f) };
   } catch {
     return undefined; // gone meanwhile
   }
@@ -190,9 +197,7 @@ export function sampleThreads(pids: Iterable<number>, thread: string): ThreadSam
     try {
       for (const tid of readdirSync(`/proc/${pid}/task`)) {
         if (readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim() !== thread) continue;
-        const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
-        const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-        mine.set(Number(tid), Number(f[11]) + Number(f[12]));
+        mine.set(Number(tid), ticksOf(statFields(`/proc/${pid}/task/${tid}/stat`)));
       }
     } catch {
       // the process or thread is gone meanwhile
@@ -207,20 +212,14 @@ export function sampleThreads(pids: Iterable<number>, thread: string): ThreadSam
  * both samples (a pool's threads come and go; one that ended in between is not counted).
  */
 export function threadCpuBetween(a: ThreadSample, b: ThreadSample, labels: Map<number, string>): Record<string, number[]> {
-  const sum = (x: ThreadSample, y: ThreadSample) => {
-    const m = new Map<number, number>();
-    for (const [pid, threads] of y.ticks) {
-      let d = 0;
-      for (const [tid, t] of threads) {
-        const before = x.ticks.get(pid)?.get(tid);
-        if (before !== undefined) d += t - before;
-      }
-      m.set(pid, d);
-    }
-    return m;
-  };
-  const deltas = sum(a, b);
-  return cpuBetween({ at: a.at, ticks: new Map([...deltas.keys()].map((p) => [p, 0])) }, { at: b.at, ticks: deltas }, labels);
+  const used = new Map<number, number>();
+  for (const [pid, threads] of b.ticks) {
+    let d = 0;
+    for (const [tid, t] of threads) d += t - (a.ticks.get(pid)?.get(tid) ?? t);
+    used.set(pid, d);
+  }
+  // cpuBetween of "nothing" and "what was used": its percentages and per-label grouping.
+  return cpuBetween({ at: a.at, ticks: new Map([...used.keys()].map((p) => [p, 0])) }, { at: b.at, ticks: used }, labels);
 }
 
 /**
