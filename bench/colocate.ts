@@ -57,7 +57,9 @@ for (let round = 1; round <= Number(o.rounds); round++) {
       const r = JSON.parse(line) as Step;
       if (r.target !== "bunchat" || r.step === undefined || r.step === "warmup" || !r.cpuUsPerMsg) continue;
       const cpu = r.cpuUsPerMsg;
-      const pipeline = Object.entries(cpu).filter(([k]) => PIPELINE.test(k)).reduce((a, [, v]) => a + v, 0);
+      // A node that also hosts api or connect cannot be split: no pipeline figure then (null).
+      const mixed = Object.keys(cpu).some((k) => k.startsWith("node[") && !PIPELINE.test(k));
+      const pipeline = mixed ? null : Object.entries(cpu).filter(([k]) => PIPELINE.test(k)).reduce((a, [, v]) => a + v, 0);
       const total = Object.entries(cpu).filter(([k]) => k !== "bench").reduce((a, [, v]) => a + v, 0);
       rows.push({
         round,
@@ -67,7 +69,7 @@ for (let round = 1; round <= Number(o.rounds); round++) {
         p50: r.latencyMs?.p50,
         p99: r.latencyMs?.p99,
         lost: r.lost,
-        pipelineUs: Math.round(pipeline),
+        pipelineUs: pipeline === null ? null : Math.round(pipeline),
         totalUs: Math.round(total),
         cpuUsPerMsg: cpu,
         loadavg1: r.loadavg?.[0],
@@ -81,5 +83,5 @@ writeFileSync(join(o.out!, "summary.jsonl"), rows.map((r) => JSON.stringify(r)).
 process.stderr.write("\n| round | topology | msgs/s | p50 ms | p99 ms | lost | pipeline µs/msg | all processes µs/msg | per process µs/msg | loadavg 1m | others % |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
 for (const r of rows) {
   const per = Object.entries(r.cpuUsPerMsg as Record<string, number>).filter(([k]) => k !== "bench").map(([k, v]) => `${k} ${Math.round(v)}`).join(", ");
-  process.stderr.write(`| ${r.round} | ${r.topology} | ${r.rate} | ${r.p50} | ${r.p99} | ${r.lost} | ${r.pipelineUs} | ${r.totalUs} | ${per} | ${r.loadavg1} | ${r.othersCpuPct} |\n`);
+  process.stderr.write(`| ${r.round} | ${r.topology} | ${r.rate} | ${r.p50} | ${r.p99} | ${r.lost} | ${r.pipelineUs ?? "–"} | ${r.totalUs} | ${per} | ${r.loadavg1} | ${r.othersCpuPct} |\n`);
 }
