@@ -2,7 +2,7 @@
 // the server (nothing imports it).
 //
 //   bun bench/connect-micro.ts [--src DIR] [--clients 500] [--room 10] [--rate 1250]
-//       [--seconds 15] [--warmup 3] [--burst 1] [--format json|msgpack|mix] [--body-bytes 100]
+//       [--seconds 15] [--warmup 30] [--burst 1] [--format json|msgpack|mix] [--body-bytes 100]
 //       [--tick MS] [--direct | --bare] [--cpu-prof DIR]
 //
 // This process plays everything around connect: a fake LogicRPC server over real gRPC (auth,
@@ -38,7 +38,8 @@ const { values: o } = parseArgs({
     room: { type: "string", default: "10" },
     rate: { type: "string", default: "1250" },
     seconds: { type: "string", default: "15" },
-    warmup: { type: "string", default: "3" },
+    // seconds; JavaScriptCore's compiler threads stay busy for tens of seconds under load (README)
+    warmup: { type: "string", default: "30" },
     burst: { type: "string", default: "1" },
     format: { type: "string", default: "json" },
     "body-bytes": { type: "string", default: "100" },

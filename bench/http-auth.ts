@@ -2,7 +2,7 @@
 // the same run, a bare Bun.serve baseline process answering a token lookup from memory.
 // Login is argon2id-bound (~150 ms of one core per verify here, 2 verifies at a time): it gets its
 // own, small connection count, else it measures a queue of 50 requests behind the 5 s RPC deadline.
-// Usage: bun bench/http-auth.ts [--seconds 10] [--connections 50] [--login-connections 4]
+// Usage: bun bench/http-auth.ts [--seconds 10] [--connections 50] [--login-connections 4] [--warmup-seconds 20]
 import autocannon from "autocannon";
 import { parseArgs } from "node:util";
 import { report, withBaselineAndCluster } from "./lib.ts";
@@ -12,12 +12,14 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "10" },
     connections: { type: "string", default: "50" },
     "login-connections": { type: "string", default: "4" },
+    // as in http.ts: JavaScriptCore compiles for tens of seconds under load before a step is steady
+    "warmup-seconds": { type: "string", default: "20" },
   },
 });
 const duration = Number(values.seconds);
 
 async function run(name: string, opts: autocannon.Options, connections = Number(values.connections)) {
-  await autocannon({ ...opts, duration: 2, connections }); // warm-up
+  await autocannon({ ...opts, duration: Number(values["warmup-seconds"]), connections });
   const r = await autocannon({ ...opts, duration, connections });
   report({
     step: name,

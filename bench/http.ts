@@ -4,9 +4,11 @@
 // same JSON and answers 202 {id, conv, seq, ts} (resp. 200 {userId, userName}) with nothing behind.
 // One JSON line per step (req/s, latency, non-2xx, CPU % of each process and µs per request, the
 // box's load average); a human line per step and a summary table on stderr.
-// Usage: bun bench/http.ts [--seconds 10] [--connections 50] [--body-bytes 64]
+// Usage: bun bench/http.ts [--seconds 10] [--connections 50] [--body-bytes 64] [--warmup-seconds 20]
+//        [--cpu-prof DIR] (CPU profiles of every Bun process of the cluster, written on their exit)
 import autocannon from "autocannon";
 import { parseArgs } from "node:util";
+import { resolve } from "node:path";
 import { cpuBetween, loadavg, processTree, report, sampleCpu, withBaselineAndCluster } from "./lib.ts";
 
 const { values } = parseArgs({
@@ -14,6 +16,10 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "10" },
     connections: { type: "string", default: "50" },
     "body-bytes": { type: "string", default: "64" },
+    // JavaScriptCore's compiler threads stay busy for tens of seconds under load (README "the
+    // first steps paid for JIT compilation"); each step warms up this long before it is measured.
+    "warmup-seconds": { type: "string", default: "20" },
+    "cpu-prof": { type: "string" },
   },
 });
 const duration = Number(values.seconds);
@@ -30,7 +36,7 @@ interface Row {
 }
 
 async function run(step: string, opts: autocannon.Options, pids: number[]): Promise<Row> {
-  await autocannon({ ...opts, duration: 2, connections }); // warm-up
+  await autocannon({ ...opts, duration: Number(values["warmup-seconds"]), connections });
   const labels = new Map(pids.flatMap((p) => [...processTree(p)]));
   const c0 = sampleCpu(labels.keys());
   const r = await autocannon({ ...opts, duration, connections });
@@ -76,7 +82,8 @@ const s = Bun.serve({ port: 0, hostname: "127.0.0.1", async fetch(req) {
 } });
 console.log(s.port);`;
 
-await withBaselineAndCluster(baselineSrc, { IM_RATE_LIMIT: "1000000", IM_RATE_BURST: "1000000" }, async ({ baseline, cluster, api, user }) => {
+const profile: Record<string, string> = values["cpu-prof"] ? { BUN_OPTIONS: `--cpu-prof --cpu-prof-dir=${resolve(values["cpu-prof"])}` } : {};
+await withBaselineAndCluster(baselineSrc, { IM_RATE_LIMIT: "1000000", IM_RATE_BURST: "1000000", ...profile }, async ({ baseline, cluster, api, user }) => {
   const bearer = (t: string) => ({ authorization: `Bearer ${t}`, "content-type": "application/json" });
   const post = (base: string, t: string): autocannon.Options => ({ url: `${base}/api/rooms/bench/messages`, method: "POST", headers: bearer(t), body });
   const me = (base: string, t: string): autocannon.Options => ({ url: `${base}/api/me`, headers: bearer(t) });
