@@ -81,7 +81,7 @@ export class ConnectServer {
     this.log = opts.log.child({ component: "connect", instance: opts.instanceId });
     this.registry = newRegistry("connect");
     this.metrics = connectMetrics(this.registry, { connections: () => this.hub.all.size, rooms: () => this.hub.roomCount });
-    this.upstream = new Upstream(instrumentClient(LogicService, opts.logic, this.registry), opts.config.sendTimeoutMs);
+    this.upstream = new Upstream(instrumentClient(LogicService, opts.logic, this.registry), opts.config.sendTimeoutMs, opts.config.sendLingerMs);
     this.out = new Outbox(this.cfg.wsMaxBuffered, this.metrics, this.log);
     this.hub = new Hub((topic, data) => this.http?.publish(topic, data, false) ?? 0, this.out, this.metrics, this.log, opts.instanceId);
     this.handler = new FrameHandler({

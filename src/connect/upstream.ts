@@ -29,18 +29,20 @@ export class Upstream {
   readonly reads: Batcher<ReadReq, ReadRes>;
   private readonly lanes: Batcher<SendReq, SendAck>[] = [];
 
-  /** sendTimeoutMs: IM_SEND_TIMEOUT_MS, each send answered within it (src/shared/send-deadline.ts). */
-  constructor(readonly logic: LogicPort, sendTimeoutMs = 5000) {
+  /**
+   * sendTimeoutMs: IM_SEND_TIMEOUT_MS, each send answered within it (src/shared/send-deadline.ts);
+   * sendLingerMs: IM_SEND_LINGER_MS, how long the first send after an idle spell waits for company.
+   */
+  constructor(readonly logic: LogicPort, sendTimeoutMs = 5000, sendLingerMs = 0) {
     this.auth = new Batcher((tokens) => logic.authenticate({ tokens }, { retries: 1 }), { concurrency: AUTH_CONCURRENCY });
     this.presence = new Batcher((ops) => logic.presence({ ops }, { retries: 2 }), { concurrency: 1 });
     this.reads = new Batcher((items) => logic.markRead({ items }, { retries: 2 }), { concurrency: 4 });
-    // Sends do not linger: the first send after an idle spell goes to logic at once, and sends made
-    // while a call is in flight go together in the next (batching comes from the call in flight, not
-    // from waiting). A 1 ms linger cost more latency than it saved CPU: alternating runs of
-    // `bun bench/messaging.ts --target bunchat --rates 1000,2500,5000` with 1 ms and without gave p99
-    // 44 / 65 vs 34 / 50 ms at 2,500 msgs/s and 239 / 215 vs 175 / 131 ms at 5,000 (logic ~5 % of a
-    // core busier without).
-    for (let i = 0; i < SEND_LANES; i++) this.lanes.push(sendBatcher((req, opts) => logic.send(req, opts), sendTimeoutMs, { concurrency: 1 }));
+    // Sends do not linger by default (IM_SEND_LINGER_MS=0): the first send after an idle spell goes
+    // to logic at once, and sends made while a call is in flight go together in the next (batching
+    // comes from the call in flight, not from waiting). A linger of 5 ms took 28-45 % off logic's
+    // CPU per message at 1,000 msgs/s and added 4-8 ms of p99, with no consistent effect at 2,500
+    // and 5,000 (bench/README.md, "send linger"): latency first by default.
+    for (let i = 0; i < SEND_LANES; i++) this.lanes.push(sendBatcher((req, opts) => logic.send(req, opts), sendTimeoutMs, { concurrency: 1, lingerMs: sendLingerMs }));
   }
 
   send(connNo: number, item: SendReq): Promise<SendAck> {

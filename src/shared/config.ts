@@ -65,6 +65,11 @@ export interface Config {
   streamPartitions: number;
   /** Task's push group reads a partition stream at most every this many ms (0: as soon as entries come). */
   pushIntervalMs: number;
+  /**
+   * Connect holds the first send after an idle spell this many ms for company before calling
+   * logic (0: at once; sends made while a call is in flight always go together in the next).
+   */
+  sendLingerMs: number;
   /** Task's persist group waits this many ms after a partial read before reading again (larger, fewer MySQL writes). */
   persistLingerMs: number;
   maxRoomsPerConn: number;
@@ -108,6 +113,7 @@ interface Spec {
   kind: "string" | "port" | "int" | "list" | "optlist" | "level" | "wsUrl" | "ack";
   def: (env: Env) => string;
   min?: number;
+  max?: number;
 }
 
 const base = (env: Env) => {
@@ -138,6 +144,7 @@ const SPECS: Record<string, Spec> = {
   IM_LOGIN_LOCK: { key: "loginLockSec", kind: "int", def: () => "300", min: 1 },
   IM_STREAM_PARTITIONS: { key: "streamPartitions", kind: "int", def: () => "8", min: 1 },
   IM_PUSH_INTERVAL_MS: { key: "pushIntervalMs", kind: "int", def: () => "10", min: 0 },
+  IM_SEND_LINGER_MS: { key: "sendLingerMs", kind: "int", def: () => "0", min: 0, max: 100 },
   IM_PERSIST_LINGER_MS: { key: "persistLingerMs", kind: "int", def: () => "200", min: 0 },
   IM_MAX_ROOMS: { key: "maxRoomsPerConn", kind: "int", def: () => "100", min: 1 },
   IM_PING_INTERVAL_MS: { key: "pingIntervalMs", kind: "int", def: () => "25000", min: 100 },
@@ -193,7 +200,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       case "int": {
         const n = Number(raw);
         const min = spec.kind === "port" ? 0 : (spec.min ?? 0);
-        const max = spec.kind === "port" ? 65535 : Number.MAX_SAFE_INTEGER;
+        const max = spec.kind === "port" ? 65535 : (spec.max ?? Number.MAX_SAFE_INTEGER);
         if (!/^\d+$/.test(raw) || n < min || n > max) problems.push(`${name}=${raw} must be an integer in ${min}..${max}`);
         out[spec.key] = n;
         break;
