@@ -6,7 +6,8 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { Histogram, Registry } from "prom-client";
-import { DELIVERY_BUCKETS, TallyHistogram } from "../src/connect/metrics.ts";
+import { DELIVERY_BUCKETS } from "../src/connect/metrics.ts";
+import { TallyHistogram } from "../src/shared/tally.ts";
 import { pack } from "../src/shared/codec.ts";
 
 const { values: o } = parseArgs({ options: { src: { type: "string", default: resolve(import.meta.dir, "..") } } });

@@ -1,25 +1,23 @@
 // Prometheus metrics of one task worker, on its own registry (several workers may share a process).
+// What is counted per message or per batch is a tally (src/shared/tally.ts): plain numbers handed
+// to prom-client at scrape time, not a label hash per call.
 import type { Redis } from "ioredis";
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 import { errorCounter } from "../shared/ops.ts";
+import { family, TallyHistogram } from "../shared/tally.ts";
 
 const BATCH_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
 
 export function taskMetrics(registry: Registry) {
   const registers = [registry];
   return {
-    eventsPushed: new Counter({
-      name: "bunchat_task_events_pushed_total",
-      help: "Stream events handled by the push group, by type (m message, p presence, k kick, rd read position, ty typing)",
-      labelNames: ["type"] as const,
+    eventsPushed: family(registers, "bunchat_task_events_pushed_total", "Stream events handled by the push group, by type (m message, p presence, k kick, rd read position, ty typing)", "type"),
+    deliveries: family(
       registers,
-    }),
-    deliveries: new Counter({
-      name: "bunchat_task_push_deliveries_total",
-      help: "Event deliveries to connect instances (one per event and instance), by result: ok, skipped (instance gone), failed (gave up on an application error)",
-      labelNames: ["result"] as const,
-      registers,
-    }),
+      "bunchat_task_push_deliveries_total",
+      "Event deliveries to connect instances (one per event and instance), by result: ok, skipped (instance gone), failed (gave up on an application error)",
+      "result",
+    ),
     pushCalls: new Counter({
       name: "bunchat_task_push_rpc_total",
       help: "ConnectRPC push calls, by result",
@@ -31,14 +29,14 @@ export function taskMetrics(registry: Registry) {
       help: "Message rows inserted into MySQL (replays that were already stored are not counted)",
       registers,
     }),
-    pushBatch: new Histogram({ name: "bunchat_task_push_batch_size", help: "Entries per push batch", buckets: BATCH_BUCKETS, registers }),
-    persistBatch: new Histogram({ name: "bunchat_task_persist_batch_size", help: "Entries per persist batch", buckets: BATCH_BUCKETS, registers }),
-    lag: new Histogram({
-      name: "bunchat_task_push_lag_seconds",
-      help: "End-to-end lag from message acceptance (msg.ts) to delivery to connect instances",
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    pushBatch: new TallyHistogram("bunchat_task_push_batch_size", "Entries per push batch", BATCH_BUCKETS, registers),
+    persistBatch: new TallyHistogram("bunchat_task_persist_batch_size", "Entries per persist batch", BATCH_BUCKETS, registers),
+    lag: new TallyHistogram(
+      "bunchat_task_push_lag_seconds",
+      "End-to-end lag from message acceptance (msg.ts) to delivery to connect instances",
+      [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
-    }),
+    ),
     batchFailures: new Counter({
       name: "bunchat_task_batch_failures_total",
       help: "Batches left pending for a retry, by group",
@@ -52,12 +50,12 @@ export function taskMetrics(registry: Registry) {
     }),
     ownedPartitions: new Gauge({ name: "bunchat_task_owned_partitions", help: "Stream partitions this worker owns", registers }),
     partitions: new Gauge({ name: "bunchat_task_partitions", help: "Stream partitions of the deployment (IM_STREAM_PARTITIONS); the sum of owned ones should equal it", registers }),
-    persistDelay: new Histogram({
-      name: "bunchat_persist_delay_seconds",
-      help: "Delay from message acceptance (msg.ts) to its MySQL commit by the persist group",
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    persistDelay: new TallyHistogram(
+      "bunchat_persist_delay_seconds",
+      "Delay from message acceptance (msg.ts) to its MySQL commit by the persist group",
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
       registers,
-    }),
+    ),
     errors: errorCounter(registry, "task"),
   };
 }

@@ -95,7 +95,7 @@ export class PushHandler {
       byType[route.event.t]++;
       if (route.event.t === "m") metrics.lag.observe(Math.max(0, now - route.event.msg.ts) / 1000);
     }
-    for (const [type, n] of Object.entries(byType)) if (n) metrics.eventsPushed.inc({ type }, n);
+    for (const [type, n] of Object.entries(byType)) if (n) metrics.eventsPushed.child(type).inc(n);
     this.o.log.debug("push batch delivered", {
       entries: entries.length,
       instances: out.size,
@@ -164,13 +164,13 @@ export class PushHandler {
         pending.map(async (inst) => {
           const o = out.get(inst)!;
           if (!senders.isLive(inst)) {
-            metrics.deliveries.inc({ result: "skipped" }, o.events.length);
+            metrics.deliveries.child("skipped").inc(o.events.length);
             log.debug("skipping connect instance not in discovery", { instance: inst, events: o.events.length });
             return false;
           }
           try {
             await senders.send(inst, o.events);
-            metrics.deliveries.inc({ result: "ok" }, o.events.length);
+            metrics.deliveries.child("ok").inc(o.events.length);
             this.delivered.set(inst, o.lastId);
             return false;
           } catch (err) {
@@ -190,7 +190,7 @@ export class PushHandler {
     }
     for (const inst of pending) {
       const n = out.get(inst)!.events.length;
-      metrics.deliveries.inc({ result: "failed" }, n);
+      metrics.deliveries.child("failed").inc(n);
       log.error("giving up pushing a batch to a failing connect instance", { instance: inst, events: n, err: lastErr });
     }
   }

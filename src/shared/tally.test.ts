@@ -1,0 +1,75 @@
+import { describe, expect, test } from "bun:test";
+import { Counter, Histogram, Registry } from "prom-client";
+import { family, tally, TallyHistogram } from "./tally.ts";
+
+const DELIVERY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** The same values into a TallyHistogram and a prom-client Histogram, each on its own registry. */
+function both(values: number[], defaultLabels?: Record<string, string>) {
+  const mine = new Registry();
+  const theirs = new Registry();
+  if (defaultLabels) {
+    mine.setDefaultLabels(defaultLabels);
+    theirs.setDefaultLabels(defaultLabels);
+  }
+  const t = new TallyHistogram("x_seconds", "help text", DELIVERY_BUCKETS, [mine]);
+  const h = new Histogram({ name: "x_seconds", help: "help text", buckets: DELIVERY_BUCKETS, registers: [theirs] });
+  for (const v of values) {
+    t.observe(v);
+    h.observe(v);
+  }
+  return { mine, theirs, t, h };
+}
+
+describe("TallyHistogram", () => {
+  test("exports exactly what prom-client's Histogram exports for the same observations", async () => {
+    // Bounds themselves (le is inclusive), between them, below the first, above the last, zero.
+    const values = [0, 0.0005, 0.001, 0.0011, 0.0025, 0.04, 0.05, 0.3, 1, 7, 10, 11, 1e6];
+    for (let i = 0; i < 200; i++) values.push((i * 37) % 1000 / 300);
+    const { mine, theirs } = both(values, { instance: "c1" });
+    expect(await mine.metrics()).toBe(await theirs.metrics());
+    // The JSON form too, but for prom-client's exemplar: null on each bucket (exemplars are off).
+    const strip = (ms: { values: object[] }[]) => ms.map((m) => ({ ...m, values: m.values.map(({ exemplar: _, ...v }: { exemplar?: unknown }) => v) }));
+    expect(strip(await mine.getMetricsAsJSON())).toEqual(strip(await theirs.getMetricsAsJSON()));
+  });
+
+  test("empty, then reset by the registry", async () => {
+    const { mine, t } = both([]);
+    t.observe(0.002);
+    expect(await mine.metrics()).toContain('x_seconds_bucket{le="0.0025"} 1');
+    expect(await mine.metrics()).toContain('x_seconds_bucket{le="0.001"} 0');
+    expect(await mine.metrics()).toContain("x_seconds_count 1");
+    mine.resetMetrics();
+    expect(await mine.metrics()).toContain("x_seconds_count 0");
+    expect(await mine.metrics()).toContain('x_seconds_bucket{le="+Inf"} 0');
+  });
+
+  test("a non-finite value is not counted", async () => {
+    const registry = new Registry();
+    const t = new TallyHistogram("x_seconds", "help text", DELIVERY_BUCKETS, [registry]);
+    for (const v of [NaN, Infinity, -Infinity, 0.5]) t.observe(v);
+    const text = await registry.metrics();
+    expect(text).toContain("x_seconds_count 1");
+    expect(text).toContain("x_seconds_sum 0.5");
+  });
+
+  test("family() and tally() export what prom-client's Counters export for the same counts", async () => {
+    const mine = new Registry();
+    const theirs = new Registry();
+    const f = family([mine], "x_total", "help text", "result");
+    const t = tally([mine], "y_total", "help text");
+    const fc = new Counter({ name: "x_total", help: "help text", labelNames: ["result"], registers: [theirs] });
+    const tc = new Counter({ name: "y_total", help: "help text", registers: [theirs] });
+    for (const [r, n] of [["ok", 3], ["failed", 1], ["ok", 2]] as const) {
+      f.child(r).inc(n);
+      fc.inc({ result: r }, n);
+    }
+    t.inc();
+    tc.inc();
+    expect(await mine.metrics()).toBe(await theirs.metrics());
+    // A second scrape hands over only what was counted since the first.
+    f.child("ok").inc();
+    fc.inc({ result: "ok" });
+    expect(await mine.metrics()).toBe(await theirs.metrics());
+  });
+});
