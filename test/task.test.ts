@@ -20,7 +20,7 @@ describe("task push routing", () => {
     await s.redis.hset(s.keys.userInstances(u1.userId), a.id, 1);
     await s.redis.hset(s.keys.userInstances(u2.userId), c.id, 1, "connect-ghost", 1);
     await s.redis.hset(s.keys.userInstances(u3.userId), b.id, 1);
-    await s.worker();
+    const w = await s.worker();
 
     await s.send(roomConv(room), u1, "to the room");
     await s.send(dmConv(u1.userId, u2.userId), u1, "to u2");
@@ -40,6 +40,12 @@ describe("task push routing", () => {
     expect(summary(c.received)).toEqual([`k:${u2.userId}:sid-1`, `m:${dm12}::${u1.userId},${u2.userId}`].sort());
     const m = msgs(a.received).find((e) => e.room)!.msg;
     expect(m).toMatchObject({ conv: roomConv(room), seq: 1, from: u1, body: "to the room" });
+    // The push group's metrics (tallies, handed to prom-client at scrape time) count what happened.
+    const values = async (name: string) => (await w.registry.getSingleMetric(name)!.get()).values.map((v) => [JSON.stringify(v.labels), v.value]);
+    expect(Object.fromEntries(await values("bunchat_task_events_pushed_total"))).toEqual({ '{"type":"m"}': 3, '{"type":"p"}': 1, '{"type":"k"}': 1 });
+    expect(Object.fromEntries(await values("bunchat_task_push_deliveries_total"))['{"result":"ok"}']).toBe(8);
+    const lag = (await w.registry.getSingleMetric("bunchat_task_push_lag_seconds")!.get()).values;
+    expect(lag.find((v) => (v as { metricName?: string }).metricName === "bunchat_task_push_lag_seconds_count")?.value).toBe(3); // one per message
   });
 
   test("keeps per-conversation order across 2 workers, 200 messages each, no duplicates", async () => {
@@ -116,6 +122,8 @@ describe("task persistence", () => {
     const before = await Promise.all(convs.map((c) => s.rows(c)));
     const persisted = async () => (await w.registry.getSingleMetric("bunchat_task_rows_persisted_total")!.get()).values[0]?.value ?? 0;
     expect(await persisted()).toBe(300);
+    const delay = (await w.registry.getSingleMetric("bunchat_persist_delay_seconds")!.get()).values;
+    expect(delay.find((v) => (v as { metricName?: string }).metricName === "bunchat_persist_delay_seconds_count")?.value).toBe(300);
 
     // Replay: rewind the persist group to the start and re-append some entries (as a logic retry would).
     await waitFor(() => s.groupDone(PERSIST_GROUP), 5_000, "persist drained");
