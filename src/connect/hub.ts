@@ -7,7 +7,8 @@ import { CLOSE, type Message, type PresenceEvent } from "../shared/protocol.ts";
 import type { PushEvent } from "../../proto/connect.ts";
 import type { Socket } from "./conn.ts";
 import { encode, msgFrame, presenceFrame, readFrame, receiptFrame, typingFrame, type Format, type Wire } from "./frames.ts";
-import type { ConnectMetrics, Tally } from "./metrics.ts";
+import type { ConnectMetrics } from "./metrics.ts";
+import type { Tally } from "../shared/tally.ts";
 import type { Outbox } from "./outbox.ts";
 
 interface LocalRoom {

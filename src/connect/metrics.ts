@@ -1,12 +1,8 @@
 // Prometheus metrics of one connect instance, on its own registry (several instances may share a process).
-// Counters touched per frame or per event are Tallies: a plain number the hot path adds to, handed
-// to prom-client when /metrics is scraped. prom-client's inc() hashes and validates the label
-// object on every call, and a labels() child only re-passes that object, so it costs the same.
-// The per-message histogram is a TallyHistogram for the same reason.
+// Counters touched per frame or per event, and the per-message histogram, are tallies
+// (src/shared/tally.ts: plain numbers handed to prom-client at scrape time).
 import { Gauge, type Registry } from "prom-client";
 import { family, tally, TallyHistogram } from "../shared/tally.ts";
-
-export type { Tally } from "../shared/tally.ts";
 
 export type ConnectMetrics = ReturnType<typeof connectMetrics>;
 

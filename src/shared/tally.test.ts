@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { Counter, Histogram, Registry } from "prom-client";
 import { family, tally, TallyHistogram } from "./tally.ts";
 
-const DELIVERY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Bucket bounds of the histograms compared here (the test values below sit on, between and beyond them). */
+const BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /** The same values into a TallyHistogram and a prom-client Histogram, each on its own registry. */
 function both(values: number[], defaultLabels?: Record<string, string>) {
@@ -12,8 +13,8 @@ function both(values: number[], defaultLabels?: Record<string, string>) {
     mine.setDefaultLabels(defaultLabels);
     theirs.setDefaultLabels(defaultLabels);
   }
-  const t = new TallyHistogram("x_seconds", "help text", DELIVERY_BUCKETS, [mine]);
-  const h = new Histogram({ name: "x_seconds", help: "help text", buckets: DELIVERY_BUCKETS, registers: [theirs] });
+  const t = new TallyHistogram("x_seconds", "help text", BOUNDS, [mine]);
+  const h = new Histogram({ name: "x_seconds", help: "help text", buckets: BOUNDS, registers: [theirs] });
   for (const v of values) {
     t.observe(v);
     h.observe(v);
@@ -46,7 +47,7 @@ describe("TallyHistogram", () => {
 
   test("a non-finite value is not counted", async () => {
     const registry = new Registry();
-    const t = new TallyHistogram("x_seconds", "help text", DELIVERY_BUCKETS, [registry]);
+    const t = new TallyHistogram("x_seconds", "help text", BOUNDS, [registry]);
     for (const v of [NaN, Infinity, -Infinity, 0.5]) t.observe(v);
     const text = await registry.metrics();
     expect(text).toContain("x_seconds_count 1");
