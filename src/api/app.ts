@@ -2,7 +2,7 @@
 // here; semantic rules (lengths, patterns, access) live in logic, the one authority for HTTP and
 // WebSocket alike. Every error leaves as {"error":{"code","message"}} with the catalog's status.
 import { Elysia, t } from "elysia";
-import { Counter, Histogram, type Registry } from "prom-client";
+import { Counter, type Registry } from "prom-client";
 import { AppError, badRequest, errorResponse, type ErrorCode } from "../shared/errors.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import type { Logger } from "../shared/log.ts";
@@ -11,6 +11,7 @@ import { instrumentClient } from "../shared/rpc-metrics.ts";
 import { LogicService } from "../../proto/logic.ts";
 import type { Client } from "../shared/rpc.ts";
 import { Batcher } from "../shared/batcher.ts";
+import { TallyHistogram } from "../shared/tally.ts";
 import { answerInTime, sendBatcher } from "../shared/send-deadline.ts";
 import type { LogicApi, Session } from "../../proto/logic.ts";
 import { BodyString, checkUrl, intQuery, json, pathSegment, readBody } from "./request.ts";
@@ -56,13 +57,7 @@ export function createApiApp(deps: ApiDeps) {
   };
   const failCounted = (code: ErrorCode, message: string) => counted(fail(code, message), code);
   const requests = new Counter({ name: "bunchat_api_requests_total", help: "HTTP requests", labelNames: ["route", "status"], registers: [registry] });
-  const latency = new Histogram({
-    name: "bunchat_api_request_seconds",
-    help: "HTTP request latency",
-    labelNames: ["route"],
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-    registers: [registry],
-  });
+  const latency = new TallyHistogram("bunchat_api_request_seconds", "HTTP request latency", [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], [registry], ["route"]);
   // Hot paths batch: every token check and every send of this process shares a few RPCs.
   const auth = new Batcher<string, Session>((tokens) => logic.authenticate({ tokens }, { retries: 2 }), { concurrency: 4 });
   const sendTimeoutMs = deps.sendTimeoutMs ?? 5000;
@@ -219,11 +214,12 @@ async function web(part: "html" | "js" | "css" | "icon", type: string, headers: 
   return new Response(body, { headers: { "content-type": type, "cache-control": "no-cache", "x-content-type-options": "nosniff", ...headers } });
 }
 
-async function timed<T>(h: Histogram<"route">, route: string, fn: () => Promise<T>): Promise<T> {
-  const end = h.startTimer({ route });
+/** Runs fn, observing its duration (seconds) into h's cell for route (bunchat_api_request_seconds). */
+async function timed<T>(h: TallyHistogram, route: string, fn: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
   try {
     return await fn();
   } finally {
-    end();
+    h.child({ route }).observe((performance.now() - t0) / 1000);
   }
 }

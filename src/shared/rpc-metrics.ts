@@ -2,31 +2,38 @@
 // (src/shared/rpc.ts), so gRPC's own per-call interceptors would see one call per stream: here the
 // service implementation (server side) and the typed client (client side) are wrapped instead,
 // one observation per method call. code is "OK" or the error catalogue's code (src/shared/errors.ts);
-// the client's includes its retries and the wait for a lane, the server's only the handler.
-import { Histogram, type Registry } from "prom-client";
+// the client's includes its retries and the wait for a lane, the server's only the handler. Kept
+// as tallies (src/shared/tally.ts): every message passes here on each tier it crosses.
+import type { Registry } from "prom-client";
 import { AppError } from "./errors.ts";
 import type { Api, Service } from "./rpc.ts";
+import { TallyHistogram, type HistogramCell } from "./tally.ts";
 
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 const codeOf = (e: unknown) => (e instanceof AppError ? e.code : "INTERNAL");
 
-function histogram(registry: Registry, side: "server" | "client"): Histogram<"service" | "method" | "code"> {
+function histogram(registry: Registry, side: "server" | "client"): TallyHistogram {
   const name = `bunchat_rpc_${side}_duration_seconds`;
   // One per registry, shared by every service a role serves or calls.
   const existing = registry.getSingleMetric(name);
-  if (existing) return existing as Histogram<"service" | "method" | "code">;
-  return new Histogram({
-    name,
-    help: `Duration of one logical RPC call (${side} side), by gRPC service, method and result code`,
-    labelNames: ["service", "method", "code"],
-    buckets: BUCKETS,
-    registers: [registry],
-  });
+  if (existing) return existing as unknown as TallyHistogram;
+  const help = `Duration of one logical RPC call (${side} side), by gRPC service, method and result code`;
+  return new TallyHistogram(name, help, BUCKETS, [registry], ["service", "method", "code"]);
 }
 
-/** Runs one call, observing its duration (seconds) with its result code (OK or the error's code) into h. */
-async function timed(h: Histogram<"service" | "method" | "code">, service: string, method: string, run: () => unknown): Promise<unknown> {
+/** One method's cells by result code, each made on its first observation (as prom-client shows a label set). */
+function cellsOf(h: TallyHistogram, service: string, method: string): (code: string) => HistogramCell {
+  const byCode = new Map<string, HistogramCell>();
+  return (code) => {
+    let c = byCode.get(code);
+    if (!c) byCode.set(code, (c = h.child({ service, method, code })));
+    return c;
+  };
+}
+
+/** Runs one call, observing its duration (seconds) into the cell of its result code (OK or the error's code). */
+async function timed(cell: (code: string) => HistogramCell, run: () => unknown): Promise<unknown> {
   const t0 = performance.now();
   let code = "OK";
   try {
@@ -35,7 +42,7 @@ async function timed(h: Histogram<"service" | "method" | "code">, service: strin
     code = codeOf(e);
     throw e;
   } finally {
-    h.observe({ service, method, code }, (performance.now() - t0) / 1000);
+    cell(code).observe((performance.now() - t0) / 1000);
   }
 }
 
@@ -45,7 +52,8 @@ export function instrumentServer<T extends Api>(svc: Service, impl: T, registry:
   const out: Record<string, (req: unknown) => Promise<unknown>> = {};
   for (const m of svc.methods) {
     const fn = impl[m];
-    out[m] = (req) => timed(h, svc.name, m, () => fn.call(impl, req));
+    const cell = cellsOf(h, svc.name, m);
+    out[m] = (req) => timed(cell, () => fn.call(impl, req));
   }
   return out as T;
 }
@@ -59,7 +67,8 @@ export function instrumentClient<C extends object>(svc: Service, client: C, regi
   for (const m of svc.methods) {
     const fn = src[m];
     if (typeof fn !== "function") continue;
-    out[m] = (...args: unknown[]) => timed(h, svc.name, m, () => fn.apply(client, args));
+    const cell = cellsOf(h, svc.name, m);
+    out[m] = (...args: unknown[]) => timed(cell, () => fn.apply(client, args));
   }
   return out as C;
 }

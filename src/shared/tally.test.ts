@@ -54,6 +54,41 @@ describe("TallyHistogram", () => {
     expect(text).toContain("x_seconds_sum 0.5");
   });
 
+  test("with labels: exports exactly what prom-client's labelled Histogram exports, also after a reset", async () => {
+    const mine = new Registry();
+    const theirs = new Registry();
+    for (const r of [mine, theirs]) r.setDefaultLabels({ instance: "l1" });
+    const names = ["service", "method", "code"] as const;
+    const t = new TallyHistogram("y_seconds", "help text", BOUNDS, [mine], names);
+    const h = new Histogram({ name: "y_seconds", help: "help text", buckets: BOUNDS, labelNames: names, registers: [theirs] });
+    const strip = (ms: { values: object[] }[]) => ms.map((m) => ({ ...m, values: m.values.map(({ exemplar: _, ...v }: { exemplar?: unknown }) => v) }));
+    const same = async () => {
+      expect(await mine.metrics()).toBe(await theirs.metrics());
+      expect(strip(await mine.getMetricsAsJSON())).toEqual(strip(await theirs.getMetricsAsJSON()));
+    };
+    await same(); // no label set observed yet: nothing but HELP and TYPE
+    const sets = [
+      { service: "Logic", method: "send", code: "OK" },
+      { service: "Logic", method: "send", code: "RATE_LIMITED" },
+      { service: "Logic", method: "history", code: "OK" },
+    ];
+    for (let i = 0; i < 300; i++) {
+      const labels = sets[i % 7 === 0 ? 1 : i % 3 === 0 ? 2 : 0];
+      const v = ((i * 37) % 1000) / 3000;
+      t.child(labels).observe(v);
+      h.observe(labels, v);
+    }
+    await same();
+    expect(await mine.metrics()).toContain('y_seconds_count{instance="l1",service="Logic",method="send",code="RATE_LIMITED"} 43');
+    mine.resetMetrics();
+    theirs.resetMetrics();
+    await same(); // emptied
+    t.child(sets[2]).observe(0.01);
+    h.observe(sets[2], 0.01);
+    await same(); // only the label set observed since
+    expect(() => t.observe(1)).toThrow("has labels");
+  });
+
   test("family() and tally() export what prom-client's Counters export for the same counts", async () => {
     const mine = new Registry();
     const theirs = new Registry();

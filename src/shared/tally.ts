@@ -1,5 +1,5 @@
-// Metrics touched per message or per frame, kept as plain numbers and handed to prom-client when
-// /metrics is scraped. prom-client's inc() and observe() validate and hash the label object on every
+// Metrics touched per message, frame, RPC call or HTTP request, kept as plain numbers and handed
+// to prom-client when /metrics is scraped. prom-client's inc() and observe() validate and hash the label object on every
 // call (a labels() child only re-passes that object, so it costs the same): in a CPU profile at
 // 1,000 msgs/s its observe was 4-7 % of logic's and task's samples. Exported exactly as prom-client
 // exports its own Counter and Histogram (tally.test.ts compares the two).
@@ -39,31 +39,21 @@ export class TallyFamily {
   }
 }
 
-type HistogramValue = { labels: { le?: number | string }; value: number; metricName: string };
+type Labels = Record<string, string>;
+type HistogramValue = { labels: Record<string, string | number>; sharedLabels?: Labels; value: number; metricName: string };
 
-/**
- * A Prometheus histogram without labels, kept as plain numbers: observe() adds to one bucket's
- * count, the sum and the count, and a scrape reads them. It is registered as a metric of its own
- * and exported exactly as a prom-client Histogram with the same buckets (`_bucket{le}` cumulative,
- * then `+Inf`, `_sum`, `_count`), whose observe() validates and hashes a label object each call.
- */
-export class TallyHistogram {
-  readonly type = "histogram";
-  readonly aggregator = "sum";
+/** One label set's bucket counts, sum and count, kept as plain numbers; observe() adds to them. */
+export class HistogramCell {
   /** Per bucket, not cumulative; the last one is +Inf. */
-  private readonly counts: Float64Array;
-  private sum = 0;
-  private count = 0;
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
 
-  /** bounds: the buckets' upper bounds (inclusive), ascending, as prom-client's `buckets`. */
   constructor(
-    readonly name: string,
-    readonly help: string,
     private readonly bounds: readonly number[],
-    registers: Registry[],
+    readonly labels: Labels,
   ) {
     this.counts = new Float64Array(bounds.length + 1);
-    for (const r of registers) r.registerMetric(this as unknown as Metric);
   }
 
   /** Counts one value (in the histogram's unit); a non-finite value is not counted (prom-client would throw). */
@@ -77,27 +67,94 @@ export class TallyHistogram {
     this.count++;
   }
 
-  /** What the registry reads at a scrape: the same shape as prom-client's Histogram.get(). */
-  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
-    const bucket = `${this.name}_bucket`;
-    const values: HistogramValue[] = [];
-    let acc = 0;
-    this.bounds.forEach((le, i) => {
-      acc += this.counts[i];
-      values.push({ labels: { le }, value: acc, metricName: bucket });
-    });
-    values.push(
-      { labels: { le: "+Inf" }, value: this.count, metricName: bucket },
-      { labels: {}, value: this.sum, metricName: `${this.name}_sum` },
-      { labels: {}, value: this.count, metricName: `${this.name}_count` },
-    );
-    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
-  }
-
-  reset(): void {
+  clear(): void {
     this.counts.fill(0);
     this.sum = 0;
     this.count = 0;
+  }
+}
+
+/**
+ * A Prometheus histogram kept as plain numbers: observe() (no labels) or child(labels).observe()
+ * adds to one bucket's count, the sum and the count, and a scrape reads them. It is registered as
+ * a metric of its own and exported exactly as a prom-client Histogram with the same buckets and
+ * label names (per label set `_bucket{le}` cumulative, then `+Inf`, `_sum`, `_count`; a label set
+ * appears once observed, and a reset empties the histogram), whose observe() validates and hashes
+ * a label object each call.
+ */
+export class TallyHistogram {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  /** The one cell of a histogram without labels. */
+  private readonly root?: HistogramCell;
+  /** A labelled histogram's cells, by their label values joined with NUL. */
+  private readonly cells = new Map<string, HistogramCell>();
+
+  /**
+   * bounds: the buckets' upper bounds (inclusive), ascending, as prom-client's `buckets`;
+   * labelNames: as prom-client's (none: observe(); else child(labels).observe()).
+   */
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+    registers: Registry[],
+    private readonly labelNames: readonly string[] = [],
+  ) {
+    if (!labelNames.length) this.root = new HistogramCell(bounds, {});
+    for (const r of registers) r.registerMetric(this as unknown as Metric);
+  }
+
+  /** Counts one value into a histogram without labels; throws for a labelled one (use child()). */
+  observe(v: number): void {
+    if (!this.root) throw new Error(`${this.name} has labels: observe through child(labels)`);
+    this.root.observe(v);
+  }
+
+  /** The cell of one label set (every label name given), made once; keep it where the labels are known. */
+  child(labels: Labels): HistogramCell {
+    const key = this.labelNames.map((n) => labels[n]).join("\0");
+    let c = this.cells.get(key);
+    if (!c) {
+      const own: Labels = {};
+      for (const n of this.labelNames) own[n] = labels[n];
+      this.cells.set(key, (c = new HistogramCell(this.bounds, own)));
+    }
+    return c;
+  }
+
+  /** What the registry reads for the text format: prom-client's Histogram.getForPromString() shape. */
+  async getForPromString(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
+    const bucket = `${this.name}_bucket`;
+    const values: HistogramValue[] = [];
+    const cells = this.root ? [this.root] : [...this.cells.values()].filter((c) => c.count > 0);
+    for (const c of cells) {
+      const sharedLabels = c.labels;
+      let acc = 0;
+      this.bounds.forEach((le, i) => {
+        acc += c.counts[i];
+        values.push({ labels: { le }, sharedLabels, value: acc, metricName: bucket });
+      });
+      values.push(
+        { labels: { le: "+Inf" }, sharedLabels, value: c.count, metricName: bucket },
+        { labels: {}, sharedLabels, value: c.sum, metricName: `${this.name}_sum` },
+        { labels: {}, sharedLabels, value: c.count, metricName: `${this.name}_count` },
+      );
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  /** What the registry reads for JSON: prom-client's Histogram.get() shape (the label set merged into each value's labels). */
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
+    const data = await this.getForPromString();
+    data.values = data.values.map(({ labels, sharedLabels, ...v }) => ({ ...v, labels: { ...labels, ...sharedLabels } }));
+    return data;
+  }
+
+  reset(): void {
+    this.root?.clear();
+    // A labelled cell stays where callers keep it, and is exported again once it counts anew.
+    for (const c of this.cells.values()) c.clear();
   }
 }
 
