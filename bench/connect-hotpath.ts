@@ -1,5 +1,6 @@
 // Tight-loop costs of two per-message steps of connect, in µs per call (median of 5 rounds):
-// the delivery histogram's observe (prom-client's Histogram vs our TallyHistogram) and the strict
+// the delivery histogram's observe (prom-client's Histogram vs our TallyHistogram; also with the
+// RPC histograms' three labels, as rpc-metrics.ts observes once per call) and the strict
 // decoding of a send frame (JSON.parse alone, decodeJson and decodeMsgpack from --src DIR, default
 // this tree).
 // Not part of the server. Usage: bun bench/connect-hotpath.ts [--src DIR]
@@ -19,6 +20,10 @@ const { decodeJson, decodeMsgpack } = (await import(`${resolve(o.src!)}/src/shar
 const registry = new Registry();
 const prom = new Histogram({ name: "a_seconds", help: "a", buckets: DELIVERY_BUCKETS, registers: [registry] });
 const tally = new TallyHistogram("b_seconds", "b", DELIVERY_BUCKETS, [registry]);
+const LABELS = ["service", "method", "code"] as const;
+const promLabelled = new Histogram({ name: "c_seconds", help: "c", labelNames: LABELS, buckets: DELIVERY_BUCKETS, registers: [registry] });
+const tallyLabelled = new TallyHistogram("d_seconds", "d", DELIVERY_BUCKETS, [registry], LABELS);
+const okCell = tallyLabelled.child({ service: "bunchat.Logic", method: "send", code: "OK" });
 const send = { op: "send", room: "r12", body: `123:${"x".repeat(100)}`, ref: 123 };
 const frame = JSON.stringify(send);
 const binary = pack(send);
@@ -31,10 +36,12 @@ function time(n: number, f: (i: number) => void): number {
   return ((performance.now() - t0) * 1000) / n;
 }
 
-const runs: Record<string, number[]> = { promObserve: [], tallyObserve: [], jsonParse: [], decodeJson: [], decodeMsgpack: [] };
+const runs: Record<string, number[]> = { promObserve: [], tallyObserve: [], promObserveLabelled: [], tallyObserveLabelled: [], jsonParse: [], decodeJson: [], decodeMsgpack: [] };
 for (let r = 0; r < 5; r++) {
   runs.promObserve.push(time(300_000, (i) => prom.observe(((i * 7) % 300) / 1000)));
   runs.tallyObserve.push(time(300_000, (i) => tally.observe(((i * 7) % 300) / 1000)));
+  runs.promObserveLabelled.push(time(300_000, (i) => promLabelled.observe({ service: "bunchat.Logic", method: "send", code: "OK" }, ((i * 7) % 300) / 1000)));
+  runs.tallyObserveLabelled.push(time(300_000, (i) => okCell.observe(((i * 7) % 300) / 1000)));
   runs.jsonParse.push(time(300_000, () => JSON.parse(frame)));
   runs.decodeJson.push(time(300_000, () => decodeJson(frame)));
   runs.decodeMsgpack.push(time(300_000, () => decodeMsgpack(binary)));
