@@ -1,6 +1,7 @@
 // Issue 10 item 1 and the WebSocket part of item 5, over real WebSockets against a connect
 // instance (fake logic): frames that used to end the process, the v1.1 ref and text rules, and
-// the close code of frames above 1 MiB.
+// the close code of frames above 1 MiB and of text frames that are not UTF-8.
+import { connect as tcpConnect } from "node:net";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { CLOSE, LIMITS } from "../src/shared/protocol.ts";
 import { WsClient, startConnect, type TestConnect } from "./support/connect.ts";
@@ -115,5 +116,59 @@ describe("frame size (v1.1)", () => {
     ws.raw(new Uint8Array((16 << 20) + 1));
     expect((await ws.closed).code).toBe(1009);
     expect(LIMITS.maxFrameBytes).toBe(16 * 1024);
+  });
+});
+
+/**
+ * Sends one masked text frame holding `payload` as it is (a WebSocket client API would refuse
+ * bytes that are not UTF-8) after a hand-made handshake; resolves to the close code the server's
+ * close frame carries.
+ */
+function rawTextFrameCloseCode(wsUrl: string, payload: Uint8Array): Promise<number> {
+  const url = new URL(wsUrl);
+  return new Promise((resolve, reject) => {
+    const sock = tcpConnect(Number(url.port), url.hostname);
+    let buf = Buffer.alloc(0);
+    let open = false;
+    sock.on("error", reject);
+    sock.on("connect", () =>
+      sock.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`),
+    );
+    sock.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (!open) {
+        const end = buf.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        if (!buf.subarray(0, 12).toString().includes("101")) return reject(new Error(buf.toString()));
+        open = true;
+        buf = buf.subarray(end + 4);
+        const mask = Buffer.from([1, 2, 3, 4]);
+        sock.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]))]));
+      }
+      // Server frames are unmasked; skip any before the close frame (opcode 8).
+      while (buf.length >= 2) {
+        const len = buf[1] & 0x7f;
+        const head = len === 126 ? 4 : 2;
+        const size = len === 126 ? buf.readUInt16BE(2) : len;
+        if (buf.length < head + size) return;
+        if ((buf[0] & 0x0f) === 8) {
+          sock.destroy();
+          return resolve(buf.readUInt16BE(head));
+        }
+        buf = buf.subarray(head + size);
+      }
+    });
+  });
+}
+
+describe("text frames that are not UTF-8", () => {
+  test("are refused by Bun with 1007 (RFC 6455), documented in the README; the instance serves others", async () => {
+    const u = c.logic.user();
+    // {"op":"ping","ref":"<0xff 0xfe>"}: well-formed JSON around two bytes that are not UTF-8.
+    const bad = Uint8Array.from([...Buffer.from('{"op":"ping","ref":"'), 0xff, 0xfe, ...Buffer.from('"}')]);
+    expect(await rawTextFrameCloseCode(c.wsUrl(u.token), bad)).toBe(1007);
+    const other = await user();
+    other.ws.raw('{"op":"ping","ref":1}');
+    await other.ws.op("pong", 1);
   });
 });

@@ -47,12 +47,15 @@ describe("bodies (v1.1)", () => {
     for (const init of cases) {
       const res = await raw(path, { method: "POST", ...init });
       expect(res.status).toBe(400);
+      expect(res.headers.get("content-type")).toBe("application/json;charset=utf-8");
       expect(await code(res)).toBe("BAD_REQUEST");
     }
     const creds = new URLSearchParams({ userName: uniqueName(), password: "correct-horse-1" });
     expect((await raw("/api/users", { method: "POST", body: creds })).status).toBe(400);
     const ok = await raw(path, { method: "POST", body: JSON.stringify({ body: "hi" }), headers: { ...auth, "content-type": "application/json; charset=utf-8" } });
     expect(ok.status).toBe(202);
+    // Answers and errors carry the one JSON content type.
+    expect(ok.headers.get("content-type")).toBe("application/json;charset=utf-8");
   });
 
   test("JSON that is not an object is 400", async () => {

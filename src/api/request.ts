@@ -7,9 +7,11 @@ import { AppError, badRequest } from "../shared/errors.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import { illFormedMessage, illFormedPath } from "../shared/text.ts";
 
-/** A JSON response with status; null is an empty body (204) without a content type. */
-export const json = (status: number, body: unknown) =>
-  new Response(body === null ? null : JSON.stringify(body), { status, headers: body === null ? {} : { "content-type": "application/json" } });
+/**
+ * A JSON response with status (`application/json;charset=utf-8`, as error responses from
+ * src/shared/errors.ts); null is an empty body (204) without a content type.
+ */
+export const json = (status: number, body: unknown) => (body === null ? new Response(null, { status }) : Response.json(body, { status }));
 
 /**
  * A string field of a request body's schema. Elysia 1.4's default validation message interpolates
@@ -91,6 +93,6 @@ export function intQuery(url: URL, name: string): number | undefined {
   if (all.length > 1) throw badRequest(`${name} may be given once`);
   const v = all[0];
   if (v === undefined || v === "") return undefined;
-  if (!/^\d{1,15}$/.test(v)) throw badRequest(`${name} must be a non-negative integer in decimal digits`);
+  if (!/^\d{1,15}$/.test(v)) throw badRequest(`${name} must be a non-negative integer of at most 15 decimal digits`);
   return Number(v);
 }
