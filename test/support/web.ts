@@ -17,12 +17,16 @@ export async function launchChromium(): Promise<Browser> {
   });
 }
 
+/** The cluster webCluster() started last: withShots prints its warnings when a test fails. */
+let lastCluster: ProcessCluster | undefined;
+
 /** `bun run cluster --connect 2` on free ports, with a send budget that fixtures of 120 messages fit in. */
-export function webCluster(): Promise<ProcessCluster> {
-  return spawnCluster(["--connect", "2"], { IM_RATE_LIMIT: "500", IM_RATE_BURST: "500" }, 90_000);
+export async function webCluster(): Promise<ProcessCluster> {
+  lastCluster = await spawnCluster(["--connect", "2"], { IM_RATE_LIMIT: "500", IM_RATE_BURST: "500" }, 90_000);
+  return lastCluster;
 }
 
-/** Runs a test body; on failure saves a full-page screenshot of every page of the given contexts. */
+/** Runs a test body; on failure saves a full-page screenshot of every page of the given contexts and prints the last cluster warnings. */
 export async function withShots(name: string, contexts: () => BrowserContext[], body: () => Promise<void>): Promise<void> {
   try {
     await body();
@@ -32,6 +36,9 @@ export async function withShots(name: string, contexts: () => BrowserContext[], 
     let i = 0;
     for (const ctx of contexts())
       for (const p of ctx.pages()) await p.screenshot({ path: join(SHOTS, `${slug}-${++i}.png`), fullPage: true }).catch(() => undefined);
+    // What the cluster warned about meanwhile (its log lines are JSON with a level).
+    const warnings = (lastCluster?.err.all ?? []).filter((l) => /"level":"(warn|error)"/.test(l)).slice(-30);
+    if (warnings.length) console.error(`${name}: the cluster's last warnings and errors:\n${warnings.join("\n")}`);
     throw e;
   }
 }
