@@ -1,5 +1,5 @@
 // The api role: the Elysia app on IM_API_PORT, calling logic through the etcd resolver, and
-// answering /api/gateway from the ready connect instances in etcd (least connections first), or
+// answering /api/gateway from the ready connect instances in etcd (gateway-pick.ts), or
 // with IM_PUBLIC_WS_URL (the load balancer's URL) while at least one is ready; plus the internal
 // ops port (/healthz, /readyz, /metrics).
 import type { Config } from "../shared/config.ts";
@@ -13,6 +13,7 @@ import { LIMITS } from "../shared/protocol.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi } from "../../proto/logic.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
 import { createApiApp } from "./app.ts";
+import { pickConnect } from "./gateway-pick.ts";
 import { webAssets } from "./web/build.ts";
 
 export class ApiServer {
@@ -36,17 +37,10 @@ export class ApiServer {
     },
   ) {}
 
-  /** IM_PUBLIC_WS_URL, or the least-loaded ready connect instance's ws URL; undefined while none is ready. */
+  /** IM_PUBLIC_WS_URL, or a ready connect instance's ws URL (pickConnect); undefined while none is ready. */
   private gateway(): string | undefined {
-    let best: { url: string; conns: number } | undefined;
-    for (const i of this.connects?.instances().values() ?? []) {
-      const url = i.meta?.wsUrl;
-      const conns = Number(i.meta?.conns ?? 0);
-      // ready: false marks an instance that is draining; older instances do not set it.
-      if (typeof url === "string" && i.meta?.ready !== false && (!best || conns < best.conns)) best = { url, conns };
-    }
-    if (!best) return undefined;
-    return this.deps.config.publicWsUrl || best.url;
+    const url = pickConnect(this.connects?.instances().values() ?? []);
+    return url && (this.deps.config.publicWsUrl || url);
   }
 
   /** The internal ops port (/healthz, /readyz, /metrics). */
