@@ -120,17 +120,26 @@ describe("frame size (v1.1)", () => {
 });
 
 /**
- * Sends one masked text frame holding `payload` as it is (a WebSocket client API would refuse
- * bytes that are not UTF-8) after a hand-made handshake; resolves to the close code the server's
- * close frame carries.
+ * Sends one masked text frame holding `payload` (under 126 bytes) as it is (a WebSocket client API
+ * would refuse bytes that are not UTF-8) after a hand-made handshake; resolves to the close code
+ * the server's close frame carries. Rejects if the upgrade is refused, the connection ends without
+ * a close frame, or nothing comes within 5 s; the socket is destroyed either way.
  */
 function rawTextFrameCloseCode(wsUrl: string, payload: Uint8Array): Promise<number> {
+  if (payload.length >= 126) throw new Error("payload must be under 126 bytes");
   const url = new URL(wsUrl);
   return new Promise((resolve, reject) => {
     const sock = tcpConnect(Number(url.port), url.hostname);
+    const settle = (f: () => void) => {
+      clearTimeout(timer);
+      sock.destroy();
+      f();
+    };
+    const timer = setTimeout(() => settle(() => reject(new Error("no close frame within 5 s"))), 5000);
     let buf = Buffer.alloc(0);
     let open = false;
-    sock.on("error", reject);
+    sock.on("error", (e) => settle(() => reject(e)));
+    sock.on("close", () => settle(() => reject(new Error("connection ended without a close frame"))));
     sock.on("connect", () =>
       sock.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`),
     );
@@ -139,7 +148,8 @@ function rawTextFrameCloseCode(wsUrl: string, payload: Uint8Array): Promise<numb
       if (!open) {
         const end = buf.indexOf("\r\n\r\n");
         if (end < 0) return;
-        if (!buf.subarray(0, 12).toString().includes("101")) return reject(new Error(buf.toString()));
+        const status = buf.subarray(0, end).toString().split("\r\n")[0];
+        if (!status.includes(" 101 ")) return settle(() => reject(new Error(`upgrade refused: ${status}`)));
         open = true;
         buf = buf.subarray(end + 4);
         const mask = Buffer.from([1, 2, 3, 4]);
@@ -148,12 +158,15 @@ function rawTextFrameCloseCode(wsUrl: string, payload: Uint8Array): Promise<numb
       // Server frames are unmasked; skip any before the close frame (opcode 8).
       while (buf.length >= 2) {
         const len = buf[1] & 0x7f;
+        if (len === 127) return settle(() => reject(new Error("unexpected 64-bit frame length")));
         const head = len === 126 ? 4 : 2;
+        if (buf.length < head) return;
         const size = len === 126 ? buf.readUInt16BE(2) : len;
         if (buf.length < head + size) return;
         if ((buf[0] & 0x0f) === 8) {
-          sock.destroy();
-          return resolve(buf.readUInt16BE(head));
+          if (size < 2) return settle(() => reject(new Error("close frame without a code")));
+          const code = buf.readUInt16BE(head);
+          return settle(() => resolve(code));
         }
         buf = buf.subarray(head + size);
       }

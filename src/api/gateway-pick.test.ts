@@ -19,7 +19,7 @@ describe("pickConnect (/api/gateway)", () => {
   test("only ready instances with a wsUrl; none: undefined", () => {
     expect(pickConnect([])).toBeUndefined();
     expect(pickConnect([inst("ws://a/ws", 0, false), { meta: { conns: 0 } }, {}])).toBeUndefined();
-    for (let k = 0; k < 20; k++) expect(pickConnect([inst("ws://a/ws", 0, false), inst("ws://b/ws", 500), { meta: { wsUrl: 7 } }])).toBe("ws://b/ws");
+    for (let k = 0; k < 20; k++) expect(pickConnect([inst("ws://a/ws", 0, false), inst("ws://b/ws", 500), { meta: { wsUrl: 7 } }, inst("", 0)])).toBe("ws://b/ws");
   });
 
   test("equally loaded instances share new connections evenly", () => {
@@ -31,6 +31,8 @@ describe("pickConnect (/api/gateway)", () => {
     // Least-connections would give every one of these to a; two random choices give a 3 of 4.
     expect(shares([inst("ws://a/ws", 0), inst("ws://b/ws", 100)])).toEqual({ "ws://a/ws": 3, "ws://b/ws": 1 });
     expect(shares([inst("ws://a/ws", 10), inst("ws://b/ws", 11), inst("ws://c/ws", 12)])).toEqual({ "ws://a/ws": 5, "ws://b/ws": 3, "ws://c/ws": 1 });
+    // A count that is not a number, or negative, ranks last instead of winning every draw it is in.
+    for (const bad of [NaN, -5, "many"]) expect(shares([{ meta: { wsUrl: "ws://x/ws", conns: bad } }, inst("ws://b/ws", 100)])).toEqual({ "ws://x/ws": 1, "ws://b/ws": 3 });
   });
 
   test("with Math.random, a burst of 4,000 over four equal instances gives each 18-32 %", () => {

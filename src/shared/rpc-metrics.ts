@@ -16,8 +16,9 @@ const codeOf = (e: unknown) => (e instanceof AppError ? e.code : "INTERNAL");
 function histogram(registry: Registry, side: "server" | "client"): TallyHistogram {
   const name = `bunchat_rpc_${side}_duration_seconds`;
   // One per registry, shared by every service a role serves or calls.
-  const existing = registry.getSingleMetric(name);
-  if (existing) return existing as unknown as TallyHistogram;
+  const existing: unknown = registry.getSingleMetric(name);
+  if (existing instanceof TallyHistogram) return existing;
+  if (existing) throw new Error(`${name} is already registered as another kind of metric`);
   const help = `Duration of one logical RPC call (${side} side), by gRPC service, method and result code`;
   return new TallyHistogram(name, help, BUCKETS, [registry], ["service", "method", "code"]);
 }

@@ -40,7 +40,7 @@ export class TallyFamily {
 }
 
 type Labels = Record<string, string>;
-type HistogramValue = { labels: Record<string, string | number>; sharedLabels?: Labels; value: number; metricName: string };
+type HistogramValue = { labels: Record<string, string | number>; sharedLabels?: Labels; value: number; metricName: string; exemplar?: null };
 
 /** One label set's bucket counts, sum and count, kept as plain numbers; observe() adds to them. */
 export class HistogramCell {
@@ -48,10 +48,14 @@ export class HistogramCell {
   readonly counts: Float64Array;
   sum = 0;
   count = 0;
+  /** Its place in the export order; 0 while not exported (made but not observed yet, or reset since). */
+  shown = 0;
 
   constructor(
     private readonly bounds: readonly number[],
     readonly labels: Labels,
+    /** The histogram's export order counter, shared by its cells. */
+    private readonly order: { n: number },
   ) {
     this.counts = new Float64Array(bounds.length + 1);
   }
@@ -59,6 +63,7 @@ export class HistogramCell {
   /** Counts one value (in the histogram's unit); a non-finite value is not counted (prom-client would throw). */
   observe(v: number): void {
     if (!Number.isFinite(v)) return;
+    if (!this.shown) this.shown = ++this.order.n;
     const b = this.bounds;
     let i = 0;
     while (i < b.length && v > b[i]) i++;
@@ -71,6 +76,7 @@ export class HistogramCell {
     this.counts.fill(0);
     this.sum = 0;
     this.count = 0;
+    this.shown = 0;
   }
 }
 
@@ -78,16 +84,18 @@ export class HistogramCell {
  * A Prometheus histogram kept as plain numbers: observe() (no labels) or child(labels).observe()
  * adds to one bucket's count, the sum and the count, and a scrape reads them. It is registered as
  * a metric of its own and exported exactly as a prom-client Histogram with the same buckets and
- * label names (per label set `_bucket{le}` cumulative, then `+Inf`, `_sum`, `_count`; a label set
- * appears once observed, and a reset empties the histogram), whose observe() validates and hashes
- * a label object each call.
+ * label names, whose observe() validates and hashes a label object each call: per label set
+ * `_bucket{le}` cumulative, then `+Inf`, `_sum`, `_count`; label sets in the order they were first
+ * observed; without labels, zeros until the first observation; after a reset, nothing until
+ * observed again.
  */
 export class TallyHistogram {
   readonly type = "histogram";
   readonly aggregator = "sum";
+  private readonly order = { n: 0 };
   /** The one cell of a histogram without labels. */
   private readonly root?: HistogramCell;
-  /** A labelled histogram's cells, by their label values joined with NUL. */
+  /** A labelled histogram's cells, by their label values (joined with NUL for several labels). */
   private readonly cells = new Map<string, HistogramCell>();
 
   /**
@@ -101,7 +109,10 @@ export class TallyHistogram {
     registers: Registry[],
     private readonly labelNames: readonly string[] = [],
   ) {
-    if (!labelNames.length) this.root = new HistogramCell(bounds, {});
+    if (!labelNames.length) {
+      this.root = new HistogramCell(bounds, {}, this.order);
+      this.root.shown = ++this.order.n;
+    }
     for (const r of registers) r.registerMetric(this as unknown as Metric);
   }
 
@@ -111,14 +122,20 @@ export class TallyHistogram {
     this.root.observe(v);
   }
 
-  /** The cell of one label set (every label name given), made once; keep it where the labels are known. */
+  /**
+   * The cell of one label set, made once; keep it where the labels are known. Throws for a
+   * histogram without labels, or if a label name is missing or its value is not a string.
+   */
   child(labels: Labels): HistogramCell {
-    const key = this.labelNames.map((n) => labels[n]).join("\0");
+    const names = this.labelNames;
+    if (!names.length) throw new Error(`${this.name} has no labels: use observe()`);
+    for (const n of names) if (typeof labels[n] !== "string") throw new Error(`${this.name}: label ${n} must be a string`);
+    const key = names.length === 1 ? labels[names[0]] : names.map((n) => labels[n]).join("\0");
     let c = this.cells.get(key);
     if (!c) {
       const own: Labels = {};
-      for (const n of this.labelNames) own[n] = labels[n];
-      this.cells.set(key, (c = new HistogramCell(this.bounds, own)));
+      for (const n of names) own[n] = labels[n];
+      this.cells.set(key, (c = new HistogramCell(this.bounds, own, this.order)));
     }
     return c;
   }
@@ -127,16 +144,16 @@ export class TallyHistogram {
   async getForPromString(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
     const bucket = `${this.name}_bucket`;
     const values: HistogramValue[] = [];
-    const cells = this.root ? [this.root] : [...this.cells.values()].filter((c) => c.count > 0);
+    const cells = (this.root ? [this.root] : [...this.cells.values()]).filter((c) => c.shown).sort((a, b) => a.shown - b.shown);
     for (const c of cells) {
       const sharedLabels = c.labels;
       let acc = 0;
       this.bounds.forEach((le, i) => {
         acc += c.counts[i];
-        values.push({ labels: { le }, sharedLabels, value: acc, metricName: bucket });
+        values.push({ labels: { le }, sharedLabels, value: acc, metricName: bucket, exemplar: null });
       });
       values.push(
-        { labels: { le: "+Inf" }, sharedLabels, value: c.count, metricName: bucket },
+        { labels: { le: "+Inf" }, sharedLabels, value: c.count, metricName: bucket, exemplar: null },
         { labels: {}, sharedLabels, value: c.sum, metricName: `${this.name}_sum` },
         { labels: {}, sharedLabels, value: c.count, metricName: `${this.name}_count` },
       );
@@ -151,9 +168,9 @@ export class TallyHistogram {
     return data;
   }
 
+  /** Empties every label set; cells callers keep stay valid and are exported again once they count. */
   reset(): void {
     this.root?.clear();
-    // A labelled cell stays where callers keep it, and is exported again once it counts anew.
     for (const c of this.cells.values()) c.clear();
   }
 }

@@ -17,7 +17,7 @@ export async function launchChromium(): Promise<Browser> {
   });
 }
 
-/** The cluster webCluster() started last: withShots prints its warnings when a test fails. */
+/** The cluster webCluster() started last: withShots prints its warnings when a test fails while it runs. */
 let lastCluster: ProcessCluster | undefined;
 
 /** `bun run cluster --connect 2` on free ports, with a send budget that fixtures of 120 messages fit in. */
@@ -37,7 +37,8 @@ export async function withShots(name: string, contexts: () => BrowserContext[], 
     for (const ctx of contexts())
       for (const p of ctx.pages()) await p.screenshot({ path: join(SHOTS, `${slug}-${++i}.png`), fullPage: true }).catch(() => undefined);
     // What the cluster warned about meanwhile (its log lines are JSON with a level).
-    const warnings = (lastCluster?.err.all ?? []).filter((l) => /"level":"(warn|error)"/.test(l)).slice(-30);
+    const running = lastCluster?.proc.exitCode === null ? lastCluster : undefined;
+    const warnings = (running?.err.all ?? []).filter((l) => /"level":"(warn|error)"/.test(l)).slice(-30);
     if (warnings.length) console.error(`${name}: the cluster's last warnings and errors:\n${warnings.join("\n")}`);
     throw e;
   }
