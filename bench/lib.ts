@@ -23,13 +23,13 @@ const STOP_TIMEOUT_MS = 30_000;
 
 /**
  * Starts the local cluster (real redis, mariadb, etcd and every role as processes) in a temp
- * data dir. Its stdout is drained for the whole run (a full pipe would block the cluster);
+ * data dir, from the source tree `root` (default this one). Its stdout is drained for the whole run (a full pipe would block the cluster);
  * if it does not get ready in time it is stopped before the error is thrown.
  */
-export async function startCluster(args: string[], env: Record<string, string> = {}): Promise<RunningCluster> {
+export async function startCluster(args: string[], env: Record<string, string> = {}, root = ROOT): Promise<RunningCluster> {
   const dataDir = mkdtempSync(join(tmpdir(), "bunchat-bench-"));
   const proc = Bun.spawn(["bun", "src/bin/cluster.ts", "--data-dir", dataDir, ...args], {
-    cwd: ROOT,
+    cwd: root,
     // Every bench client comes from 127.0.0.1: lift the per-address login/registration limit.
     env: { ...process.env, IM_LOG_LEVEL: "warn", IM_AUTH_ADDR_LIMIT: "1000000000", ...env },
     stdout: "pipe",
