@@ -58,6 +58,17 @@ describe("bodies (v1.1)", () => {
     expect(ok.headers.get("content-type")).toBe("application/json;charset=utf-8");
   });
 
+  test("a body nested deeper than 32 levels is 400, as a WebSocket frame; 32 is read", async () => {
+    const auth = { authorization: `Bearer ${(await registerUser(base)).token}` };
+    const nested = (levels: number) => `{"body":"hi","x":${"[".repeat(levels - 1)}${"]".repeat(levels - 1)}}`;
+    const send = (text: string) => raw(`/api/rooms/${uniqueName("deep")}/messages`, { method: "POST", body: text, headers: { ...auth, "content-type": "application/json" } });
+    const deep = await send(nested(33));
+    expect(deep.status).toBe(400);
+    expect(await code(deep)).toBe("BAD_REQUEST");
+    expect((await send(nested(32))).status).toBe(202);
+    expect((await send(nested(30_000))).status).toBe(400);
+  });
+
   test("JSON that is not an object is 400", async () => {
     for (const body of ["null", "0", "false", '""', "[]", "[1]"]) {
       const res = await http(base, "POST", "/api/sessions", { raw: body });

@@ -6,6 +6,7 @@ import { t } from "elysia";
 import { AppError, badRequest } from "../shared/errors.ts";
 import { LIMITS } from "../shared/protocol.ts";
 import { illFormedMessage, illFormedPath } from "../shared/text.ts";
+import { MAX_DEPTH, depthOver } from "../shared/wire-codec.ts";
 
 /**
  * A JSON response with status (`application/json;charset=utf-8`, as error responses from
@@ -34,8 +35,9 @@ export const NO_BODY = Object.freeze({});
 /**
  * The request body for the route's schema: NO_BODY (unread) on GET, DELETE and other methods
  * without a body; otherwise the JSON object in it. Errors: 400 BAD_REQUEST if the content type is
- * not application/json, the text is not JSON, the value is not an object, or a string in it (keys
- * included) has a lone surrogate; 413 PAYLOAD_TOO_LARGE above LIMITS.maxHttpBody bytes (a body
+ * not application/json, the text is not JSON, the value is not an object or nests deeper than
+ * MAX_DEPTH (32 levels, the WebSocket frames' rule), or a string in it (keys included) has a lone
+ * surrogate; 413 PAYLOAD_TOO_LARGE above LIMITS.maxHttpBody bytes (a body
  * with a larger Content-Length is refused before this, see app.ts onRequest).
  */
 export async function readBody(request: Request): Promise<object> {
@@ -51,6 +53,7 @@ export async function readBody(request: Request): Promise<object> {
     throw badRequest("request body is not valid JSON");
   }
   if (typeof v !== "object" || v === null || Array.isArray(v)) throw badRequest("request body must be a JSON object");
+  if (depthOver(v, MAX_DEPTH)) throw badRequest(`request body nests deeper than ${MAX_DEPTH} levels`);
   const bad = illFormedPath(v, "body");
   if (bad) throw badRequest(illFormedMessage(bad));
   return v;

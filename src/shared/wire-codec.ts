@@ -48,10 +48,11 @@ export function decodeJson(text: string): unknown {
 }
 
 /**
- * True if v has arrays or objects nested more than `max` deep (a scalar is depth 0). Walks
- * without allocating (no Object.values per object): it runs on every JSON frame.
+ * True if v (JSON.parse output) has arrays or objects nested more than `max` deep (a scalar is
+ * depth 0). Walks without allocating (no Object.values per object): it runs on every JSON frame,
+ * and on every HTTP body (src/api/request.ts, with MAX_DEPTH too).
  */
-function depthOver(v: unknown, max: number): boolean {
+export function depthOver(v: unknown, max: number): boolean {
   if (typeof v !== "object" || v === null) return false;
   if (max <= 0) return true;
   if (Array.isArray(v)) {
