@@ -69,7 +69,7 @@ for (let round = 1; round <= Number(o.rounds); round++)
       const api = cluster.api[0]!;
       const tokens = await register(cluster.api, N, `g${Date.now().toString(36)}${i}`, 3);
       // Phase 1: every client at once, as after a deploy or a network blip.
-      const burst = await Promise.all(tokens.map((t) => viaGateway(api, t)));
+      const burst = await Promise.all(tokens.map(async (token) => ({ ...(await viaGateway(api, token)), token })));
       sockets.push(...burst.map((c) => c.ws));
       const first = spread(burst.map((c) => c.url));
       await Bun.sleep(3000); // connect refreshes its count in etcd every 2 s
@@ -79,7 +79,7 @@ for (let round = 1; round <= Number(o.rounds); round++)
       process.kill(await listenerPid(new URL(first.busiest!).port), "SIGKILL");
       const t0 = performance.now();
       await Promise.all(closed);
-      const back = await Promise.all(victims.map((_, k) => viaGateway(api, tokens[burst.indexOf(victims[k])]!)));
+      const back = await Promise.all(victims.map((c) => viaGateway(api, c.token)));
       sockets.push(...back.map((c) => c.ws));
       const storm = spread(back.map((c) => c.url));
       report({

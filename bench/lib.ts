@@ -23,8 +23,9 @@ const STOP_TIMEOUT_MS = 30_000;
 
 /**
  * Starts the local cluster (real redis, mariadb, etcd and every role as processes) in a temp
- * data dir, from the source tree `root` (default this one). Its stdout is drained for the whole run (a full pipe would block the cluster);
- * if it does not get ready in time it is stopped before the error is thrown.
+ * data dir, from the source tree `root` (default this one). Its stdout is drained for the whole
+ * run (a full pipe would block the cluster); if it does not get ready in time it is stopped
+ * before the error is thrown.
  */
 export async function startCluster(args: string[], env: Record<string, string> = {}, root = ROOT): Promise<RunningCluster> {
   const dataDir = mkdtempSync(join(tmpdir(), "bunchat-bench-"));

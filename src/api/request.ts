@@ -37,8 +37,8 @@ export const NO_BODY = Object.freeze({});
  * without a body; otherwise the JSON object in it. Errors: 400 BAD_REQUEST if the content type is
  * not application/json, the text is not JSON, the value is not an object or nests deeper than
  * MAX_DEPTH (32 levels, the WebSocket frames' rule), or a string in it (keys included) has a lone
- * surrogate; 413 PAYLOAD_TOO_LARGE above LIMITS.maxHttpBody bytes (a body
- * with a larger Content-Length is refused before this, see app.ts onRequest).
+ * surrogate; 413 PAYLOAD_TOO_LARGE above LIMITS.maxHttpBody bytes (a body with a larger
+ * Content-Length is refused before this, see app.ts onRequest).
  */
 export async function readBody(request: Request): Promise<object> {
   if (!BODY_METHODS.has(request.method)) return NO_BODY;
