@@ -39,7 +39,9 @@ async function run(step: string, opts: autocannon.Options, pids: number[]): Prom
   await autocannon({ ...opts, duration: Number(values["warmup-seconds"]), connections });
   const labels = new Map(pids.flatMap((p) => [...processTree(p)]));
   const c0 = sampleCpu(labels.keys());
+  const from = Date.now();
   const r = await autocannon({ ...opts, duration, connections });
+  const to = Date.now();
   const cpuPct = cpuBetween(c0, sampleCpu(labels.keys()), labels);
   const rps = r.requests.average;
   const usPerReq = Object.fromEntries(Object.entries(cpuPct).map(([k, v]) => [k, Math.round((v.reduce((a, b) => a + b, 0) * 10_000) / Math.max(1, rps))]));
@@ -54,6 +56,7 @@ async function run(step: string, opts: autocannon.Options, pids: number[]): Prom
     cpuPct,
     usPerReq,
     loadavg: loadavg(),
+    window: { from, to },
   };
   report(line);
   process.stderr.write(`${step}: ${line.rps} req/s, p50 ${r.latency.p50} p99 ${r.latency.p99} ms, non-2xx ${r.non2xx}; CPU % ${JSON.stringify(cpuPct)}; load ${line.loadavg.join(" ")}\n`);

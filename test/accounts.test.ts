@@ -81,6 +81,16 @@ describe("sessions", () => {
     }
   });
 
+  test("one authenticate call answers each token of a mixed batch in order", async () => {
+    const [a, b] = [await registerUser(base), await registerUser(base)];
+    const gone = await registerUser(base);
+    expect((await http(base, "DELETE", "/api/sessions/current", { token: gone.token })).status).toBe(204);
+    const tokens = [a.token, "", "x".repeat(257), gone.token, "not-a-real-token", b.token, 42 as unknown as string, a.token];
+    const res = await c.logic[0].api().authenticate({ tokens });
+    expect(res.map((r) => r.ok?.userId ?? r.err?.code)).toEqual([a.userId, "UNAUTHENTICATED", "UNAUTHENTICATED", "UNAUTHENTICATED", "UNAUTHENTICATED", b.userId, "UNAUTHENTICATED", a.userId]);
+    expect(res[5].ok?.userName).toBe(b.userName);
+  });
+
   test("an expired session is refused", async () => {
     const short = await startCluster({ logic: 1, api: 1, config: { sessionTtlSec: 1 } });
     try {

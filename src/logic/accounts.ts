@@ -13,7 +13,8 @@ import type { Result } from "../shared/batcher.ts";
 import type { Credentials, Session, SessionGrant } from "../../proto/logic.ts";
 import type { HashPool } from "./hash-pool.ts";
 
-export const sessionId = (token: string) => new Bun.CryptoHasher("sha256").update(token).digest("hex");
+/** The session id of a token: its SHA-256, hex (what Redis keys hold instead of the token). */
+export const sessionId = (token: string) => Bun.SHA256.hash(token, "hex");
 
 const newToken = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
 
