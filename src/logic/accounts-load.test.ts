@@ -1,5 +1,6 @@
 // accounts.ts is imported by every role (task and connect too) but only logic logs anyone in: the
-// dummy argon2 hash of timing-safe logins is made on first need, not at module load.
+// dummy argon2 hash of timing-safe logins is made on first need, not at module load. Also the
+// session id rule every stored session depends on.
 import { expect, test } from "bun:test";
 
 test("importing accounts.ts hashes nothing; constructing Accounts makes the dummy hash once, off the event loop", async () => {
@@ -18,4 +19,10 @@ test("importing accounts.ts hashes nothing; constructing Accounts makes the dumm
     pw.hash = hash;
     pw.hashSync = hashSync;
   }
+});
+
+test("a session id is the token's SHA-256 in hex: Redis keys sessions by it, so a change would end every session", async () => {
+  const { sessionId } = await import("./accounts.ts");
+  expect(sessionId("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  expect(sessionId("ü\ud800")).toBe(new Bun.CryptoHasher("sha256").update("ü\ud800").digest("hex"));
 });
