@@ -6,6 +6,8 @@
 // box's load average); a human line per step and a summary table on stderr.
 // Usage: bun bench/http.ts [--seconds 10] [--connections 50] [--body-bytes 64] [--warmup-seconds 20]
 //        [--cpu-prof DIR] (CPU profiles of every Bun process of the cluster, written on their exit)
+//        [--colocate-roles api,logic] (passed to `bun run cluster`: those roles in one process, calling
+//        each other in-process)
 import autocannon from "autocannon";
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
@@ -20,6 +22,7 @@ const { values } = parseArgs({
     // first steps paid for JIT compilation"); each step warms up this long before it is measured.
     "warmup-seconds": { type: "string", default: "20" },
     "cpu-prof": { type: "string" },
+    "colocate-roles": { type: "string" },
   },
 });
 const duration = Number(values.seconds);
@@ -109,4 +112,4 @@ await withBaselineAndCluster(baselineSrc, { IM_RATE_LIMIT: "1000000", IM_RATE_BU
       "",
     ].join("\n"),
   );
-});
+}, values["colocate-roles"] ? ["--colocate-roles", values["colocate-roles"]] : []);

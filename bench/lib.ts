@@ -346,10 +346,16 @@ export interface HttpBenchSetup {
 
 /**
  * The HTTP benches' frame: a bare Bun.serve baseline (spawnBaseline(baselineSrc)) and a
- * `bun run cluster` of one instance per role (env: extra IM_* settings) with one registered user;
- * runs body, then stops both, also on error and on SIGINT/SIGTERM.
+ * `bun run cluster` of one instance per role (env: extra IM_* settings; clusterArgs: more of its
+ * flags, e.g. `--colocate-roles api,logic`) with one registered user; runs body, then stops both,
+ * also on error and on SIGINT/SIGTERM.
  */
-export async function withBaselineAndCluster<T>(baselineSrc: string, env: Record<string, string>, body: (s: HttpBenchSetup) => Promise<T>): Promise<T> {
+export async function withBaselineAndCluster<T>(
+  baselineSrc: string,
+  env: Record<string, string>,
+  body: (s: HttpBenchSetup) => Promise<T>,
+  clusterArgs: string[] = [],
+): Promise<T> {
   const baseline = await spawnBaseline(baselineSrc);
   let cluster: RunningCluster | undefined;
   const stopAll = async () => {
@@ -358,7 +364,7 @@ export async function withBaselineAndCluster<T>(baselineSrc: string, env: Record
   };
   for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => void stopAll().finally(() => process.exit(130)));
   try {
-    cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1"], env);
+    cluster = await startCluster(["--base-port", String(freeBasePort()), "--api", "1", "--logic", "1", "--task", "1", "--connect", "1", ...clusterArgs], env);
     const api = cluster.api[0];
     const user = await fetch(`${api}/api/users`, {
       method: "POST",
