@@ -106,7 +106,8 @@ export function freeBasePort(): number {
 
 // --- per-process CPU, from /proc (Linux only) ---
 
-const CLK_TCK = 100; // USER_HZ on Linux
+/** Clock ticks per second of /proc/<pid>/stat CPU times (USER_HZ on Linux). */
+export const CLK_TCK = 100;
 
 interface ProcStat {
   pid: number;
