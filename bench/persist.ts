@@ -14,7 +14,7 @@
 // --batches: "500" = every batch 500 entries; "1-500" = uniformly random sizes (fixed seed), as
 // the persist group's partial batches under linger are.
 import { parseArgs } from "node:util";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { startInfra } from "../src/infra/index.ts";
@@ -27,7 +27,7 @@ import type { AckHook } from "../src/task/acks.ts";
 import type { StreamEntry } from "../src/task/consumer.ts";
 import { taskMetrics } from "../src/task/metrics.ts";
 import { PersistHandler } from "../src/task/persist.ts";
-import { machineBusyPct, report, sampleMachine } from "./lib.ts";
+import { CLK_TCK, machineBusyPct, report, sampleCpu, sampleMachine } from "./lib.ts";
 
 const { values: o } = parseArgs({
   options: {
@@ -46,7 +46,6 @@ const ROUNDS = Number(o.rounds);
 const BODY_BYTES = Number(o["body-bytes"]);
 const CONVS = Number(o.convs);
 const WARMUP_ROWS = 5000;
-const CLK_TCK = 100; // USER_HZ on Linux
 
 const dataDir = mkdtempSync(join(tmpdir(), "bunchat-bench-persist-"));
 const infra = await startInfra({ dataDir, log: createLogger({ level: "warn", base: { bench: "persist" } }), keepData: false });
@@ -112,10 +111,12 @@ async function run(partitions: StreamEntry[][][]): Promise<number> {
   return handled;
 }
 
+/** CPU ticks (utime + stime) mariadbd has used so far. */
 function mysqlTicks(): number {
-  const stat = readFileSync(`/proc/${infra.mysql.pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(f[11]) + Number(f[12]); // utime + stime
+  const pid = infra.mysql.pid;
+  const ticks = pid === undefined ? undefined : sampleCpu([pid]).ticks.get(pid);
+  if (ticks === undefined) throw new Error("mariadbd is not running");
+  return ticks;
 }
 
 const count = async () => Number(((await handle.pool.query("SELECT COUNT(*) AS n FROM messages"))[0] as { n: string }[])[0].n);
