@@ -3,7 +3,7 @@
 // then one table of p99 and CPU µs per message per process per rate on stderr (and JSON on stdout).
 // "Pipeline" = logic + task + redis-server + mariadbd (for a node of logic+task: that node).
 // Usage: bun bench/colocate.ts [--rounds 2] [--rates 1000,2500,5000] [--out DIR]
-//        [--topologies default,logic+task,all,2x(logic+task+connect)]
+//        [--topologies default,logic+task,all,2x(logic+task+connect)] [--warmup-rate 1000]
 import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -15,6 +15,7 @@ const { values: o } = parseArgs({
     rates: { type: "string", default: "1000,2500,5000" },
     out: { type: "string", default: join(ROOT, "bench/results", new Date().toISOString().slice(0, 10), "colocate") },
     topologies: { type: "string", default: "default,logic+task,all" },
+    "warmup-rate": { type: "string", default: "1000" },
   },
 });
 const TOPOLOGIES: Record<string, string[]> = {
@@ -46,7 +47,7 @@ const PIPELINE = /^(logic|task|redis-server|mariadbd|node\[logic\+task\])$/;
 for (let round = 1; round <= Number(o.rounds); round++) {
   for (const name of names) {
     const file = join(o.out!, `${name}-run${round}.jsonl`);
-    const cmd = ["bun", "bench/messaging.ts", "--target", "bunchat", "--rates", String(o.rates), "--warmup-rate", "500", ...TOPOLOGIES[name]];
+    const cmd = ["bun", "bench/messaging.ts", "--target", "bunchat", "--rates", String(o.rates), "--warmup-rate", String(o["warmup-rate"]), ...TOPOLOGIES[name]];
     process.stderr.write(`\n== round ${round}, ${name}: ${cmd.join(" ")}  (loadavg ${readFileSync("/proc/loadavg", "utf8").trim()})\n`);
     const p = Bun.spawn(cmd, { cwd: ROOT, stdout: "pipe", stderr: "inherit" });
     const text = await new Response(p.stdout).text();
