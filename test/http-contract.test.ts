@@ -93,6 +93,27 @@ describe("bodies (v1.1)", () => {
   });
 });
 
+describe("schema errors", () => {
+  test("a 400 for a body or query that fails the endpoint's schema names the field", async () => {
+    const u = await registerUser(base);
+    const auth = { authorization: `Bearer ${u.token}` };
+    const msg = async (res: Response) => {
+      expect(res.status).toBe(400);
+      const e = ((await res.json()) as { error: { code: string; message: string } }).error;
+      expect(e.code).toBe("BAD_REQUEST");
+      return e.message;
+    };
+    const conv = encodeURIComponent(`room:${uniqueName("r")}`);
+    for (const seq of ["5", -1, 1.5]) {
+      const res = await raw(`/api/conversations/${conv}/read`, { method: "PUT", body: JSON.stringify({ seq }), headers: { "content-type": "application/json", ...auth } });
+      expect(await msg(res)).toStartWith("request does not match the expected shape: body.seq: ");
+    }
+    expect(await msg(await raw("/api/users", { headers: auth }))).toStartWith("request does not match the expected shape: query.name: ");
+    const odd = await raw(`/api/rooms/${uniqueName("r")}/messages`, { method: "POST", body: JSON.stringify({ body: { toString: true } }), headers: { "content-type": "application/json", ...auth } });
+    expect(await msg(odd)).toStartWith("request does not match the expected shape: body.body: ");
+  });
+});
+
 describe("text (v1.1)", () => {
   test("a lone surrogate anywhere in a body is 400 BAD_REQUEST and nothing is stored", async () => {
     const u = await registerUser(base);

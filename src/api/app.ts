@@ -14,7 +14,7 @@ import { Batcher } from "../shared/batcher.ts";
 import { TallyHistogram } from "../shared/tally.ts";
 import { answerInTime, sendBatcher } from "../shared/send-deadline.ts";
 import type { LogicApi, Session } from "../../proto/logic.ts";
-import { BodyString, checkUrl, intQuery, json, pathSegment, readBody } from "./request.ts";
+import { BodyString, checkUrl, intQuery, json, pathSegment, readBody, shapeMessage } from "./request.ts";
 import { clientAddressResolver } from "./client-addr.ts";
 import { chatRoutes } from "./chat-routes.ts";
 import { withOpenApi } from "./openapi.ts";
@@ -89,7 +89,10 @@ export function createApiApp(deps: ApiDeps) {
     // Elysia wraps what a parse hook throws (ours: readBody's 400 and 413) in a ParseError.
     const cause = (error as { cause?: unknown }).cause;
     if (code === "PARSE" && cause instanceof AppError) return counted(errorResponse(cause), cause.code);
-    if (code === "VALIDATION") return failCounted("BAD_REQUEST", "request does not match the expected shape");
+    if (code === "VALIDATION") {
+      const v = error as { type?: unknown; valueError?: { path?: unknown; message?: unknown } };
+      return failCounted("BAD_REQUEST", shapeMessage(v.type, v.valueError));
+    }
     if (code === "PARSE") return failCounted("BAD_REQUEST", "request body is not valid JSON");
     if (code === "NOT_FOUND") return failCounted("NOT_FOUND", "no such endpoint");
     const status = (error as { status?: number }).status;

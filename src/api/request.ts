@@ -18,10 +18,26 @@ export const json = (status: number, body: unknown) => (body === null ? new Resp
  * A string field of a request body's schema. Elysia 1.4's default validation message interpolates
  * the value it found (`${value}`), which throws a TypeError for an object whose toString or
  * valueOf is not a function (`{"body":{"toString":true}}`): that escaped as a 500. A custom error
- * skips that message (app.ts answers every VALIDATION failure with the same 400 anyway).
+ * skips that message (app.ts answers a VALIDATION failure with shapeMessage, which never holds
+ * the value).
  * openapi.ts leaves the "error" keyword out of the document (OpenAPI has no such keyword).
  */
 export const BodyString = (options: { description?: string } = {}) => t.String({ ...options, error: "expected a string" });
+
+/**
+ * The BAD_REQUEST message for a request that fails its endpoint's schema (an Elysia VALIDATION
+ * error): which part and field, and TypeBox's rule, e.g. "request does not match the expected
+ * shape: body.seq: Expected number". `part` is the error's type ("body", "query", "params"),
+ * `first` its first TypeBox ValueError (JSON-pointer path, fixed message that never holds the
+ * value). The path is cut to 80 characters: an unexpected property's name is the client's own text.
+ */
+export function shapeMessage(part: unknown, first: { path?: unknown; message?: unknown } | undefined): string {
+  const base = "request does not match the expected shape";
+  if (typeof part !== "string" || !first) return base;
+  const path = typeof first.path === "string" ? first.path.split("/").slice(1).map((k) => k.replace(/~1/g, "/").replace(/~0/g, "~")) : [];
+  const where = [part, ...path].join(".").slice(0, 80);
+  return typeof first.message === "string" ? `${base}: ${where}: ${first.message}` : `${base}: ${where}`;
+}
 
 /** Methods whose endpoints take a request body; on any other method a body is never read. */
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
