@@ -2,7 +2,8 @@
 // (bench/task-child.ts), from this tree or from another checkout (--src, for old/new A/B runs in
 // one run on the same stores); this process is the producer, appending room messages to the
 // partition streams the way logic does (XADD + pending ZADD, a pipeline every 10 ms, one sender
-// per room), and the 2 fake connect instances it pushes to (real gRPC servers registered in etcd,
+// per room), and the fake connect instances it pushes to (2, or each count of --connects; every
+// room is routed to all of them; real gRPC servers registered in etcd,
 // test/task-helpers.ts). Stores: the shared test infrastructure (redis-server, mariadbd, etcd in a
 // temp folder, stopped at the end).
 //
@@ -15,6 +16,7 @@
 // Usage: bun bench/task-steady.ts [--rate 1000] [--seconds 10] [--rounds 3] [--partitions 8]
 //        [--rooms 100] [--src DIR[,DIR…]] (default: this tree; "." is this tree) [--cpu-prof DIR]
 //        [--variants 'JSON;JSON…'] (config overrides, each run with every --src)
+//        [--connects 1,2,4,8] (fake connect instances per room, each count run in every round)
 import { parseArgs } from "node:util";
 import { readdirSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -36,6 +38,7 @@ const { values: o } = parseArgs({
     /** ;-separated config overrides (JSON; key "env": environment of the task process), each run with every --src, e.g. '{"pushIntervalMs":0};{"pushIntervalMs":10}' */
     variants: { type: "string", default: "{}" },
     "cpu-prof": { type: "string" },
+    connects: { type: "string", default: "2" },
   },
 });
 const RATE = Number(o.rate);
@@ -99,17 +102,18 @@ async function produce(s: Scope, rooms: string[], senders: { userId: number; use
   return sent;
 }
 
-async function round(src: string, variant: Record<string, unknown>, no: number): Promise<void> {
+async function round(src: string, variant: Record<string, unknown>, no: number, connects: number): Promise<void> {
   const partitions = Number(o.partitions);
   const { env: childEnv = {}, ...overrides } = variant as { env?: Record<string, string> };
   const s = await Scope.create({ streamPartitions: partitions, ...overrides });
   const infra = await getInfra();
   let child: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
   try {
-    const fakes = [await s.connect(), await s.connect()];
+    const fakes: FakeConnect[] = [];
+    for (let i = 0; i < connects; i++) fakes.push(await s.connect());
     const rooms = Array.from({ length: Number(o.rooms) }, () => uniq("b"));
     const senders = rooms.map((_, i) => ({ userId: 1_000_000 + no * 10_000 + i, userName: `s${i}` }));
-    for (const r of rooms) await s.redis.hset(s.keys.roomInstances(r), fakes[0].id, 1, fakes[1].id, 1);
+    for (const r of rooms) await s.redis.hset(s.keys.roomInstances(r), ...fakes.flatMap((f) => [f.id, 1]));
     const env: Record<string, string> = { ...process.env, TASK_SRC: src, TASK_CONFIG: JSON.stringify(s.config), ...childEnv } as Record<string, string>;
     if (o["cpu-prof"]) env.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${resolve(o["cpu-prof"], `${no}-${src.split("/").pop()}`)}`;
     child = Bun.spawn([process.execPath, `${import.meta.dir}/task-child.ts`], { env, stdin: "ignore", stdout: "pipe", stderr: "inherit" });
@@ -143,6 +147,7 @@ async function round(src: string, variant: Record<string, unknown>, no: number):
       config: variant,
       round: no,
       partitions,
+      connects,
       targetRate: RATE,
       messages: sent,
       seconds: Math.round(ms) / 1000,
@@ -171,7 +176,8 @@ async function round(src: string, variant: Record<string, unknown>, no: number):
 
 try {
   const variants = o.variants!.split(";").map((v) => JSON.parse(v) as Record<string, unknown>);
-  for (let r = 1; r <= Number(o.rounds); r++) for (const src of SOURCES) for (const v of variants) await round(src, v, r);
+  const counts = o.connects!.split(",").map(Number);
+  for (let r = 1; r <= Number(o.rounds); r++) for (const src of SOURCES) for (const v of variants) for (const n of counts) await round(src, v, r, n);
 } finally {
   await stopSharedInfra();
 }
