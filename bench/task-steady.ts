@@ -115,7 +115,7 @@ async function round(src: string, variant: Record<string, unknown>, no: number, 
     const senders = rooms.map((_, i) => ({ userId: 1_000_000 + no * 10_000 + i, userName: `s${i}` }));
     for (const r of rooms) await s.redis.hset(s.keys.roomInstances(r), ...fakes.flatMap((f) => [f.id, 1]));
     const env: Record<string, string> = { ...process.env, TASK_SRC: src, TASK_CONFIG: JSON.stringify(s.config), ...childEnv } as Record<string, string>;
-    if (o["cpu-prof"]) env.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${resolve(o["cpu-prof"], `${no}-${src.split("/").pop()}`)}`;
+    if (o["cpu-prof"]) env.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${resolve(o["cpu-prof"], `${no}-${src.split("/").pop()}-c${connects}`)}`;
     child = Bun.spawn([process.execPath, `${import.meta.dir}/task-child.ts`], { env, stdin: "ignore", stdout: "pipe", stderr: "inherit" });
     const reader = child.stdout.getReader();
     const first = new TextDecoder().decode((await reader.read()).value);
@@ -177,6 +177,7 @@ async function round(src: string, variant: Record<string, unknown>, no: number, 
 try {
   const variants = o.variants!.split(";").map((v) => JSON.parse(v) as Record<string, unknown>);
   const counts = o.connects!.split(",").map(Number);
+  if (!counts.every((n) => Number.isInteger(n) && n >= 1)) throw new Error(`--connects wants counts >= 1, got ${o.connects}`);
   for (let r = 1; r <= Number(o.rounds); r++) for (const src of SOURCES) for (const v of variants) for (const n of counts) await round(src, v, r, n);
 } finally {
   await stopSharedInfra();

@@ -8,7 +8,7 @@ test("a schema failure names the part, the field and TypeBox's rule", () => {
   expect(shapeMessage("body", { path: "", message: "Expected object" })).toBe("request does not match the expected shape: body: Expected object");
 });
 
-test("without a part or an error it says only that the shape is wrong; a client's long property name is cut", () => {
+test("without a part or an error it says only that the shape is wrong; a long path is cut at 80 characters", () => {
   expect(shapeMessage(undefined, { path: "/seq", message: "Expected number" })).toBe("request does not match the expected shape");
   expect(shapeMessage("body", undefined)).toBe("request does not match the expected shape");
   const long = shapeMessage("body", { path: `/${"k".repeat(5000)}`, message: "Unexpected property" });

@@ -29,7 +29,8 @@ export const BodyString = (options: { description?: string } = {}) => t.String({
  * error): which part and field, and TypeBox's rule, e.g. "request does not match the expected
  * shape: body.seq: Expected number". `part` is the error's type ("body", "query", "params"),
  * `first` its first TypeBox ValueError (JSON-pointer path, fixed message that never holds the
- * value). The path is cut to 80 characters: an unexpected property's name is the client's own text.
+ * value). The path is cut to 80 characters (Elysia drops properties a schema does not name, so
+ * it holds only schema names and indices; the cut bounds it all the same).
  */
 export function shapeMessage(part: unknown, first: { path?: unknown; message?: unknown } | undefined): string {
   const base = "request does not match the expected shape";
