@@ -3,7 +3,7 @@
 // then one table of p99 and CPU µs per message per process per rate on stderr (and JSON on stdout).
 // "Pipeline" = logic + task + redis-server + mariadbd (for a node of logic+task: that node).
 // Usage: bun bench/colocate.ts [--rounds 2] [--rates 1000,2500,5000] [--out DIR]
-//        [--topologies default,logic+task,all,2x(logic+task+connect)] [--warmup-rate 1000]
+//        [--topologies default,logic+task,all,2x(logic+task+connect),node] [--warmup-rate 1000]
 import { parseArgs } from "node:util";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -24,6 +24,8 @@ const TOPOLOGIES: Record<string, string[]> = {
   all: ["--colocate", "all"],
   // two nodes of logic + task + connect (each connect calls its own logic in-process), api apart
   "2x(logic+task+connect)": ["--colocate", "logic,task,connect", "--logic", "2", "--task", "2"],
+  // one node process holding every role, one connect instance: no room spans two instances
+  node: ["--colocate", "all", "--connect", "1"],
 };
 const names = String(o.topologies).split(",");
 for (const n of names) if (!TOPOLOGIES[n]) throw new Error(`unknown topology ${n}`);
