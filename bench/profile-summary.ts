@@ -89,12 +89,17 @@ for (const file of readdirSync(dir).filter((f) => f.endsWith(".cpuprofile")).sor
     const fn = `${functionName || "(anonymous)"} [${where}${lineNumber >= 0 && where !== "native" ? `:${lineNumber + 1}` : ""}]`;
     fns.set(fn, (fns.get(fn) ?? 0) + 1);
   }
-  // The role: the src/ folder (other than shared/bin) with the most distinct frames.
+  // The roles: the role folders of our src/ (not a package's) with at least 10 distinct frames and
+  // 1/20 of the busiest one's (a role's process runs a few frames of other roles' modules, 1-3
+  // frames; an idle co-located api still ~24); several are named as the cluster names a node, node[a+b].
   for (const n of p.nodes) {
-    const m = n.callFrame.url.match(/\/src\/([a-z]+)\//);
-    if (m && m[1] !== "shared" && m[1] !== "bin") srcFolders.set(m[1], (srcFolders.get(m[1]) ?? 0) + 1);
+    const { url } = n.callFrame;
+    const m = url.includes("node_modules") ? null : url.match(/\/src\/(api|connect|logic|task|cluster|infra)\//);
+    if (m) srcFolders.set(m[1], (srcFolders.get(m[1]) ?? 0) + 1);
   }
-  const role = [...srcFolders.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? "?";
+  const most = Math.max(0, ...[...srcFolders].filter(([r]) => r !== "cluster" && r !== "infra").map(([, c]) => c));
+  const roles = [...srcFolders].filter(([r, c]) => r !== "cluster" && r !== "infra" && c >= Math.max(10, most / 20)).map(([r]) => r).sort();
+  const role = roles.length > 1 ? `node[${roles.join("+")}]` : (roles[0] ?? (srcFolders.size ? "cluster" : "?"));
   const pid = file.split(".")[3];
   console.log(JSON.stringify({ process: `${role} (pid ${pid})`, samples: total, byPackage: top(cats, total), hotFunctions: top(fns, total) }, null, 1));
 }
