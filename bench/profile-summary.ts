@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { ROLES } from "../src/cluster/args.ts";
 
 interface Node {
   id: number;
@@ -74,7 +75,8 @@ for (const file of readdirSync(dir).filter((f) => f.endsWith(".cpuprofile")).sor
 
   const cats = new Map<string, number>();
   const fns = new Map<string, number>();
-  const srcFolders = new Map<string, number>();
+  const roleFrames = new Map<string, number>();
+  let supervisor = false;
   let total = 0;
   let t = p.startTime;
   for (let i = 0; i < p.samples.length; i++) {
@@ -91,15 +93,18 @@ for (const file of readdirSync(dir).filter((f) => f.endsWith(".cpuprofile")).sor
   }
   // The roles: the role folders of our src/ (not a package's) with at least 10 distinct frames and
   // 1/20 of the busiest one's (a role's process runs a few frames of other roles' modules, 1-3
-  // frames; an idle co-located api still ~24); several are named as the cluster names a node, node[a+b].
+  // frames; an idle co-located api still ~24); several are named as bench/lib.ts names a node,
+  // node[a+b] in ROLES order. Only src/cluster and src/infra frames: the supervisor.
   for (const n of p.nodes) {
     const { url } = n.callFrame;
     const m = url.includes("node_modules") ? null : url.match(/\/src\/(api|connect|logic|task|cluster|infra)\//);
-    if (m) srcFolders.set(m[1], (srcFolders.get(m[1]) ?? 0) + 1);
+    if (!m) continue;
+    if (m[1] === "cluster" || m[1] === "infra") supervisor = true;
+    else roleFrames.set(m[1], (roleFrames.get(m[1]) ?? 0) + 1);
   }
-  const most = Math.max(0, ...[...srcFolders].filter(([r]) => r !== "cluster" && r !== "infra").map(([, c]) => c));
-  const roles = [...srcFolders].filter(([r, c]) => r !== "cluster" && r !== "infra" && c >= Math.max(10, most / 20)).map(([r]) => r).sort();
-  const role = roles.length > 1 ? `node[${roles.join("+")}]` : (roles[0] ?? (srcFolders.size ? "cluster" : "?"));
+  const least = Math.max(10, Math.max(0, ...roleFrames.values()) / 20);
+  const roles = ROLES.filter((r) => (roleFrames.get(r) ?? 0) >= least);
+  const role = roles.length > 1 ? `node[${roles.join("+")}]` : (roles[0] ?? (supervisor ? "cluster" : "?"));
   const pid = file.split(".")[3];
   console.log(JSON.stringify({ process: `${role} (pid ${pid})`, samples: total, byPackage: top(cats, total), hotFunctions: top(fns, total) }, null, 1));
 }
