@@ -150,6 +150,47 @@ describe("send batches", () => {
     expect((await send("5")).err?.code).toBe("RATE_LIMITED");
   });
 
+  test("state written once per call equals the state of messages sent one by one", async () => {
+    // One call with senders and conversations repeating (the script keeps buckets and counters
+    // per call), against the same messages sent one call each.
+    const items = (tag: string) =>
+      Array.from({ length: 30 }, (_, i): SendReq => (i % 5 === 4 ? { from: user(21 + (i % 3)), toUserId: 30, body: `${tag}${i}` } : inRoom(21 + (i % 3), `st${tag}${i % 2}`, `${tag}${i}`)));
+    const state = async (keys: Keys, tag: string) => {
+      const convs = [roomConv(`st${tag}0`), roomConv(`st${tag}1`), ...[21, 22, 23].map((u) => dmConv(u, 30))];
+      const out: unknown[] = [];
+      for (const c of convs) {
+        const h = await redis.hgetall(keys.conv(c));
+        delete h.ts;
+        delete h.ep;
+        out.push(h, await redis.zrange(keys.pending(c), "0", "-1", "WITHSCORES").then((z) => z.filter((_, i) => i % 2).map(Number)));
+      }
+      for (const u of [21, 22, 23, 30]) out.push((await redis.smembers(keys.userConvs(u))).map((c) => c.replace(tag, "")).sort());
+      for (const u of [21, 22, 23]) out.push(Math.round(Number((await redis.get(keys.rate(u)))?.split(" ")[1])));
+      return out;
+    };
+    const together = scope({ perSec: 1, burst: 8 });
+    const acks = await together.messages.send(items("a"));
+    const apart = scope({ perSec: 1, burst: 8 });
+    const one: Result<SendAck>[] = [];
+    for (const it of items("b")) one.push((await apart.messages.send([it]))[0]);
+    expect(acks.map((r) => r.err?.code ?? r.ok?.seq)).toEqual(one.map((r) => r.err?.code ?? r.ok?.seq));
+    expect(acks.filter((r) => r.err?.code === "RATE_LIMITED").length).toBe(30 - 24);
+    expect(await state(together.keys, "a")).toEqual(await state(apart.keys, "b"));
+  });
+
+  test("a message whose append fails uses no seq and no token", async () => {
+    const { keys, messages } = scope({ perSec: 1, burst: 3 });
+    const conv = roomConv("nostream");
+    const stream = keys.stream(partitionOf(conv, PARTITIONS));
+    await redis.set(stream, "not a stream");
+    const res = await messages.send([inRoom(4, "nostream", "a"), inRoom(4, "nostream", "b")]);
+    expect(res.map((r) => r.err?.code)).toEqual(["UNAVAILABLE", "UNAVAILABLE"]);
+    expect(await redis.exists(keys.conv(conv), keys.pending(conv), keys.userConvs(4))).toBe(1); // the counter's ep only
+    await redis.del(stream);
+    const again = await messages.send([inRoom(4, "nostream", "1"), inRoom(4, "nostream", "2"), inRoom(4, "nostream", "3"), inRoom(4, "nostream", "4")]);
+    expect(again.map((r) => r.err?.code ?? r.ok?.seq)).toEqual([1, 2, 3, "RATE_LIMITED"]);
+  });
+
   test("a batch larger than one script call keeps send order across the calls", async () => {
     const { keys, messages } = scope();
     const items = Array.from({ length: 700 }, (_, i) => inRoom(1 + (i % 50), `big${i % 3}`, `m${i}`, { retryKey: `r${i}` }));

@@ -19,12 +19,13 @@ import type Redis from "ioredis";
  * restart, a restore from an older file or a failover happened since) is refused with "S" so the caller
  * seeds it (SEED_CONVS) and sends again, no token used; an empty token bucket (the rate key, a
  * string "<last ms> <tokens>" that expires once the bucket would be full again) rejects it;
- * otherwise the conversation's next seq is assigned, the event appended to the stream and the
- * pending zset, and the acceptance recorded under the idem key. The conversation hash's sender
- * field gets the seq in the same HSET as ts: the sender's own-send position (CONTRACT v1.1: a
- * user's own send moves their readSeq; logic/read.ts reads readSeq as the max of it and the
- * explicit position). The conversation goes into the sender's list (and a direct message's
- * other party's) when that HSET adds a field, i.e. on the sender's first message there.
+ * otherwise the conversation's next seq is assigned, the event appended to the stream (first: a
+ * message whose append fails uses no seq and no token) and the pending zset, and the acceptance
+ * recorded under the idem key. The conversation hash's sender field gets the seq in the same HSET
+ * as ts: the sender's own-send position (CONTRACT v1.1: a user's own send moves their readSeq;
+ * logic/read.ts reads readSeq as the max of it and the explicit position). The conversation goes
+ * into the sender's list (and a direct message's other party's) when that HSET adds a field,
+ * i.e. on the sender's first message there.
  * Returns one string, the messages' results joined by ",": "id|seq|ts" (accepted, or first
  * acceptance of a duplicate), "" (rate limited), "S" (seed first) or "!" (a command failed,
  * logged by Redis; like an error of a one-message script, the message's earlier writes stay and
@@ -78,21 +79,22 @@ local function accept(i)
   end
   if now > last then tokens = math.min(burst, tokens + (now - last) * rate / 1000) end
   if tokens < 1 then return '' end
-  redis.call('SET', a[i], nowS .. ' ' .. string.format('%.6f', tokens - 1), 'PX', rateTtl)
   local cur = 0
   if c[2] then
     cur = tonumber(c[2])
     if not cur or cur ~= math.floor(cur) then error('seq of ' .. a[i + 3] .. ' is not an integer') end
   end
   local seq = cur + 1
+  local ev = a[i + 10]
+  -- The append first: a message it refuses (a stream key of another type) uses no seq and no token.
+  redis.call('XADD', a[i + 4], '*', 'n', seq, 'd', ev)
+  redis.call('SET', a[i], nowS .. ' ' .. string.format('%.6f', tokens - 1), 'PX', rateTtl)
   if redis.call('HSET', a[i + 3], 'seq', seq, 'ts', nowS, a[i + 11], seq) > 0 then
     -- A new field: the sender's first message here. Later ones find the conversation in the
     -- lists already: this same atomic call wrote both, so they are kept or lost together.
     redis.call('SADD', a[i + 6], a[i + 8])
     if a[i + 7] ~= a[i + 6] then redis.call('SADD', a[i + 7], a[i + 8]) end
   end
-  local ev = a[i + 10]
-  redis.call('XADD', a[i + 4], '*', 'n', seq, 'd', ev)
   redis.call('ZADD', a[i + 5], seq, ev)
   local ack = a[i + 9] .. '|' .. seq .. '|' .. nowS
   if idem ~= '' then redis.call('SET', idem, ack, 'EX', a[i + 2]) end
