@@ -13,7 +13,7 @@ import { dmConv, roomConv, LIMITS } from "../src/shared/protocol.ts";
 import { encodeEvent, entryFields, parseEvent, type StreamEvent } from "../src/shared/stream.ts";
 import type { Accounts } from "../src/logic/accounts.ts";
 import { Messages } from "../src/logic/messages.ts";
-import { defineScripts, SendBatchWriter, type Scripts } from "../src/logic/scripts.ts";
+import { defineScripts, SCRIPT_CLIENT, SendBatchWriter, type Scripts } from "../src/logic/scripts.ts";
 import { Snowflake } from "../src/logic/snowflake.ts";
 import type { SendAck, SendReq } from "../proto/logic.ts";
 import type { Result } from "../src/shared/batcher.ts";
@@ -22,12 +22,14 @@ import { redisPing } from "../src/infra/redis.ts";
 
 const PARTITIONS = 4;
 let redis: Redis & Scripts;
+let redisUrl: string;
 let dbh: DbHandle;
 let scopes = 0;
 const snowflake = new Snowflake(7);
 
 beforeAll(async () => {
   const infra = await getInfra();
+  redisUrl = infra.redisUrl;
   redis = defineScripts(new Redis(infra.redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }));
   dbh = openDb(infra.mysqlUrl, 2);
 });
@@ -270,6 +272,29 @@ describe("send batches", () => {
     w.add(keys.rate(1), "", "60", keys.conv(conv), keys.stream(0), keys.pending(conv), keys.userConvs(1), keys.userConvs(1), conv, "1", encodeEvent({ t: "m", id: "1", conv, from: user(1), body: "x", ts: 1 }), ownSeqField(1));
     await expect(redis.imSendBatch(w.finish())).rejects.toThrow(/LATE/);
     expect(await redis.exists(keys.conv(conv), keys.pending(conv), keys.userConvs(1))).toBe(0);
+  });
+
+  test("logic's client writes the send script at once, not on a later turn of a busy event loop", async () => {
+    // A batch is one command already; an auto-pipeline would hold it until setImmediate, i.e.
+    // until whatever else the process is doing has run (here: a 300 ms synchronous stretch).
+    const { keys } = scope();
+    const client = defineScripts(new Redis(redisUrl, { ...SCRIPT_CLIENT, maxRetriesPerRequest: 2 }));
+    try {
+      const conv = roomConv(`atonce${scopes}`);
+      await client.imSeedConvs(keys.conv(conv), 0, "");
+      const w = new SendBatchWriter();
+      w.begin(String(Date.now()), 1000, 1000, 0);
+      w.add(keys.rate(5), "", "60", keys.conv(conv), keys.stream(partitionOf(conv, PARTITIONS)), keys.pending(conv), keys.userConvs(5), keys.userConvs(5), conv, "1", encodeEvent({ t: "m", id: "1", conv, from: user(5), body: "x", ts: 1 }), ownSeqField(5));
+      const reply = client.imSendBatch(w.finish());
+      const busyUntil = Date.now() + 300;
+      while (Date.now() < busyUntil); // the event loop is busy
+      expect(await reply).toMatch(/^1\|1\|/);
+      const [[entryId]] = await redis.xrange(keys.stream(partitionOf(conv, PARTITIONS)), "-", "+"); // this scope's own stream
+      // The stream entry's id is Redis's clock when it ran the script: before the stretch ended.
+      expect(Number(entryId.split("-")[0])).toBeLessThan(busyUntil - 100);
+    } finally {
+      client.disconnect();
+    }
   });
 
   test("a conversation Redis lost is seeded from MySQL's highest seq before its next message", async () => {

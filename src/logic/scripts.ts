@@ -2,6 +2,17 @@
 // and keeps presence counters consistent when several connect instances and cleaners race.
 // Also the writer of the send script's one packed argument.
 import type Redis from "ioredis";
+import type { RedisOptions } from "ioredis";
+
+/**
+ * The client options logic's Redis connection runs these scripts with: commands are
+ * auto-pipelined (several in one socket write) except the send script, which is a whole batch
+ * already and is written at once. ioredis flushes an auto-pipeline on setImmediate, and only
+ * after the previous one's replies are all in: in a busy process (a node hosting connect and
+ * task too) that held each send batch 14-25 ms before Redis saw it, 2.5-8 ms written at once
+ * (bench/README "1 Dec 2026, 05:00-06:10").
+ */
+export const SCRIPT_CLIENT: RedisOptions = { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ["imSendBatch"] };
 
 /**
  * Accept a batch of messages, in order. No KEYS; ARGV[1] is one MessagePack array written by

@@ -20,7 +20,7 @@ import { LIMITS } from "../shared/protocol.ts";
 import { LogicService, LOGIC_SERVICE, type LogicApi, type ReadReq } from "../../proto/logic.ts";
 import type { Result } from "../shared/batcher.ts";
 import { CONNECT_SERVICE } from "../../proto/connect.ts";
-import { defineScripts, type Scripts } from "./scripts.ts";
+import { SCRIPT_CLIENT, defineScripts, type Scripts } from "./scripts.ts";
 import { defineReadScripts, type ReadScripts } from "./scripts-read.ts";
 import { Accounts } from "./accounts.ts";
 import { HashPool } from "./hash-pool.ts";
@@ -80,7 +80,7 @@ export class LogicServer {
     const { config, log } = deps;
     // No offline queue and no re-sending after a reconnect: a send fails at once while Redis is
     // away and never runs later (src/shared/redis.ts).
-    this.redis = defineReadScripts(defineScripts(createRedis(config.redisUrl, { enableAutoPipelining: true, lazyConnect: true, ...noLateWrites(config.sendTimeoutMs) })));
+    this.redis = defineReadScripts(defineScripts(createRedis(config.redisUrl, { ...SCRIPT_CLIENT, lazyConnect: true, ...noLateWrites(config.sendTimeoutMs) })));
     this.redis.on("error", (e) => log.warn("redis error", { err: e.message }));
     if (config.ackMode === "fsync") this.redis.on("ready", () => void this.checkFsync());
     const keys = redisKeys(config.redisPrefix);
