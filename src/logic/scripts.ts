@@ -9,8 +9,8 @@ import type { RedisOptions } from "ioredis";
  * auto-pipelined (several in one socket write) except the send script, which is a whole batch
  * already and is written at once. ioredis flushes an auto-pipeline on setImmediate, and only
  * after the previous one's replies are all in: in a busy process (a node hosting connect and
- * task too) that held each send batch 14-25 ms before Redis saw it, 2.5-8 ms written at once
- * (bench/README "1 Dec 2026, 05:00-06:10").
+ * task too) at 5,000 msgs/s that held each send batch 11-25 ms before Redis saw it, 2-8 ms
+ * written at once (bench/README "1 Dec 2026, 04:46–05:43").
  */
 export const SCRIPT_CLIENT: RedisOptions = { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ["imSendBatch"] };
 
