@@ -209,6 +209,70 @@ export function sampleThreads(pids: Iterable<number>, thread: string): ThreadSam
   return { at: performance.now(), ticks };
 }
 
+export interface WakeupSample {
+  /** pid → voluntary context switches so far, summed over its threads (each one a sleep, then a wake-up) */
+  all: Map<number, number>;
+  /** pid → the same for its main thread alone (a JavaScript process's event loop) */
+  main: Map<number, number>;
+}
+
+/** voluntary_ctxt_switches of one /proc/…/status file. */
+function voluntarySwitches(path: string): number {
+  const m = /^voluntary_ctxt_switches:\s*(\d+)/m.exec(readFileSync(path, "utf8"));
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * Voluntary context switches so far of each process, from /proc/<pid>/task/<tid>/status. Each is
+ * one sleep of a thread and the wake-up that ends it: the per-round cost this VM charges ~50 µs
+ * of CPU for (bench/README "The machine"). Threads that ended before the sample are not counted.
+ */
+export function sampleWakeups(pids: Iterable<number>): WakeupSample {
+  const all = new Map<number, number>();
+  const main = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      let sum = 0;
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        try {
+          const n = voluntarySwitches(`/proc/${pid}/task/${tid}/status`);
+          sum += n;
+          if (Number(tid) === pid) main.set(pid, n);
+        } catch {
+          // the thread ended meanwhile
+        }
+      }
+      all.set(pid, sum);
+    } catch {
+      // the process is gone meanwhile
+    }
+  }
+  return { all, main };
+}
+
+/**
+ * Wake-ups per message between two samples, per label (instances summed), rounded to 0.01:
+ * { all: {logic: 3.1, …}, main: {logic: 1.9, …} }. A thread that started in between counts
+ * from zero; labels with none are left out.
+ */
+export function wakeupsPerMessage(a: WakeupSample, b: WakeupSample, labels: Map<number, string>, messages: number): { all: Record<string, number>; main: Record<string, number> } {
+  const per = (x: Map<number, number>, y: Map<number, number>) => {
+    const out: Record<string, number> = {};
+    for (const [pid, n] of y) {
+      const before = x.get(pid);
+      if (before === undefined) continue;
+      const k = labels.get(pid) ?? String(pid);
+      out[k] = (out[k] ?? 0) + (n - before);
+    }
+    for (const [k, v] of Object.entries(out)) {
+      if (!v || !messages) delete out[k];
+      else out[k] = Math.round((v / messages) * 100) / 100;
+    }
+    return out;
+  };
+  return { all: per(a.all, b.all), main: per(a.main, b.main) };
+}
+
 /**
  * What cpuBetween gives, for the sampled threads: per process, the CPU of the threads present in
  * both samples (a pool's threads come and go; one that ended in between is not counted).

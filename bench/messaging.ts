@@ -16,7 +16,7 @@
 //        [--target all|both|baseline,bunchat,socketio] [--cpu-prof DIR]   (see `options` below)
 import { parseArgs } from "node:util";
 import { availableParallelism } from "node:os";
-import { cpuBetween, loadavg, machineBusyPct, processTree, redisCommandStats, redisPerMessage, report, sampleCpu, sampleMachine, sampleThreads, summary, threadCpuBetween } from "./lib.ts";
+import { cpuBetween, loadavg, machineBusyPct, processTree, redisCommandStats, redisPerMessage, report, sampleCpu, sampleMachine, sampleThreads, sampleWakeups, summary, threadCpuBetween, wakeupsPerMessage } from "./lib.ts";
 import { type Cleanups, startBaseline, startBunchat, startSocketIo, type Target } from "./messaging-targets.ts";
 import { LoadGen, type Step } from "./ws-load.ts";
 
@@ -122,6 +122,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     const redis0 = t.redisPort ? await redisCommandStats(t.redisPort) : undefined;
     const cpu0 = sampleCpu(labels.keys());
     const jit0 = sampleThreads(labels.keys(), "JITWorker");
+    const wake0 = sampleWakeups(labels.keys());
     const self0 = process.cpuUsage();
     const m0 = sampleMachine();
     const startedAt = Date.now();
@@ -129,6 +130,7 @@ async function runLoad(t: Target): Promise<StepResult[]> {
     steps.push(st);
     const cpu1 = sampleCpu(labels.keys());
     const jit1 = sampleThreads(labels.keys(), "JITWorker");
+    const wake1 = sampleWakeups(labels.keys());
     const self1 = process.cpuUsage(self0);
     const m1 = sampleMachine();
     const endedAt = Date.now();
@@ -172,6 +174,8 @@ async function runLoad(t: Target): Promise<StepResult[]> {
       jitCpuPct: threadCpuBetween(jit0, jit1, labels),
       // CPU µs per accepted message of each process label, its instances summed (from cpuPct)
       cpuUsPerMsg,
+      // voluntary context switches (sleeps ended by a wake-up) per accepted message of each process label, its instances summed: of all its threads, and of its main thread (lib.ts sampleWakeups)
+      wakeupsPerMsg: wakeupsPerMessage(wake0, wake1, labels, st.acked),
       // Redis commands per accepted message during the sending window: calls and server µs (INFO commandstats)
       ...(redis0 && redis1 ? { redisPerMsg: redisPerMessage(redis0, redis1, st.acked) } : {}),
       loadavg: loadavg(),
