@@ -77,12 +77,16 @@ async function pair(targets: [Target, Target]): Promise<[Row, Row]> {
   for (let i = 0; i < slices; i++) {
     for (const x of acc) {
       const c0 = sampleCpu(x.labels.keys());
+      const self0 = process.cpuUsage();
       const from = Date.now();
       const r = await autocannon({ ...x.t.opts, duration: sliceSeconds, connections });
       const to = Date.now();
       const c1 = sampleCpu(x.labels.keys());
+      const self = process.cpuUsage(self0);
       const secs = (c1.at - c0.at) / 1000;
-      const ticks: Record<string, number> = {};
+      // the load generator (autocannon runs in this process) in the same ticks as the rest
+      const ticks: Record<string, number> = { bench: ((self.user + self.system) / 1e6) * CLK_TCK };
+      x.ticks.bench = (x.ticks.bench ?? 0) + ticks.bench;
       for (const [pid, t1] of c1.ticks) {
         const t0 = c0.ticks.get(pid);
         if (t0 === undefined || t1 === t0) continue;
