@@ -1,6 +1,6 @@
 // The web app in Chromium, two users in two browser contexts, against `bun run cluster
 // --connect 2`: rooms, members, typing, direct messages, unread badges on two tabs, the session
-// across reloads, Log out, 390 px, and the page's Content-Security-Policy.
+// across reloads, Log out, 390 px, stale errors, and the page's Content-Security-Policy.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import type { ProcessCluster } from "./support/process-cluster.ts";
@@ -176,6 +176,25 @@ describe("web app", () => {
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/); // no inline script
     expect(html).not.toContain("style=");
     expect(cspErrors).toEqual([]);
+  });
+
+  test("an error from one action is taken down when the next one succeeds", async () => {
+    await withShots("stale alert", () => contexts, async () => {
+      const shown = (text: string) => alice.getByRole("alert").filter({ hasText: text });
+      await alice.getByRole("textbox", { name: "Join room" }).fill("no spaces allowed");
+      await alice.getByRole("button", { name: "Join", exact: true }).click();
+      await shown("Room names are 1 to 64 letters").waitFor();
+      const other = name("room2");
+      await joinRoom(alice, other);
+      await shown("Room names are").waitFor({ state: "hidden", timeout: 5_000 });
+
+      await alice.getByRole("textbox", { name: "Direct message" }).fill(name("nobody"));
+      await alice.getByRole("button", { name: "Start" }).click();
+      await shown("There is no user called").waitFor();
+      await conversations(alice).getByRole("button", { name: new RegExp(`^${room}`) }).click();
+      await alice.getByRole("heading", { name: room, exact: true }).waitFor();
+      await shown("There is no user called").waitFor({ state: "hidden", timeout: 5_000 });
+    });
   });
 
   test("too many wrong passwords: the 429 is said in plain words", async () => {

@@ -52,7 +52,9 @@ export function Chat(props: { client: ChatClient; onLogout: () => void; onSigned
     };
   }, [client]);
 
+  // Opening a conversation is the user's next action: an error left from an earlier one is stale.
   const select = (conv: string) => {
+    setAlert("");
     setOpen(conv);
     sessionStorage.setItem(OPEN_KEY, conv);
     client.open(conv).catch((e) => setAlert(plainWords(e)));
