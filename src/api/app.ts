@@ -42,8 +42,18 @@ const fail = (code: ErrorCode, message: string) => errorResponse(new AppError(co
 /** Register/login wait in logic's hashing pool (at most ~3 s, then 429) before a hash of up to seconds under load. */
 const AUTH_CALL = { deadlineMs: 10_000 };
 
-const Credentials = t.Object({ userName: BodyString(), password: BodyString() });
-const SendBody = t.Object({ body: BodyString(), clientMsgId: t.Optional(BodyString()) });
+// The length rules are in the descriptions, not in minLength/maxLength: they count Unicode code
+// points (logic checks them), where JSON Schema's lengths would count UTF-16 units.
+const Credentials = t.Object({
+  userName: BodyString({ description: "3-32 characters of A-Z a-z 0-9 _ . - (compared case-insensitively)" }),
+  password: BodyString({ description: "8-128 characters" }),
+});
+const SendBody = t.Object({
+  body: BodyString({ description: `1-${LIMITS.maxBodyCodePoints} characters (Unicode code points); otherwise 400 BAD_REQUEST` }),
+  clientMsgId: t.Optional(
+    BodyString({ description: `1-64 characters; a send repeating one of the sender's clientMsgIds within ${LIMITS.idempotencySec / 3600} h is answered with the first acceptance and stored once` }),
+  ),
+});
 const SEND_ERRORS: ErrorCode[] = ["BAD_REQUEST", "PAYLOAD_TOO_LARGE", "RATE_LIMITED", "UNAVAILABLE"];
 
 export function createApiApp(deps: ApiDeps) {
