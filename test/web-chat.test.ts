@@ -1,6 +1,7 @@
 // The web app in Chromium, two users in two browser contexts, against `bun run cluster
 // --connect 2`: rooms, members, typing, direct messages, unread badges on two tabs, the session
-// across reloads, Log out, 390 px, stale errors, and the page's Content-Security-Policy.
+// across reloads, Log out, 390 px, stale errors, registration rules, and the page's
+// Content-Security-Policy.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import type { ProcessCluster } from "./support/process-cluster.ts";
@@ -194,6 +195,25 @@ describe("web app", () => {
       await conversations(alice).getByRole("button", { name: new RegExp(`^${room}`) }).click();
       await alice.getByRole("heading", { name: room, exact: true }).waitFor();
       await shown("There is no user called").waitFor({ state: "hidden", timeout: 5_000 });
+    });
+  });
+
+  test("registering says which rule a name or password breaks", async () => {
+    await withShots("register rules", () => contexts, async () => {
+      const page = await newPage();
+      await page.goto(base);
+      const alert = page.getByRole("alert");
+      await page.getByRole("textbox", { name: "User name" }).fill("a<b>");
+      await page.getByRole("textbox", { name: "Password" }).fill("correct-horse-1");
+      await page.getByRole("button", { name: "Register" }).click();
+      await alert.filter({ hasText: /^User names are 3 to 32 letters, digits, dots, dashes or underscores\.$/ }).waitFor();
+      await page.getByRole("textbox", { name: "User name" }).fill(name("rules"));
+      await page.getByRole("textbox", { name: "Password" }).fill("short");
+      await page.getByRole("button", { name: "Register" }).click();
+      await alert.filter({ hasText: /^Passwords are 8 to 128 characters\.$/ }).waitFor();
+      await page.getByRole("textbox", { name: "Password" }).fill("correct-horse-1");
+      await page.getByRole("button", { name: "Register" }).click();
+      await connected(page);
     });
   });
 

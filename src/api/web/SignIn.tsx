@@ -1,6 +1,7 @@
 // The sign-in form: User name, Password, Log in (Enter) and Register; errors in role=alert.
 import { useState } from "preact/hooks";
 import { ChatError } from "../../client/index.ts";
+import { USER_NAME_RE } from "../../shared/protocol.ts";
 import { plainWords } from "./words.ts";
 
 export function SignIn(props: { notice: string; submit: (mode: "login" | "register", name: string, password: string) => Promise<void> }) {
@@ -10,6 +11,13 @@ export function SignIn(props: { notice: string; submit: (mode: "login" | "regist
   const [busy, setBusy] = useState(false);
 
   const go = async (mode: "login" | "register") => {
+    // A new name is checked here first, so the form says which rule it breaks (the server's
+    // BAD_REQUEST does not say which in words a user reads). Passwords count code points.
+    if (mode === "register") {
+      if (!USER_NAME_RE.test(name.trim())) return setError("User names are 3 to 32 letters, digits, dots, dashes or underscores.");
+      const len = [...password].length;
+      if (len < 8 || len > 128) return setError("Passwords are 8 to 128 characters.");
+    }
     setBusy(true);
     setError("");
     try {
