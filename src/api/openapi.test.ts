@@ -45,8 +45,16 @@ test("/api/openapi.json is an OpenAPI 3 document with every contract endpoint", 
   });
   const credentials = doc.paths["/api/users"].post.requestBody.content["application/json"].schema;
   expect(credentials.required).toEqual(["userName", "password"]);
-  // No "error" keyword (request.ts BodyString's message for Elysia): OpenAPI has none.
-  expect(credentials.properties).toEqual({ userName: { type: "string" }, password: { type: "string" } });
+  // No "error" keyword (request.ts BodyString's message for Elysia): OpenAPI has none. The length
+  // rules are descriptions (they count code points), not minLength/maxLength.
+  expect(credentials.properties).toEqual({
+    userName: { type: "string", description: "3-32 characters of A-Z a-z 0-9 _ . - (compared case-insensitively)" },
+    password: { type: "string", description: "8-128 characters" },
+  });
+  const send = doc.paths["/api/rooms/{roomId}/messages"].post.requestBody.content["application/json"].schema;
+  expect(send.required).toEqual(["body"]);
+  expect(send.properties.body).toEqual({ type: "string", description: "1-4000 characters (Unicode code points); otherwise 400 BAD_REQUEST" });
+  expect(send.properties.clientMsgId.description).toStartWith("1-64 characters; a send repeating one of the sender's clientMsgIds within 24 h");
   expect(doc.paths["/api/users"].get.parameters).toContainEqual(expect.objectContaining({ name: "name", in: "query", required: true }));
   expect(doc.paths["/api/rooms/{roomId}/messages"].post.parameters).toContainEqual(expect.objectContaining({ name: "roomId", in: "path" }));
 });
