@@ -6,15 +6,13 @@
 // Usage: bun bench/idem-memory.ts [--keys 1000000]   (starts its own redis-server on a free port, stops it by pid)
 import Redis from "ioredis";
 import { parseArgs } from "node:util";
-import { freePort } from "../src/infra/ports.ts";
+import { startScratchRedis } from "./lib.ts";
 import { redisKeys } from "../src/shared/keys.ts";
 
 const { values: o } = parseArgs({ options: { keys: { type: "string", default: "1000000" } } });
 const N = Number(o.keys);
-const port = await freePort();
-const srv = Bun.spawn(["redis-server", "--port", String(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"], { stdout: "ignore" });
+const { port, stop } = await startScratchRedis();
 try {
-  await Bun.sleep(300);
   const r = new Redis(port);
   const keys = redisKeys("im:");
   const used = async () => Number(/used_memory:(\d+)/.exec(await r.info("memory"))![1]);
@@ -34,5 +32,5 @@ try {
   console.log(JSON.stringify({ keys: await r.dbsize(), bytesPerKey: Math.round(bytesPerKey), gibAt50kPerSecFor24h: Math.round((bytesPerKey * perDay) / 2 ** 30) }));
   r.disconnect();
 } finally {
-  srv.kill();
+  stop();
 }

@@ -5,6 +5,8 @@ import * as hdr from "hdr-histogram-js";
 import { join } from "node:path";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { freePort } from "../src/infra/ports.ts";
+import { redisPing } from "../src/infra/redis.ts";
 
 export * from "./proc.ts";
 
@@ -105,6 +107,26 @@ export function report(line: Record<string, unknown>): void {
 export function freeBasePort(): number {
   // Below the ephemeral range (32768+), where the bench's own client sockets could take a port first.
   return 20000 + Math.floor(Math.random() * 120) * 100;
+}
+
+/**
+ * A throwaway redis-server for a micro-benchmark: no persistence (`--save '' --appendonly no`),
+ * on 127.0.0.1 and a free port; resolves once it answers PING (throws after 10 s). stop() kills
+ * exactly that process: call it on every way out, SIGINT and SIGTERM included.
+ */
+export async function startScratchRedis(): Promise<{ port: number; stop: () => void }> {
+  const port = await freePort();
+  const srv = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore" });
+  const stop = () => srv.kill();
+  const until = Date.now() + 10_000;
+  while (!(await redisPing(port))) {
+    if (Date.now() > until) {
+      stop();
+      throw new Error("redis-server did not start");
+    }
+    await Bun.sleep(50);
+  }
+  return { port, stop };
 }
 
 /** Sum of the samples of one Prometheus metric (all label sets) in a text exposition. */

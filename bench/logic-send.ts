@@ -31,8 +31,6 @@
 import Redis from "ioredis";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { freePort } from "../src/infra/ports.ts";
-import { redisPing } from "../src/infra/redis.ts";
 import { redisKeys } from "../src/shared/keys.ts";
 import type { Config } from "../src/shared/config.ts";
 import type { SendReq } from "../proto/logic.ts";
@@ -40,6 +38,7 @@ import { defineScripts } from "../src/logic/scripts.ts";
 import { Messages } from "../src/logic/messages.ts";
 import { Snowflake } from "../src/logic/snowflake.ts";
 import { benchAccounts, noRows, sendStream } from "./send-path.ts";
+import { startScratchRedis } from "./lib.ts";
 
 const { values: opt } = parseArgs({
   options: {
@@ -61,19 +60,13 @@ const rounds = Number(opt.rounds);
 const rate = opt.rate ? Number(opt.rate) : 0;
 const PREFIX = "bench:";
 
-let server: ReturnType<typeof Bun.spawn> | undefined;
+let server: Awaited<ReturnType<typeof startScratchRedis>> | undefined;
 let url = opt.redis;
 if (!url) {
-  const port = await freePort();
-  server = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", ""], { stdout: "ignore", stderr: "inherit" });
-  const until = Date.now() + 10_000;
-  while (!(await redisPing(port))) {
-    if (Date.now() > until) throw new Error("redis-server did not start");
-    await Bun.sleep(50);
-  }
-  url = `redis://127.0.0.1:${port}`;
+  server = await startScratchRedis();
+  url = `redis://127.0.0.1:${server.port}`;
 }
-const stopServer = () => server?.kill();
+const stopServer = () => server?.stop();
 for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
   process.once(sig, () => {
     stopServer();

@@ -3,10 +3,8 @@
 // from INFO commandstats (µs of wall time inside EVAL, and inside the nested INFO).
 // Usage: bun bench/lua-ops.ts   (starts its own redis-server on a free port, stops it by pid)
 import Redis from "ioredis";
-import { freePort } from "../src/infra/ports.ts";
-const port = await freePort();
-const srv = Bun.spawn(["redis-server", "--port", String(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"], { stdout: "ignore" });
-await Bun.sleep(300);
+import { startScratchRedis } from "./lib.ts";
+const { port, stop } = await startScratchRedis();
 const r = new Redis(port);
 const scripts: Record<string, string> = {
   nop: "return 1",
@@ -34,4 +32,4 @@ for (let round = 0; round < 3; round++)
     }
   }
 r.disconnect();
-srv.kill();
+stop();

@@ -126,8 +126,8 @@ function voluntarySwitches(path: string): number {
 
 /**
  * Voluntary context switches so far of each process, from /proc/<pid>/task/<tid>/status. Each is
- * one sleep of a thread and the wake-up that ends it: the per-round cost this VM charges ~50 µs
- * of CPU for (bench/README "The machine"). Threads that ended before the sample are not counted.
+ * one sleep of a thread and the wake-up that ends it (at most ~45–55 µs of CPU on this VM, bench/README
+ * "1 Dec 2026, 07:06–07:31"). Threads that ended before the sample are not counted.
  */
 export function sampleWakeups(pids: Iterable<number>): WakeupSample {
   const all = new Map<number, number>();

@@ -13,23 +13,16 @@ import { RedisClient } from "bun";
 import Redis from "ioredis";
 import net from "node:net";
 import { parseArgs } from "node:util";
-import { freePort } from "../src/infra/ports.ts";
-import { redisPing } from "../src/infra/redis.ts";
+import { startScratchRedis } from "./lib.ts";
 import "../src/shared/tracing-channel.ts"; // as every role loads it (src/shared/redis.ts)
 
 const { values: opt } = parseArgs({ options: { calls: { type: "string", default: "3000" }, rounds: { type: "string", default: "3" } } });
 const calls = Number(opt.calls);
-const port = await freePort();
-const srv = Bun.spawn(["redis-server", "--port", String(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"], { stdout: "ignore" });
-const stop = () => srv.kill();
+const { port, stop } = await startScratchRedis();
 process.on("SIGINT", () => (stop(), process.exit(130)));
 process.on("SIGTERM", () => (stop(), process.exit(143)));
 
 try {
-  for (let i = 0; !(await redisPing(port)); i++) {
-    if (i > 50) throw new Error("redis-server did not start");
-    await Bun.sleep(100);
-  }
   const PING = Buffer.from("*1\r\n$4\r\nPING\r\n");
   const script = "return redis.call('SET', KEYS[1], ARGV[1])";
   const arg = "x".repeat(800);
