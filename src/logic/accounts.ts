@@ -7,7 +7,7 @@ import { mysqlCode } from "../shared/db/index.ts";
 import { users } from "../shared/db/schema.ts";
 import { AppError, badRequest } from "../shared/errors.ts";
 import type { Keys } from "../shared/keys.ts";
-import { USER_NAME_RE, dmConv, isUserId, type UserRef } from "../shared/protocol.ts";
+import { USER_NAME_RE, dmConv, isUserId, passwordLengthOk, type UserRef } from "../shared/protocol.ts";
 import type { Config } from "../shared/config.ts";
 import type { Result } from "../shared/batcher.ts";
 import type { Credentials, Session, SessionGrant } from "../../proto/logic.ts";
@@ -36,8 +36,7 @@ const getDummyHash = (): Promise<string> => (dummyHash ??= Bun.password.hash("bu
 function checkCredentials(c: Credentials): { userName: string; password: string } {
   if (!c || typeof c.userName !== "string" || typeof c.password !== "string") throw badRequest("userName and password must be strings");
   if (!USER_NAME_RE.test(c.userName)) throw badRequest("userName must be 3-32 characters of A-Z a-z 0-9 _ . -");
-  const len = [...c.password].length;
-  if (len < 8 || len > 128) throw badRequest("password must be 8-128 characters");
+  if (!passwordLengthOk(c.password)) throw badRequest("password must be 8-128 characters");
   return c;
 }
 

@@ -44,6 +44,15 @@ export const LIMITS = {
 export const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export const USER_NAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
 
+/**
+ * Whether a password's length is allowed: 8-128 Unicode code points. One rule for logic, which
+ * refuses others with BAD_REQUEST, and the web app's Register form, which says so first.
+ */
+export const passwordLengthOk = (password: string): boolean => {
+  const len = [...password].length;
+  return len >= 8 && len <= 128;
+};
+
 export interface UserRef {
   userId: number;
   userName: string;

@@ -1,7 +1,7 @@
 // The sign-in form: User name, Password, Log in (Enter) and Register; errors in role=alert.
 import { useState } from "preact/hooks";
 import { ChatError } from "../../client/index.ts";
-import { USER_NAME_RE } from "../../shared/protocol.ts";
+import { USER_NAME_RE, passwordLengthOk } from "../../shared/protocol.ts";
 import { plainWords } from "./words.ts";
 
 export function SignIn(props: { notice: string; submit: (mode: "login" | "register", name: string, password: string) => Promise<void> }) {
@@ -12,11 +12,10 @@ export function SignIn(props: { notice: string; submit: (mode: "login" | "regist
 
   const go = async (mode: "login" | "register") => {
     // A new name is checked here first, so the form says which rule it breaks (the server's
-    // BAD_REQUEST does not say which in words a user reads). Passwords count code points.
+    // BAD_REQUEST does not say which in words a user reads); the same rules as logic's.
     if (mode === "register") {
       if (!USER_NAME_RE.test(name.trim())) return setError("User names are 3 to 32 letters, digits, dots, dashes or underscores.");
-      const len = [...password].length;
-      if (len < 8 || len > 128) return setError("Passwords are 8 to 128 characters.");
+      if (!passwordLengthOk(password)) return setError("Passwords are 8 to 128 characters.");
     }
     setBusy(true);
     setError("");
