@@ -2,8 +2,8 @@
 // `bun run cluster` (1 api, 1 logic, 1 task, 1 connect; the rate limiter set out of the way), and
 // in the same run against a bare Bun.serve that checks the same bearer token in a Map, parses the
 // same JSON and answers 202 {id, conv, seq, ts} (resp. 200 {userId, userName}) with nothing behind.
-// This VM's speed drifts by up to 2× within minutes (bench/README.md, "HTTP measured in
-// alternating slices"), so after a warm-up of each, the baseline and bunchat are measured in
+// This VM's speed drifts by up to 2× within minutes (bench/journal/2026-11-30.md, "HTTP measured
+// in alternating slices"), so after a warm-up of each, the baseline and bunchat are measured in
 // alternating slices (--slices of --seconds each) and a ratio is taken per slice pair as well.
 // One JSON line per slice and per target (req/s, latency, non-2xx, CPU % of each process and µs
 // per request); a human line per slice and a summary table on stderr.

@@ -12,8 +12,8 @@ interface ProcStat {
   /**
    * utime + stime + cutime + cstime in clock ticks: the process's own CPU and that of its
    * children it has reaped, i.e. redis-server's AOF-rewrite forks (a few % of Redis's CPU at
-   * 5,000 msgs/s, bench/README "1 Dec 2026, 07:06–07:31"), which start after a step's process
-   * list was taken and would otherwise count for nobody.
+   * 5,000 msgs/s, bench/journal/2026-12-01.md, "1 Dec 2026, 07:06–07:31"), which start after a
+   * step's process list was taken and would otherwise count for nobody.
    */
   ticks: number;
 }
@@ -126,8 +126,9 @@ function voluntarySwitches(path: string): number {
 
 /**
  * Voluntary context switches so far of each process, from /proc/<pid>/task/<tid>/status. Each is
- * one sleep of a thread and the wake-up that ends it (at most ~45–55 µs of CPU on this VM, bench/README
- * "1 Dec 2026, 07:06–07:31"). Threads that ended before the sample are not counted.
+ * one sleep of a thread and the wake-up that ends it (at most ~45–55 µs of CPU on this VM,
+ * bench/journal/2026-12-01.md, "1 Dec 2026, 07:06–07:31"). Threads that ended before the sample
+ * are not counted.
  */
 export function sampleWakeups(pids: Iterable<number>): WakeupSample {
   const all = new Map<number, number>();

@@ -41,7 +41,7 @@ export class Upstream {
     // to logic at once, and sends made while a call is in flight go together in the next (batching
     // comes from the call in flight, not from waiting). A linger of 5 ms took 28-45 % off logic's
     // CPU per message at 1,000 msgs/s and added 4-8 ms of p99, with no consistent effect at 2,500
-    // and 5,000 (bench/README.md, "send linger"): latency first by default.
+    // and 5,000 (bench/journal/2026-11-30.md, "send linger"): latency first by default.
     for (let i = 0; i < SEND_LANES; i++) this.lanes.push(sendBatcher((req, opts) => logic.send(req, opts), sendTimeoutMs, { concurrency: 1, lingerMs: sendLingerMs }));
   }
 

@@ -10,7 +10,7 @@ import type { RedisOptions } from "ioredis";
  * already and is written at once. ioredis flushes an auto-pipeline on setImmediate, and only
  * after the previous one's replies are all in: in a busy process (a node hosting connect and
  * task too) at 5,000 msgs/s that held each send batch 11-25 ms before Redis saw it, 2-8 ms
- * written at once (bench/README "1 Dec 2026, 04:46–05:43").
+ * written at once (bench/journal/2026-12-01.md, "1 Dec 2026, 04:46–05:43").
  */
 export const SCRIPT_CLIENT: RedisOptions = { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ["imSendBatch"] };
 

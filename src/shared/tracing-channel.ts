@@ -4,7 +4,7 @@
 // of every argument (the whole send-script blob decoded as text, per call) and wraps the command
 // in tracePromise. This adds the getter with Node's meaning (any of the five sub-channels has a
 // subscriber), so ioredis traces only when an instrumentation (e.g. OpenTelemetry) subscribes.
-// Measured with bench/logic-send.ts, see bench/README.md "30 Nov, afternoon: send path".
+// Measured with bench/logic-send.ts, see bench/journal/2026-11-30.md "30 Nov, afternoon: send path".
 // Importing this module installs it once per process; a runtime that has the getter is left alone.
 import dc from "node:diagnostics_channel";
 

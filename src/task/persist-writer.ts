@@ -3,9 +3,9 @@
 // round together) are written together, with one multi-row INSERT IGNORE of their messages
 // (split by rows and bytes), one read-position upsert and one conversation-list INSERT IGNORE,
 // instead of two or three statements per partition. A round over 8 partitions thus makes 2-3
-// statements instead of 16-24 (bench/README.md, "30 Nov, afternoon: task"). Every statement is
-// idempotent (INSERT IGNORE on id and (conv, seq); GREATEST for read positions), so when one
-// fails, every batch of the flush fails and is retried as a whole, writing nothing twice.
+// statements instead of 16-24 (bench/journal/2026-11-30.md, "30 Nov, afternoon: task"). Every
+// statement is idempotent (INSERT IGNORE on id and (conv, seq); GREATEST for read positions), so
+// when one fails, every batch of the flush fails and is retried as a whole, writing nothing twice.
 //
 // The statements are built by hand on the mysql2 pool (no query builder): one cached SQL string
 // per row count, one flat parameter array, sent with pool.query (text protocol, escaped by
