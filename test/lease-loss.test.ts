@@ -57,9 +57,11 @@ class RoomMember {
   async connect(url: string): Promise<void> {
     this.ws = await WsClient.open(`${url}?token=${encodeURIComponent(this.token)}`);
     const ws = this.ws;
+    // join and sync together: connect holds the room's live messages until the sync's replay is
+    // out, so they come in seq order (a sync sent only after `joined` could follow a live one).
     ws.send({ op: "join", room: this.room, ref: "j" });
-    await ws.op("joined", "j", 10_000);
     ws.send({ op: "sync", conv: `room:${this.room}`, afterSeq: this.last(), ref: "s" });
+    await ws.op("joined", "j", 10_000);
     void this.pump(ws);
   }
 

@@ -1,7 +1,7 @@
 // Per-connection state, kept in ws.data. One object per socket; the hot path only touches
 // counters and timestamps on it.
 import type { ServerWebSocket } from "bun";
-import type { UserRef } from "../shared/protocol.ts";
+import type { Message, UserRef } from "../shared/protocol.ts";
 import type { Format, Wire } from "./frames.ts";
 
 /** Counts events in a sliding window: hit() is true once more than `limit` fall within `windowMs`. */
@@ -27,6 +27,18 @@ export class SlidingWindow {
   }
 }
 
+/** The live messages of one conversation held for a connection while its syncs are in flight. */
+export interface LiveHold {
+  /** Syncs of the conversation in flight on the connection. */
+  syncs: number;
+  /** The highest lastSeq a finished sync of them replayed up to. */
+  floor: number;
+  /** Held live messages, in the order they were pushed; none once given up (too many). */
+  msgs: Message[];
+  /** Too many arrived: the hold was given up and live messages flow again. */
+  gaveUp: boolean;
+}
+
 export class Conn {
   /** Rooms joined or being joined; the room limit counts both. */
   readonly rooms = new Set<string>();
@@ -50,6 +62,8 @@ export class Conn {
   typedAt?: Map<string, number>;
   /** Frames the Outbox holds until the end of the turn (see Outbox.reply). */
   held?: Wire | Wire[];
+  /** conv → live messages held while a `sync` of it is in flight (see Hub.holdLive). */
+  syncing?: Map<string, LiveHold>;
 
   constructor(
     /** Unique per server instance; picks the send lane. */

@@ -5,7 +5,7 @@ import { AppError, badRequest } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
 import { decodeJson, decodeMsgpack, WireDecodeError } from "../shared/wire-codec.ts";
 import { CLOSE, LIMITS, parseConv, roomConv } from "../shared/protocol.ts";
-import type { JoinInfo, PresenceOp, SendReq } from "../../proto/logic.ts";
+import type { HistoryRes, JoinInfo, PresenceOp, SendReq } from "../../proto/logic.ts";
 import { SlidingWindow, type Conn, type Socket } from "./conn.ts";
 import {
   ackFrame,
@@ -159,14 +159,23 @@ export class FrameHandler {
     return c.rateLimited.hit(Date.now());
   }
 
+  /** The replay, then `synced`, then the conversation's live messages held meanwhile (Hub.holdLive). */
   private async sync(ws: Socket, f: SyncFrame, ref: Ref | undefined): Promise<void> {
     const c = ws.data;
+    const hub = this.d.hub;
+    hub.holdLive(ws, f.conv);
+    let res: HistoryRes;
     try {
-      const res = await this.up.logic.history(
+      res = await this.up.logic.history(
         { userId: c.user.userId, conv: f.conv, afterSeq: f.afterSeq, limit: syncLimit(f.limit), maxLimit: LIMITS.syncMaxLimit },
         { retries: 1 },
       );
-      let last = f.afterSeq;
+    } catch (e) {
+      hub.releaseLive(ws, f.conv, f.afterSeq);
+      return this.out.error(ws, ref, this.appError(e, "sync"));
+    }
+    let last = f.afterSeq;
+    try {
       ws.cork(() => {
         for (const m of res.messages) {
           this.out.send(ws, msgFrame(m));
@@ -174,8 +183,8 @@ export class FrameHandler {
         }
         this.out.send(ws, syncedFrame(ref, f.conv, last, res.hasMore));
       });
-    } catch (e) {
-      this.out.error(ws, ref, this.appError(e, "sync"));
+    } finally {
+      hub.releaseLive(ws, f.conv, last);
     }
   }
 

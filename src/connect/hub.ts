@@ -2,10 +2,17 @@
 // application of ConnectRPC push events to them. Room messages go out through Bun's native
 // pub/sub, one topic per room and format, encoded at most once per format and only for a format
 // that has local subscribers.
+//
+// While a connection's `sync` of a conversation is in flight, the conversation's live messages to
+// it are held (its room topic unsubscribed meanwhile) and sent after the sync's replay, those it
+// did not replay only: a client that joins and then syncs, as after a reconnect, gets the
+// conversation in seq order and once (CONTRACT.md guarantees 2 and 3), not a live message before
+// the older ones the sync brings. A sync answered with hasMore leaves a gap the client's next sync
+// fills; a hold past MAX_HELD messages is given up, and the messages flow live again.
 import type { Logger } from "../shared/log.ts";
-import { CLOSE, type Message, type PresenceEvent } from "../shared/protocol.ts";
+import { CLOSE, roomConv, type Message, type PresenceEvent } from "../shared/protocol.ts";
 import type { PushEvent } from "../../proto/connect.ts";
-import type { Socket } from "./conn.ts";
+import type { LiveHold, Socket } from "./conn.ts";
 import { encode, msgFrame, presenceFrame, readFrame, receiptFrame, typingFrame, type Format, type Wire } from "./frames.ts";
 import type { ConnectMetrics } from "./metrics.ts";
 import type { Tally } from "../shared/tally.ts";
@@ -16,7 +23,12 @@ interface LocalRoom {
   readonly topics: Record<Format, string>;
   /** Joined sockets per format: tells whether a format's frame needs encoding at all. */
   readonly count: Record<Format, number>;
+  /** Joined sockets with a sync of the room in flight: off the topic, their messages held. */
+  readonly syncing: Set<Socket>;
 }
+
+/** Live messages held for one connection and conversation at most; past it the hold is given up. */
+export const MAX_HELD = 1_000;
 
 /** Publishes to a Bun topic (Bun's Server.publish); returns the send status. */
 export type Publish = (topic: string, data: Wire) => number;
@@ -81,19 +93,22 @@ export class Hub {
   join(ws: Socket, room: string): void {
     let r = this.rooms.get(room);
     if (!r) {
-      r = { socks: new Set(), topics: { json: `r:${room}:j`, msgpack: `r:${room}:m` }, count: { json: 0, msgpack: 0 } };
+      r = { socks: new Set(), topics: { json: `r:${room}:j`, msgpack: `r:${room}:m` }, count: { json: 0, msgpack: 0 }, syncing: new Set() };
       this.rooms.set(room, r);
     }
     if (r.socks.has(ws)) return;
     r.socks.add(ws);
     r.count[ws.data.format]++;
-    ws.subscribe(r.topics[ws.data.format]);
+    const h = ws.data.syncing?.get(roomConv(room));
+    if (h && !h.gaveUp) r.syncing.add(ws);
+    else ws.subscribe(r.topics[ws.data.format]);
   }
 
   leave(ws: Socket, room: string): void {
     const r = this.rooms.get(room);
     if (!r?.socks.delete(ws)) return;
     r.count[ws.data.format]--;
+    r.syncing.delete(ws);
     if (!ws.data.closed) ws.unsubscribe(r.topics[ws.data.format]);
     if (!r.socks.size) this.rooms.delete(room);
   }
@@ -138,7 +153,11 @@ export class Hub {
     const frame = msgFrame(msg);
     if (json) this.publish(r.topics.json, encode("json", frame));
     if (msgpack) this.publish(r.topics.msgpack, encode("msgpack", frame));
-    this.metrics.framesOut.inc(json + msgpack);
+    this.metrics.framesOut.inc(json + msgpack - r.syncing.size);
+    if (!r.syncing.size) return;
+    // A give-up below takes the socket out of r.syncing: iterate over a copy.
+    const lazy = new Lazy(frame);
+    for (const ws of [...r.syncing]) if (!this.keep(ws, msg)) this.out.wire(ws, lazy.get(ws.data.format));
   }
 
   private toUsers(users: readonly number[], msg: Message): void {
@@ -147,8 +166,68 @@ export class Hub {
       // A message to oneself may list the user twice: deliver once.
       if (users.indexOf(users[i]) !== i) continue;
       const set = this.users.get(users[i]);
-      if (set) for (const ws of set) this.out.wire(ws, frame.get(ws.data.format));
+      if (set) for (const ws of set) if (!ws.data.syncing || !this.keep(ws, msg)) this.out.wire(ws, frame.get(ws.data.format));
     }
+  }
+
+  /**
+   * Starts holding conv's live messages to this connection while its `sync` of conv is in flight
+   * (see the top of this file); a joined room's topic is unsubscribed until the release. Every
+   * call must be followed by one releaseLive, also when the sync fails.
+   */
+  holdLive(ws: Socket, conv: string): void {
+    const c = ws.data;
+    c.syncing ??= new Map();
+    const h = c.syncing.get(conv);
+    if (h) return void h.syncs++;
+    c.syncing.set(conv, { syncs: 1, floor: 0, msgs: [], gaveUp: false });
+    const r = this.roomOf(conv);
+    if (r?.socks.has(ws)) {
+      r.syncing.add(ws);
+      ws.unsubscribe(r.topics[c.format]);
+    }
+  }
+
+  /**
+   * Ends one sync of conv on this connection; lastSeq is its synced frame's lastSeq (its afterSeq if
+   * it failed). When the last sync in flight ended, the held messages above the highest lastSeq go
+   * out in the order they came, and a joined room's topic is subscribed again.
+   */
+  releaseLive(ws: Socket, conv: string, lastSeq: number): void {
+    const c = ws.data;
+    const h = c.syncing?.get(conv);
+    if (!h) return;
+    h.floor = Math.max(h.floor, lastSeq);
+    if (--h.syncs > 0) return;
+    c.syncing!.delete(conv);
+    if (!c.syncing!.size) c.syncing = undefined;
+    if (!h.gaveUp) this.flush(ws, conv, h);
+  }
+
+  /** Holds msg for the connection if a sync of its conversation is in flight; false if it goes out now. */
+  private keep(ws: Socket, msg: Message): boolean {
+    const h = ws.data.syncing?.get(msg.conv);
+    if (!h || h.gaveUp) return false;
+    if (h.msgs.length < MAX_HELD) {
+      h.msgs.push(msg);
+      return true;
+    }
+    // Too many for one sync: what was held goes out now, and msg and what follows go live.
+    h.gaveUp = true;
+    this.flush(ws, msg.conv, h);
+    return false;
+  }
+
+  /** Sends the held messages a finished sync did not replay and puts a joined socket back on its room's topic. */
+  private flush(ws: Socket, conv: string, h: LiveHold): void {
+    const r = this.roomOf(conv);
+    if (r?.syncing.delete(ws) && !ws.data.closed) ws.subscribe(r.topics[ws.data.format]);
+    for (const m of h.msgs) if (m.seq > h.floor) this.out.send(ws, msgFrame(m));
+    h.msgs = [];
+  }
+
+  private roomOf(conv: string): LocalRoom | undefined {
+    return conv.startsWith("room:") ? this.rooms.get(conv.slice(5)) : undefined;
   }
 
   /** To the room's local sockets, except the sockets of the user the event is about. */

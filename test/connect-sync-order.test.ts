@@ -1,0 +1,200 @@
+// Connect tier: a conversation's live messages that arrive while a connection's `sync` of it is in
+// flight reach that connection after the sync's replay, in seq order and once (CONTRACT.md
+// guarantees 2 and 3), as after a reconnect's join-then-sync. Real WebSockets and a real gRPC push
+// client, against the in-memory fake of logic with its history calls held open.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { AppError } from "../src/shared/errors.ts";
+import { dmConv, type Message, type UserRef } from "../src/shared/protocol.ts";
+import { MAX_HELD } from "../src/connect/hub.ts";
+import type { PushEvent } from "../proto/connect.ts";
+import { eventually } from "./support/http.ts";
+import { WsClient, startConnect, type TestConnect } from "./support/connect.ts";
+
+let c: TestConnect;
+const clients: WsClient[] = [];
+
+beforeAll(async () => {
+  c = await startConnect();
+});
+afterAll(async () => {
+  for (const cl of clients) cl.ws.close();
+  await c.stop();
+});
+
+async function open(token: string, format?: "json" | "msgpack"): Promise<WsClient> {
+  const cl = await WsClient.open(c.wsUrl(token, format));
+  clients.push(cl);
+  return cl;
+}
+
+async function join(ws: WsClient, room: string) {
+  ws.send({ op: "join", room, ref: `j-${room}` });
+  await ws.op("joined", `j-${room}`);
+}
+
+let n = 0;
+const newRoom = () => `order-${++n}`;
+const push = (events: PushEvent[]) => c.rpc.push({ events });
+
+/** Stores count messages from `from` in the fake's history of the room (seqs 1..count). */
+async function stored(room: string, from: UserRef, count: number): Promise<Message[]> {
+  await c.logic.send({ items: Array.from({ length: count }, (_, i) => ({ from, room, body: `m${i + 1}`, retryKey: `k-${room}-${i}` })) });
+  return c.logic.messages.get(`room:${room}`)!;
+}
+
+const live = (conv: string, from: UserRef, seq: number): Message => ({ id: String(70_000 + seq), conv, seq, from, body: `live ${seq}`, ts: Date.now() });
+
+/** Holds every history call until the returned function is called (with an error: they fail). */
+function holdHistory(): (err?: Error) => void {
+  let release!: (err?: Error) => void;
+  c.logic.gate = new Promise<void>((res, rej) => (release = (err) => (err ? rej(err) : res())));
+  c.logic.gate.catch(() => {});
+  return (err) => {
+    c.logic.gate = undefined;
+    release(err);
+  };
+}
+
+/** The msg seqs and synced frames a client got, in arrival order: numbers for msg, "synced:<lastSeq>". */
+const order = (ws: WsClient) => ws.all.filter((f) => f.op === "msg" || f.op === "synced").map((f) => (f.op === "msg" ? f.seq : `synced:${f.lastSeq}`));
+
+async function syncHeld(ws: WsClient, conv: string, afterSeq = 0, ref = "s"): Promise<void> {
+  const before = c.logic.historyReqs.length;
+  ws.send({ op: "sync", conv, afterSeq, ref });
+  await eventually(() => c.logic.historyReqs.length > before, 5000, "the sync's history call");
+}
+
+test("room: live messages pushed during a sync come after its replay, those it replayed not again; other sockets get them at once", async () => {
+  const room = newRoom();
+  const conv = `room:${room}`;
+  const a = c.logic.user();
+  const other = c.logic.user();
+  const [syncing, bystander] = [await open(a.token), await open(other.token, "msgpack")];
+  await join(syncing, room);
+  await join(bystander, room);
+  await stored(room, other.user, 3);
+
+  const open_ = holdHistory();
+  try {
+    await syncHeld(syncing, conv);
+    await push([3, 4, 5].map((seq) => ({ t: "m", room, msg: live(conv, other.user, seq) })));
+    for (const seq of [3, 4, 5]) expect((await bystander.op("msg")).seq).toBe(seq);
+    await syncing.flush();
+    expect(order(syncing)).toEqual([]);
+  } finally {
+    open_();
+  }
+  await syncing.op("synced", "s");
+  await push([{ t: "m", room, msg: live(conv, other.user, 6) }]);
+  await eventually(() => order(syncing).length === 7, 5000, `seq 6 live (have ${order(syncing)})`);
+  expect(order(syncing)).toEqual([1, 2, 3, "synced:3", 4, 5, 6]);
+  await syncing.flush();
+  expect(order(syncing)).toHaveLength(7);
+});
+
+test("direct conversation: held for the syncing connection only, in both formats", async () => {
+  const a = c.logic.user();
+  const b = c.logic.user();
+  const conv = dmConv(a.user.userId, b.user.userId);
+  const [json, msgpack, peer] = [await open(a.token), await open(a.token, "msgpack"), await open(b.token)];
+  await c.logic.send({ items: [{ from: b.user, toUserId: a.user.userId, body: "first", retryKey: "dm-1" }] });
+
+  const open_ = holdHistory();
+  try {
+    await syncHeld(json, conv);
+    await syncHeld(msgpack, conv, 0, "s2");
+    await push([{ t: "m", users: [a.user.userId, b.user.userId], msg: live(conv, b.user, 2) }]);
+    expect((await peer.op("msg")).seq).toBe(2);
+    await json.flush();
+    await msgpack.flush();
+    expect(order(json)).toEqual([]);
+    expect(order(msgpack)).toEqual([]);
+  } finally {
+    open_();
+  }
+  for (const ws of [json, msgpack]) await eventually(() => order(ws).length === 3, 5000, "replay, synced, held");
+  expect(order(json)).toEqual([1, "synced:1", 2]);
+  expect(order(msgpack)).toEqual([1, "synced:1", 2]);
+  expect(msgpack.kinds.at(-1)).toBe("binary");
+});
+
+test("a sync that fails releases what it held: the error, then every held message", async () => {
+  const room = newRoom();
+  const conv = `room:${room}`;
+  const a = c.logic.user();
+  const ws = await open(a.token);
+  await join(ws, room);
+  const open_ = holdHistory();
+  try {
+    await syncHeld(ws, conv);
+    await push([1, 2].map((seq) => ({ t: "m", room, msg: live(conv, a.user, seq) })));
+    await ws.flush();
+    expect(order(ws)).toEqual([]);
+  } finally {
+    open_(new AppError("UNAVAILABLE", "logic went away"));
+  }
+  expect((await ws.op("error", "s")).code).toBe("UNAVAILABLE");
+  await eventually(() => order(ws).length === 2, 5000, "the held messages");
+  expect(order(ws)).toEqual([1, 2]);
+  await push([{ t: "m", room, msg: live(conv, a.user, 3) }]);
+  await eventually(() => order(ws).length === 3, 5000, "live again");
+});
+
+test("joined during the sync: held too; left during it: what was held comes, nothing after", async () => {
+  const a = c.logic.user();
+  const joinLate = newRoom();
+  const leaveEarly = newRoom();
+  const ws = await open(a.token);
+  await join(ws, leaveEarly);
+  const open_ = holdHistory();
+  try {
+    await syncHeld(ws, `room:${joinLate}`, 0, "s1");
+    await syncHeld(ws, `room:${leaveEarly}`, 0, "s2");
+    await join(ws, joinLate);
+    await push([
+      { t: "m", room: joinLate, msg: live(`room:${joinLate}`, a.user, 1) },
+      { t: "m", room: leaveEarly, msg: live(`room:${leaveEarly}`, a.user, 1) },
+    ]);
+    ws.send({ op: "leave", room: leaveEarly, ref: "l" });
+    await ws.op("left", "l");
+    await push([{ t: "m", room: leaveEarly, msg: live(`room:${leaveEarly}`, a.user, 2) }]);
+    await ws.flush();
+    expect(order(ws)).toEqual([]);
+  } finally {
+    open_();
+  }
+  await ws.op("synced", "s1");
+  await ws.op("synced", "s2");
+  await push([
+    { t: "m", room: joinLate, msg: live(`room:${joinLate}`, a.user, 2) },
+    { t: "m", room: leaveEarly, msg: live(`room:${leaveEarly}`, a.user, 3) },
+  ]);
+  await ws.flush();
+  const msgs = ws.all.filter((f) => f.op === "msg").map((f) => `${f.conv}#${f.seq}`);
+  expect(msgs.filter((m) => m.startsWith(`room:${joinLate}#`))).toEqual([`room:${joinLate}#1`, `room:${joinLate}#2`]);
+  expect(msgs.filter((m) => m.startsWith(`room:${leaveEarly}#`))).toEqual([`room:${leaveEarly}#1`]);
+});
+
+test(`past ${MAX_HELD} held messages the hold is given up: everything flows live, in order, once`, async () => {
+  const room = newRoom();
+  const conv = `room:${room}`;
+  const a = c.logic.user();
+  const ws = await open(a.token, "msgpack");
+  await join(ws, room);
+  const total = MAX_HELD + 50;
+  const open_ = holdHistory();
+  try {
+    await syncHeld(ws, conv);
+    for (let from = 1; from <= total; from += 500) {
+      const seqs = Array.from({ length: Math.min(500, total - from + 1) }, (_, i) => from + i);
+      await push(seqs.map((seq) => ({ t: "m", room, msg: live(conv, a.user, seq) })));
+    }
+    await eventually(() => order(ws).length === total, 10_000, `every message live (have ${order(ws).length})`);
+  } finally {
+    open_();
+  }
+  await ws.op("synced", "s");
+  await push([{ t: "m", room, msg: live(conv, a.user, total + 1) }]);
+  await ws.flush();
+  expect(order(ws)).toEqual([...Array.from({ length: total }, (_, i) => i + 1), "synced:0", total + 1]);
+});
