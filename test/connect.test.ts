@@ -4,7 +4,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { pack } from "../src/shared/codec.ts";
 import { CLOSE, LIMITS } from "../src/shared/protocol.ts";
 import { eventually } from "./support/http.ts";
-import { FakeLogic, WsClient, startConnect, type TestConnect } from "./support/connect.ts";
+import { ConnectServer } from "../src/connect/server.ts";
+import { loadConfig } from "../src/shared/config.ts";
+import { silentLogger } from "../src/shared/log.ts";
+import { FakeDiscovery, FakeLogic, WsClient, startConnect, type TestConnect } from "./support/connect.ts";
 
 let c: TestConnect;
 const clients: WsClient[] = [];
@@ -426,5 +429,35 @@ describe("registration", () => {
       await own.stop();
     }
     expect(own.discovery.closed).toBe(true);
+  });
+
+  test("until its registration is in etcd, upgrades are refused with 503 (task would skip an unregistered instance)", async () => {
+    const logic = new FakeLogic();
+    const discovery = new FakeDiscovery();
+    let registered!: () => void;
+    const held = new Promise<void>((res) => (registered = res));
+    const register = discovery.register.bind(discovery);
+    discovery.register = async (service, info) => {
+      await held;
+      return register(service, info);
+    };
+    const { config } = loadConfig({}, { host: "127.0.0.1", connectPort: 0, connectRpcPort: 0, metricsHost: "127.0.0.1", metricsPort: 0 });
+    const server = new ConnectServer({ config, log: silentLogger, logic, discovery, instanceId: "connect-test-unregistered" });
+    const started = server.start();
+    try {
+      await eventually(() => discovery.infos.length === 0 && server.port > 0, 5000, "listening");
+      const { token } = logic.user();
+      const res = await fetch(`http://127.0.0.1:${server.port}/ws?token=${token}`, { headers: { upgrade: "websocket", connection: "upgrade", "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" } });
+      expect(res.status).toBe(503);
+      expect(await res.json()).toEqual({ error: { code: "UNAVAILABLE", message: "server is registering" } });
+      registered();
+      await started;
+      const ws = await WsClient.open(`ws://127.0.0.1:${server.port}/ws?token=${token}`);
+      await ws.closeAndWait();
+    } finally {
+      registered();
+      await started.catch(() => {});
+      await server.stop();
+    }
   });
 });

@@ -70,8 +70,12 @@ export class ConnectServer {
   private connSeq = 0;
   /** Registrations lost so far: the current one's id is instanceId, then instanceId-r<n>. */
   private lostRegistrations = 0;
-  /** Between a lost registration and its renewal: new sockets are refused (their presence would be recorded under an id not yet in etcd). */
-  private unregistered = false;
+  /**
+   * Before the first registration and between a lost one and its renewal: new sockets are refused
+   * (503), since their presence would be recorded under an id not yet in etcd, which task skips as
+   * dead (a balancer may send clients to the port as soon as it listens).
+   */
+  private unregistered = true;
   private ready = false;
   private stopping = false;
   private stopped?: Promise<void>;
@@ -156,6 +160,7 @@ export class ConnectServer {
         onRenewed: () => this.registrationRenewed(),
       });
       this.reportedConns = conns;
+      this.unregistered = false;
       this.timers.push(setInterval(() => void this.refreshRegistration(), REGISTRATION_REFRESH_MS));
       const d = this.opts.discovery;
       const checks = d.etcd && d.serviceKey ? [{ name: "etcd registration", check: () => registered(d as Parameters<typeof registered>[0], CONNECT_SERVICE, this.registrationId) }] : [];
@@ -258,7 +263,7 @@ export class ConnectServer {
     const now = Date.now();
     if (s.exp <= now) return errorResponse(new AppError("UNAUTHENTICATED", "token expired"));
     if (this.stopping) return errorResponse(new AppError("UNAVAILABLE", "server is shutting down"));
-    if (this.unregistered) return errorResponse(new AppError("UNAVAILABLE", "server is registering again"));
+    if (this.unregistered) return errorResponse(new AppError("UNAVAILABLE", "server is registering"));
     const conn = new Conn(++this.connSeq, { userId: s.userId, userName: s.userName }, s.sid, s.exp, fmt as Format, now);
     if (server.upgrade(req, { data: conn })) return undefined;
     return errorResponse(new AppError("BAD_REQUEST", "expected a WebSocket upgrade"));
