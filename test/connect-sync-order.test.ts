@@ -1,6 +1,7 @@
 // Connect tier: a conversation's live messages that arrive while a connection's `sync` of it is in
 // flight reach that connection after the sync's replay, in seq order and once (CONTRACT.md
-// guarantees 2 and 3), as after a reconnect's join-then-sync. Real WebSockets and a real gRPC push
+// guarantees 2 and 3), as after a reconnect's join-then-sync; those it replayed, pushed later,
+// are not sent again. Real WebSockets and a real gRPC push
 // client, against the in-memory fake of logic with its history calls held open.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { AppError } from "../src/shared/errors.ts";
@@ -90,6 +91,33 @@ test("room: live messages pushed during a sync come after its replay, those it r
   expect(order(syncing)).toEqual([1, 2, 3, "synced:3", 4, 5, 6]);
   await syncing.flush();
   expect(order(syncing)).toHaveLength(7);
+});
+
+test("live messages the sync already replayed, pushed after it, are dropped until the first one past its replay", async () => {
+  const room = newRoom();
+  const conv = `room:${room}`;
+  const a = c.logic.user();
+  const b = c.logic.user();
+  const dm = dmConv(a.user.userId, b.user.userId);
+  const [syncing, bystander] = [await open(a.token), await open(b.token)];
+  await join(syncing, room);
+  await join(bystander, room);
+  await stored(room, b.user, 3);
+  await c.logic.send({ items: [1, 2].map((i) => ({ from: b.user, toUserId: a.user.userId, body: `dm ${i}`, retryKey: `dm-late-${i}` })) });
+  syncing.send({ op: "sync", conv, afterSeq: 0, ref: "r" });
+  syncing.send({ op: "sync", conv: dm, afterSeq: 0, ref: "d" });
+  await syncing.op("synced", "r");
+  await syncing.op("synced", "d");
+  // task pushes what the syncs read only now: the room's 2 and 3, the DM's 2; then new ones.
+  await push([2, 3, 4, 5].map((seq) => ({ t: "m", room, msg: live(conv, b.user, seq) })));
+  await push([2, 3].map((seq) => ({ t: "m", users: [a.user.userId, b.user.userId], msg: live(dm, b.user, seq) })));
+  await push([{ t: "m", room, msg: live(conv, b.user, 6) }]);
+  await syncing.flush();
+  const seqs = (cv: string) => syncing.all.filter((f) => f.op === "msg" && f.conv === cv).map((f) => f.seq);
+  expect(seqs(conv)).toEqual([1, 2, 3, 4, 5, 6]);
+  expect(seqs(dm)).toEqual([1, 2, 3]);
+  await bystander.flush();
+  expect(bystander.all.filter((f) => f.op === "msg" && f.conv === conv).map((f) => f.seq)).toEqual([2, 3, 4, 5, 6]);
 });
 
 test("direct conversation: held for the syncing connection only, in both formats", async () => {

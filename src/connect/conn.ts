@@ -27,9 +27,9 @@ export class SlidingWindow {
   }
 }
 
-/** The live messages of one conversation held for a connection while its syncs are in flight. */
+/** The live messages of one conversation held for a connection while its syncs are in flight (Hub.holdLive). */
 export interface LiveHold {
-  /** Syncs of the conversation in flight on the connection. */
+  /** Syncs of the conversation in flight on the connection; 0: after them, dropping live messages up to floor. */
   syncs: number;
   /** The highest lastSeq a finished sync of them replayed up to. */
   floor: number;

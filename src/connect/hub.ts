@@ -7,12 +7,14 @@
 // it are held (its room topic unsubscribed meanwhile) and sent after the sync's replay, those it
 // did not replay only: a client that joins and then syncs, as after a reconnect, gets the
 // conversation in seq order and once (CONTRACT.md guarantees 2 and 3), not a live message before
-// the older ones the sync brings. A sync answered with hasMore leaves a gap the client's next sync
-// fills; a hold past MAX_HELD messages is given up, and the messages flow live again.
+// the older ones the sync brings. Live messages at or below the replay's end that come after it
+// (the sync read them before task pushed them) are dropped until the first one above it. A sync
+// answered with hasMore leaves a gap the client's next sync fills; a hold past MAX_HELD messages
+// is given up, and the messages flow live again.
 import type { Logger } from "../shared/log.ts";
-import { CLOSE, roomConv, type Message, type PresenceEvent } from "../shared/protocol.ts";
+import { CLOSE, parseConv, roomConv, type Message, type PresenceEvent } from "../shared/protocol.ts";
 import type { PushEvent } from "../../proto/connect.ts";
-import type { LiveHold, Socket } from "./conn.ts";
+import type { Socket } from "./conn.ts";
 import { encode, msgFrame, presenceFrame, readFrame, receiptFrame, typingFrame, type Format, type Wire } from "./frames.ts";
 import type { ConnectMetrics } from "./metrics.ts";
 import type { Tally } from "../shared/tally.ts";
@@ -29,6 +31,8 @@ interface LocalRoom {
 
 /** Live messages held for one connection and conversation at most; past it the hold is given up. */
 export const MAX_HELD = 1_000;
+/** Conversations of one connection waiting, after their sync, for a live message past its replay. */
+const MAX_FILTERS = 64;
 
 /** Publishes to a Bun topic (Bun's Server.publish); returns the send status. */
 export type Publish = (topic: string, data: Wire) => number;
@@ -109,6 +113,8 @@ export class Hub {
     if (!r?.socks.delete(ws)) return;
     r.count[ws.data.format]--;
     r.syncing.delete(ws);
+    const h = ws.data.syncing?.get(roomConv(room));
+    if (h?.syncs === 0) this.endHold(ws, roomConv(room)); // a filter waits for live messages that no longer come
     if (!ws.data.closed) ws.unsubscribe(r.topics[ws.data.format]);
     if (!r.socks.size) this.rooms.delete(room);
   }
@@ -179,7 +185,7 @@ export class Hub {
     const c = ws.data;
     c.syncing ??= new Map();
     const h = c.syncing.get(conv);
-    if (h) return void h.syncs++;
+    if (h) return void h.syncs++; // another sync in flight, or the filter after one
     c.syncing.set(conv, { syncs: 1, floor: 0, msgs: [], gaveUp: false });
     const r = this.roomOf(conv);
     if (r?.socks.has(ws)) {
@@ -191,39 +197,67 @@ export class Hub {
   /**
    * Ends one sync of conv on this connection; lastSeq is its synced frame's lastSeq (its afterSeq if
    * it failed). When the last sync in flight ended, the held messages above the highest lastSeq go
-   * out in the order they came, and a joined room's topic is subscribed again.
+   * out in the order they came. If none did, the connection stays off live delivery of conv only
+   * until the first live message above lastSeq: those at or below it, pushed after the sync read
+   * them, were in its replay and are dropped, not sent twice.
    */
   releaseLive(ws: Socket, conv: string, lastSeq: number): void {
-    const c = ws.data;
-    const h = c.syncing?.get(conv);
+    const h = ws.data.syncing?.get(conv);
     if (!h) return;
     h.floor = Math.max(h.floor, lastSeq);
     if (--h.syncs > 0) return;
-    c.syncing!.delete(conv);
-    if (!c.syncing!.size) c.syncing = undefined;
-    if (!h.gaveUp) this.flush(ws, conv, h);
+    const rest = h.msgs.filter((m) => m.seq > h.floor);
+    h.msgs = [];
+    if (h.gaveUp || rest.length || !this.mayFilter(ws, conv)) this.endHold(ws, conv);
+    for (const m of rest) this.out.send(ws, msgFrame(m));
   }
 
-  /** Holds msg for the connection if a sync of its conversation is in flight; false if it goes out now. */
+  /**
+   * Whether a filter (a hold with no sync in flight) may wait on conv for this connection: only
+   * where live messages of conv come to it (a joined room, its own DMs), MAX_FILTERS at most.
+   */
+  private mayFilter(ws: Socket, conv: string): boolean {
+    const c = ws.data;
+    let filters = 0;
+    for (const h of c.syncing!.values()) if (h.syncs === 0) filters++;
+    if (filters >= MAX_FILTERS) return false;
+    const pc = parseConv(conv);
+    if (pc?.kind === "room") return !!this.rooms.get(pc.room)?.socks.has(ws);
+    return !!pc && (pc.a === c.user.userId || pc.b === c.user.userId);
+  }
+
+  /** Holds msg for the connection while a sync of its conversation is in flight, or drops it as replayed; false if it goes out now. */
   private keep(ws: Socket, msg: Message): boolean {
     const h = ws.data.syncing?.get(msg.conv);
     if (!h || h.gaveUp) return false;
+    if (h.syncs === 0) {
+      if (msg.seq <= h.floor) return true;
+      this.endHold(ws, msg.conv);
+      return false;
+    }
     if (h.msgs.length < MAX_HELD) {
       h.msgs.push(msg);
       return true;
     }
     // Too many for one sync: what was held goes out now, and msg and what follows go live.
     h.gaveUp = true;
-    this.flush(ws, msg.conv, h);
+    this.live(ws, msg.conv);
+    for (const m of h.msgs) if (m.seq > h.floor) this.out.send(ws, msgFrame(m));
+    h.msgs = [];
     return false;
   }
 
-  /** Sends the held messages a finished sync did not replay and puts a joined socket back on its room's topic. */
-  private flush(ws: Socket, conv: string, h: LiveHold): void {
+  private endHold(ws: Socket, conv: string): void {
+    const c = ws.data;
+    c.syncing?.delete(conv);
+    if (!c.syncing?.size) c.syncing = undefined;
+    this.live(ws, conv);
+  }
+
+  /** Puts a joined socket back on its room's topic. */
+  private live(ws: Socket, conv: string): void {
     const r = this.roomOf(conv);
     if (r?.syncing.delete(ws) && !ws.data.closed) ws.subscribe(r.topics[ws.data.format]);
-    for (const m of h.msgs) if (m.seq > h.floor) this.out.send(ws, msgFrame(m));
-    h.msgs = [];
   }
 
   private roomOf(conv: string): LocalRoom | undefined {
