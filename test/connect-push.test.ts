@@ -5,7 +5,7 @@ import { connect as tcpConnect } from "node:net";
 import { CLOSE, type Message, type UserRef } from "../src/shared/protocol.ts";
 import type { PushEvent } from "../proto/connect.ts";
 import { eventually } from "./support/http.ts";
-import { WsClient, startConnect, type TestConnect } from "./support/connect.ts";
+import { WsClient, joinRoom as join, startConnect, type TestConnect } from "./support/connect.ts";
 
 let c: TestConnect;
 const clients: WsClient[] = [];
@@ -24,10 +24,6 @@ async function open(t: TestConnect, token: string, format?: "json" | "msgpack"):
   return cl;
 }
 
-async function join(ws: WsClient, room: string) {
-  ws.send({ op: "join", room, ref: `j-${room}` });
-  await ws.op("joined", `j-${room}`);
-}
 
 let n = 0;
 const room = () => `push-${++n}`;

@@ -3,44 +3,25 @@
 // guarantees 2 and 3), as after a reconnect's join-then-sync; those it replayed, pushed later,
 // are not sent again. Real WebSockets and a real gRPC push
 // client, against the in-memory fake of logic with its history calls held open.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { AppError } from "../src/shared/errors.ts";
 import { dmConv, type Message, type UserRef } from "../src/shared/protocol.ts";
 import { MAX_HELD } from "../src/connect/hub.ts";
 import type { PushEvent } from "../proto/connect.ts";
 import { eventually } from "./support/http.ts";
-import { WsClient, startConnect, type TestConnect } from "./support/connect.ts";
+import { connectPerFile, joinRoom as join, type WsClient } from "./support/connect.ts";
 
-let c: TestConnect;
-const clients: WsClient[] = [];
-
-beforeAll(async () => {
-  c = await startConnect();
-});
-afterAll(async () => {
-  for (const cl of clients) cl.ws.close();
-  await c.stop();
-});
-
-async function open(token: string, format?: "json" | "msgpack"): Promise<WsClient> {
-  const cl = await WsClient.open(c.wsUrl(token, format));
-  clients.push(cl);
-  return cl;
-}
-
-async function join(ws: WsClient, room: string) {
-  ws.send({ op: "join", room, ref: `j-${room}` });
-  await ws.op("joined", `j-${room}`);
-}
+const file = connectPerFile();
+const open = file.open.bind(file);
 
 let n = 0;
 const newRoom = () => `order-${++n}`;
-const push = (events: PushEvent[]) => c.rpc.push({ events });
+const push = (events: PushEvent[]) => file.c.rpc.push({ events });
 
 /** Stores count messages from `from` in the fake's history of the room (seqs 1..count). */
 async function stored(room: string, from: UserRef, count: number): Promise<Message[]> {
-  await c.logic.send({ items: Array.from({ length: count }, (_, i) => ({ from, room, body: `m${i + 1}`, retryKey: `k-${room}-${i}` })) });
-  return c.logic.messages.get(`room:${room}`)!;
+  await file.c.logic.send({ items: Array.from({ length: count }, (_, i) => ({ from, room, body: `m${i + 1}`, retryKey: `k-${room}-${i}` })) });
+  return file.c.logic.messages.get(`room:${room}`)!;
 }
 
 const live = (conv: string, from: UserRef, seq: number): Message => ({ id: String(70_000 + seq), conv, seq, from, body: `live ${seq}`, ts: Date.now() });
@@ -48,10 +29,10 @@ const live = (conv: string, from: UserRef, seq: number): Message => ({ id: Strin
 /** Holds every history call until the returned function is called (with an error: they fail). */
 function holdHistory(): (err?: Error) => void {
   let release!: (err?: Error) => void;
-  c.logic.gate = new Promise<void>((res, rej) => (release = (err) => (err ? rej(err) : res())));
-  c.logic.gate.catch(() => {});
+  file.c.logic.gate = new Promise<void>((res, rej) => (release = (err) => (err ? rej(err) : res())));
+  file.c.logic.gate.catch(() => {});
   return (err) => {
-    c.logic.gate = undefined;
+    file.c.logic.gate = undefined;
     release(err);
   };
 }
@@ -60,16 +41,16 @@ function holdHistory(): (err?: Error) => void {
 const order = (ws: WsClient) => ws.all.filter((f) => f.op === "msg" || f.op === "synced").map((f) => (f.op === "msg" ? f.seq : `synced:${f.lastSeq}`));
 
 async function syncHeld(ws: WsClient, conv: string, afterSeq = 0, ref = "s"): Promise<void> {
-  const before = c.logic.historyReqs.length;
+  const before = file.c.logic.historyReqs.length;
   ws.send({ op: "sync", conv, afterSeq, ref });
-  await eventually(() => c.logic.historyReqs.length > before, 5000, "the sync's history call");
+  await eventually(() => file.c.logic.historyReqs.length > before, 5000, "the sync's history call");
 }
 
 test("room: live messages pushed during a sync come after its replay, those it replayed not again; other sockets get them at once", async () => {
   const room = newRoom();
   const conv = `room:${room}`;
-  const a = c.logic.user();
-  const other = c.logic.user();
+  const a = file.c.logic.user();
+  const other = file.c.logic.user();
   const [syncing, bystander] = [await open(a.token), await open(other.token, "msgpack")];
   await join(syncing, room);
   await join(bystander, room);
@@ -96,14 +77,14 @@ test("room: live messages pushed during a sync come after its replay, those it r
 test("live messages the sync already replayed, pushed after it, are dropped until the first one past its replay", async () => {
   const room = newRoom();
   const conv = `room:${room}`;
-  const a = c.logic.user();
-  const b = c.logic.user();
+  const a = file.c.logic.user();
+  const b = file.c.logic.user();
   const dm = dmConv(a.user.userId, b.user.userId);
   const [syncing, bystander] = [await open(a.token), await open(b.token)];
   await join(syncing, room);
   await join(bystander, room);
   await stored(room, b.user, 3);
-  await c.logic.send({ items: [1, 2].map((i) => ({ from: b.user, toUserId: a.user.userId, body: `dm ${i}`, retryKey: `dm-late-${i}` })) });
+  await file.c.logic.send({ items: [1, 2].map((i) => ({ from: b.user, toUserId: a.user.userId, body: `dm ${i}`, retryKey: `dm-late-${i}` })) });
   syncing.send({ op: "sync", conv, afterSeq: 0, ref: "r" });
   syncing.send({ op: "sync", conv: dm, afterSeq: 0, ref: "d" });
   await syncing.op("synced", "r");
@@ -121,11 +102,11 @@ test("live messages the sync already replayed, pushed after it, are dropped unti
 });
 
 test("direct conversation: held for the syncing connection only, in both formats", async () => {
-  const a = c.logic.user();
-  const b = c.logic.user();
+  const a = file.c.logic.user();
+  const b = file.c.logic.user();
   const conv = dmConv(a.user.userId, b.user.userId);
   const [json, msgpack, peer] = [await open(a.token), await open(a.token, "msgpack"), await open(b.token)];
-  await c.logic.send({ items: [{ from: b.user, toUserId: a.user.userId, body: "first", retryKey: "dm-1" }] });
+  await file.c.logic.send({ items: [{ from: b.user, toUserId: a.user.userId, body: "first", retryKey: "dm-1" }] });
 
   const open_ = holdHistory();
   try {
@@ -149,7 +130,7 @@ test("direct conversation: held for the syncing connection only, in both formats
 test("a sync that fails releases what it held: the error, then every held message", async () => {
   const room = newRoom();
   const conv = `room:${room}`;
-  const a = c.logic.user();
+  const a = file.c.logic.user();
   const ws = await open(a.token);
   await join(ws, room);
   const open_ = holdHistory();
@@ -169,7 +150,7 @@ test("a sync that fails releases what it held: the error, then every held messag
 });
 
 test("joined during the sync: held too; left during it: what was held comes, nothing after", async () => {
-  const a = c.logic.user();
+  const a = file.c.logic.user();
   const joinLate = newRoom();
   const leaveEarly = newRoom();
   const ws = await open(a.token);
@@ -206,7 +187,7 @@ test("joined during the sync: held too; left during it: what was held comes, not
 test(`past ${MAX_HELD} held messages the hold is given up: everything flows live, in order, once`, async () => {
   const room = newRoom();
   const conv = `room:${room}`;
-  const a = c.logic.user();
+  const a = file.c.logic.user();
   const ws = await open(a.token, "msgpack");
   await join(ws, room);
   const total = MAX_HELD + 50;

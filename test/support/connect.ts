@@ -1,5 +1,6 @@
 // Test support for the connect tier: an in-memory fake of the LogicRPC methods connect uses, a
 // discovery stub, a connect server on port 0, and a WebSocket client that waits for frames.
+import { afterAll, beforeAll } from "bun:test";
 import { ConnectServer } from "../../src/connect/server.ts";
 import type { LogicPort } from "../../src/connect/upstream.ts";
 import type { Result } from "../../src/shared/batcher.ts";
@@ -194,6 +195,39 @@ export async function startConnect(overrides: Partial<Config> = {}, logic = new 
       await server.stop();
     },
   };
+}
+
+/**
+ * A connect instance (fake logic) for one test file: started in beforeAll, stopped in afterAll
+ * with every client opened through open(). Call at the file's top level.
+ */
+export function connectPerFile(overrides: Partial<Config> = {}): { readonly c: TestConnect; open(token: string, format?: "json" | "msgpack"): Promise<WsClient> } {
+  let t: TestConnect | undefined;
+  const clients: WsClient[] = [];
+  beforeAll(async () => {
+    t = await startConnect(overrides);
+  });
+  afterAll(async () => {
+    for (const cl of clients) cl.ws.close();
+    await t?.stop();
+  });
+  return {
+    get c() {
+      if (!t) throw new Error("connectPerFile: used before beforeAll ran");
+      return t;
+    },
+    async open(token, format) {
+      const cl = await WsClient.open(this.c.wsUrl(token, format));
+      clients.push(cl);
+      return cl;
+    },
+  };
+}
+
+/** Joins a room and waits for its `joined` reply. */
+export async function joinRoom(ws: WsClient, room: string): Promise<void> {
+  ws.send({ op: "join", room, ref: `j-${room}` });
+  await ws.op("joined", `j-${room}`);
 }
 
 type Frame = Record<string, any>;
