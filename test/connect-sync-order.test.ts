@@ -101,6 +101,19 @@ test("live messages the sync already replayed, pushed after it, are dropped unti
   expect(bystander.all.filter((f) => f.op === "msg" && f.conv === conv).map((f) => f.seq)).toEqual([2, 3, 4, 5, 6]);
 });
 
+test("a sync that replays nothing drops nothing after it, whatever its afterSeq", async () => {
+  const room = newRoom();
+  const conv = `room:${room}`;
+  const a = file.c.logic.user();
+  const ws = await open(a.token);
+  await join(ws, room);
+  ws.send({ op: "sync", conv, afterSeq: 9, ref: "s" });
+  expect(await ws.op("synced", "s")).toMatchObject({ lastSeq: 9, hasMore: false });
+  await push([1, 2].map((seq) => ({ t: "m", room, msg: live(conv, a.user, seq) })));
+  await ws.flush();
+  expect(order(ws)).toEqual(["synced:9", 1, 2]);
+});
+
 test("direct conversation: held for the syncing connection only, in both formats", async () => {
   const a = file.c.logic.user();
   const b = file.c.logic.user();

@@ -31,7 +31,7 @@ export class SlidingWindow {
 export interface LiveHold {
   /** Syncs of the conversation in flight on the connection; 0: after them, dropping live messages up to floor. */
   syncs: number;
-  /** The highest lastSeq a finished sync of them replayed up to. */
+  /** The highest seq a finished sync of them replayed (0: none). */
   floor: number;
   /** Held live messages, in the order they were pushed; none once given up (too many). */
   msgs: Message[];

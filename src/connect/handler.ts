@@ -171,7 +171,7 @@ export class FrameHandler {
         { retries: 1 },
       );
     } catch (e) {
-      hub.releaseLive(ws, f.conv, f.afterSeq);
+      hub.releaseLive(ws, f.conv, 0);
       return this.out.error(ws, ref, this.appError(e, "sync"));
     }
     let last = f.afterSeq;
@@ -184,7 +184,7 @@ export class FrameHandler {
         this.out.send(ws, syncedFrame(ref, f.conv, last, res.hasMore));
       });
     } finally {
-      hub.releaseLive(ws, f.conv, last);
+      hub.releaseLive(ws, f.conv, res.messages.at(-1)?.seq ?? 0);
     }
   }
 

@@ -195,20 +195,21 @@ export class Hub {
   }
 
   /**
-   * Ends one sync of conv on this connection; lastSeq is its synced frame's lastSeq (its afterSeq if
-   * it failed). When the last sync in flight ended, the held messages above the highest lastSeq go
-   * out in the order they came. If none did, the connection stays off live delivery of conv only
-   * until the first live message above lastSeq: those at or below it, pushed after the sync read
-   * them, were in its replay and are dropped, not sent twice.
+   * Ends one sync of conv on this connection; replayedTo is the last seq its replay sent (0 if it
+   * sent none or failed). When the last sync in flight ended, the held messages above the highest
+   * replayedTo go out in the order they came. If none did, the connection stays off live delivery
+   * of conv only until the first live message above it: those at or below it, pushed after the
+   * sync read them, were in its replay and are dropped, not sent twice. A sync that replayed
+   * nothing drops nothing, whatever its afterSeq.
    */
-  releaseLive(ws: Socket, conv: string, lastSeq: number): void {
+  releaseLive(ws: Socket, conv: string, replayedTo: number): void {
     const h = ws.data.syncing?.get(conv);
     if (!h) return;
-    h.floor = Math.max(h.floor, lastSeq);
+    h.floor = Math.max(h.floor, replayedTo);
     if (--h.syncs > 0) return;
     const rest = h.msgs.filter((m) => m.seq > h.floor);
     h.msgs = [];
-    if (h.gaveUp || rest.length || !this.mayFilter(ws, conv)) this.endHold(ws, conv);
+    if (h.gaveUp || rest.length || !h.floor || !this.mayFilter(ws, conv)) this.endHold(ws, conv);
     for (const m of rest) this.out.send(ws, msgFrame(m));
   }
 
