@@ -1,12 +1,12 @@
-// Connect tier: a conversation's live messages that arrive while a connection's `sync` of it is in
-// flight reach that connection after the sync's replay, in seq order and once (CONTRACT.md
-// guarantees 2 and 3), as after a reconnect's join-then-sync; those it replayed, pushed later,
-// are not sent again. Real WebSockets and a real gRPC push
-// client, against the in-memory fake of logic with its history calls held open.
+// Connect tier (src/connect/sync-hold.ts): a conversation's live messages that arrive while a
+// connection's `sync` of it is in flight reach that connection after the sync's replay, in seq
+// order and once (CONTRACT.md guarantees 2 and 3), also across pages (hasMore); those it
+// replayed, pushed later, are not sent again; a sync starts after the joins sent before it. Real
+// WebSockets and a real gRPC push client, against the in-memory fake of logic with its calls held.
 import { expect, test } from "bun:test";
 import { AppError } from "../src/shared/errors.ts";
 import { dmConv, type Message, type UserRef } from "../src/shared/protocol.ts";
-import { MAX_HELD } from "../src/connect/hub.ts";
+import { MAX_HELD, MORE_WAIT_MS } from "../src/connect/sync-hold.ts";
 import type { PushEvent } from "../proto/connect.ts";
 import { eventually } from "./support/http.ts";
 import { connectPerFile, joinRoom as join, type WsClient } from "./support/connect.ts";
@@ -24,6 +24,8 @@ async function stored(room: string, from: UserRef, count: number): Promise<Messa
   return file.c.logic.messages.get(`room:${room}`)!;
 }
 
+/** The fake's stored message 1 of a room, as task would push it. */
+const c1 = (room: string, from: UserRef): Message => ({ ...file.c.logic.messages.get(`room:${room}`)![0], from });
 const live = (conv: string, from: UserRef, seq: number): Message => ({ id: String(70_000 + seq), conv, seq, from, body: `live ${seq}`, ts: Date.now() });
 
 /** Holds every history call until the returned function is called (with an error: they fail). */
@@ -197,7 +199,68 @@ test("joined during the sync: held too; left during it: what was held comes, not
   expect(msgs.filter((m) => m.startsWith(`room:${leaveEarly}#`))).toEqual([`room:${leaveEarly}#1`]);
 });
 
-test(`past ${MAX_HELD} held messages the hold is given up: everything flows live, in order, once`, async () => {
+test("a reply with hasMore keeps holding for the next page: paging through a backlog stays in order", async () => {
+  const room = newRoom();
+  const conv = `room:${room}`;
+  const a = file.c.logic.user();
+  const ws = await open(a.token);
+  await join(ws, room);
+  await stored(room, a.user, 5);
+  ws.send({ op: "sync", conv, afterSeq: 0, limit: 2, ref: "p1" });
+  expect(await ws.op("synced", "p1")).toMatchObject({ lastSeq: 2, hasMore: true });
+  await push([{ t: "m", room, msg: live(conv, a.user, 6) }]);
+  ws.send({ op: "sync", conv, afterSeq: 2, limit: 2, ref: "p2" });
+  await ws.op("synced", "p2");
+  ws.send({ op: "sync", conv, afterSeq: 4, limit: 2, ref: "p3" });
+  await ws.op("synced", "p3");
+  await ws.flush();
+  expect(order(ws)).toEqual([1, 2, "synced:2", 3, 4, "synced:4", 5, "synced:5", 6]);
+});
+
+test(`after hasMore, a client that does not ask for the next page gets the held messages after ${MORE_WAIT_MS} ms`, async () => {
+  const room = newRoom();
+  const conv = `room:${room}`;
+  const a = file.c.logic.user();
+  const ws = await open(a.token);
+  await join(ws, room);
+  await stored(room, a.user, 3);
+  ws.send({ op: "sync", conv, afterSeq: 0, limit: 2, ref: "p1" });
+  await ws.op("synced", "p1");
+  const t0 = performance.now();
+  await push([{ t: "m", room, msg: live(conv, a.user, 4) }]);
+  await ws.flush();
+  expect(order(ws)).toEqual([1, 2, "synced:2"]);
+  await eventually(() => order(ws).length === 4, MORE_WAIT_MS + 3000, "the held message");
+  expect(performance.now() - t0).toBeGreaterThan(MORE_WAIT_MS - 100);
+  await push([{ t: "m", room, msg: live(conv, a.user, 5) }]);
+  await ws.flush();
+  expect(order(ws)).toEqual([1, 2, "synced:2", 4, 5]);
+});
+
+test("a sync waits for the joins sent before it: join, join, sync of the second room misses nothing", async () => {
+  const [first, second] = [newRoom(), newRoom()];
+  const a = file.c.logic.user();
+  const ws = await open(a.token);
+  let joinsDone!: () => void;
+  file.c.logic.presenceGate = new Promise<void>((res) => (joinsDone = res));
+  try {
+    ws.send({ op: "join", room: first, ref: "j1" });
+    ws.send({ op: "join", room: second, ref: "j2" });
+    ws.send({ op: "sync", conv: `room:${second}`, afterSeq: 0, ref: "s" });
+    await ws.flush();
+    // Sent while the second join waits behind the first: not live to this socket yet.
+    await stored(second, a.user, 1);
+    await push([{ t: "m", room: second, msg: c1(second, a.user) }]);
+    await ws.flush();
+  } finally {
+    file.c.logic.presenceGate = undefined;
+    joinsDone();
+  }
+  await ws.op("synced", "s");
+  expect(order(ws)).toEqual([1, "synced:1"]);
+});
+
+test(`past ${MAX_HELD} held messages the hold is given up: they and what follows go out live, in order (an empty replay here)`, async () => {
   const room = newRoom();
   const conv = `room:${room}`;
   const a = file.c.logic.user();

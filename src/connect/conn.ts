@@ -27,16 +27,20 @@ export class SlidingWindow {
   }
 }
 
-/** The live messages of one conversation held for a connection while its syncs are in flight (Hub.holdLive). */
+/** The live messages of one conversation held for a connection around its syncs (src/connect/sync-hold.ts). */
 export interface LiveHold {
-  /** Syncs of the conversation in flight on the connection; 0: after them, dropping live messages up to floor. */
+  /** Syncs of the conversation in flight on the connection. */
   syncs: number;
   /** The highest seq a finished sync of them replayed (0: none). */
   floor: number;
-  /** Held live messages, in the order they were pushed; none once given up (too many). */
+  /** Held live messages, in the order they were pushed. */
   msgs: Message[];
   /** Too many arrived: the hold was given up and live messages flow again. */
   gaveUp: boolean;
+  /** Set while the hold waits for the next page after a reply with hasMore. */
+  more?: ReturnType<typeof setTimeout>;
+  /** When the filter after the syncs ends (ms; 0 before it starts). */
+  filterUntil: number;
 }
 
 export class Conn {

@@ -159,19 +159,24 @@ export class FrameHandler {
     return c.rateLimited.hit(Date.now());
   }
 
-  /** The replay, then `synced`, then the conversation's live messages held meanwhile (Hub.holdLive). */
+  /**
+   * The replay, then `synced`, then the conversation's live messages held meanwhile (sync-hold.ts).
+   * It starts after the joins and leaves sent before it, so a `join` then `sync` of a room holds
+   * and replays everything after the join.
+   */
   private async sync(ws: Socket, f: SyncFrame, ref: Ref | undefined): Promise<void> {
     const c = ws.data;
-    const hub = this.d.hub;
-    hub.holdLive(ws, f.conv);
+    const holds = this.d.hub.holds;
+    holds.hold(ws, f.conv);
     let res: HistoryRes;
     try {
+      await c.ctl;
       res = await this.up.logic.history(
         { userId: c.user.userId, conv: f.conv, afterSeq: f.afterSeq, limit: syncLimit(f.limit), maxLimit: LIMITS.syncMaxLimit },
         { retries: 1 },
       );
     } catch (e) {
-      hub.releaseLive(ws, f.conv, 0);
+      holds.release(ws, f.conv, 0);
       return this.out.error(ws, ref, this.appError(e, "sync"));
     }
     let last = f.afterSeq;
@@ -184,7 +189,7 @@ export class FrameHandler {
         this.out.send(ws, syncedFrame(ref, f.conv, last, res.hasMore));
       });
     } finally {
-      hub.releaseLive(ws, f.conv, res.messages.at(-1)?.seq ?? 0);
+      holds.release(ws, f.conv, res.messages.at(-1)?.seq ?? 0, res.hasMore);
     }
   }
 

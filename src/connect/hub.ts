@@ -3,36 +3,22 @@
 // pub/sub, one topic per room and format, encoded at most once per format and only for a format
 // that has local subscribers.
 //
-// While a connection's `sync` of a conversation is in flight, the conversation's live messages to
-// it are held (its room topic unsubscribed meanwhile) and sent after the sync's replay, those it
-// did not replay only: a client that joins and then syncs, as after a reconnect, gets the
-// conversation in seq order and once (CONTRACT.md guarantees 2 and 3), not a live message before
-// the older ones the sync brings. Live messages at or below the replay's end that come after it
-// (the sync read them before task pushed them) are dropped until the first one above it. A sync
-// answered with hasMore leaves a gap the client's next sync fills; a hold past MAX_HELD messages
-// is given up, and the messages flow live again.
+// A connection with a `sync` in flight is taken off its room's topic for a while; SyncHolds
+// (sync-hold.ts) decides what reaches it then.
 import type { Logger } from "../shared/log.ts";
-import { CLOSE, parseConv, roomConv, type Message, type PresenceEvent } from "../shared/protocol.ts";
+import { CLOSE, roomConv, type Message, type PresenceEvent } from "../shared/protocol.ts";
 import type { PushEvent } from "../../proto/connect.ts";
 import type { Socket } from "./conn.ts";
+import { SyncHolds, type HoldRoom } from "./sync-hold.ts";
 import { encode, msgFrame, presenceFrame, readFrame, receiptFrame, typingFrame, type Format, type Wire } from "./frames.ts";
 import type { ConnectMetrics } from "./metrics.ts";
 import type { Tally } from "../shared/tally.ts";
 import type { Outbox } from "./outbox.ts";
 
-interface LocalRoom {
-  readonly socks: Set<Socket>;
-  readonly topics: Record<Format, string>;
+interface LocalRoom extends HoldRoom {
   /** Joined sockets per format: tells whether a format's frame needs encoding at all. */
   readonly count: Record<Format, number>;
-  /** Joined sockets with a sync of the room in flight: off the topic, their messages held. */
-  readonly syncing: Set<Socket>;
 }
-
-/** Live messages held for one connection and conversation at most; past it the hold is given up. */
-export const MAX_HELD = 1_000;
-/** Conversations of one connection waiting, after their sync, for a live message past its replay. */
-const MAX_FILTERS = 64;
 
 /** Publishes to a Bun topic (Bun's Server.publish); returns the send status. */
 export type Publish = (topic: string, data: Wire) => number;
@@ -57,6 +43,8 @@ export class Hub {
   private readonly pushedK: Tally;
   private readonly pushedRd: Tally;
   private readonly pushedTy: Tally;
+  /** Live messages around each connection's syncs (sync-hold.ts). */
+  readonly holds: SyncHolds;
 
   constructor(
     private readonly publish: Publish,
@@ -71,6 +59,7 @@ export class Hub {
     this.pushedK = metrics.pushEvents.child("k");
     this.pushedRd = metrics.pushEvents.child("rd");
     this.pushedTy = metrics.pushEvents.child("ty");
+    this.holds = new SyncHolds((room) => this.rooms.get(room), out);
   }
 
   get roomCount(): number {
@@ -103,8 +92,7 @@ export class Hub {
     if (r.socks.has(ws)) return;
     r.socks.add(ws);
     r.count[ws.data.format]++;
-    const h = ws.data.syncing?.get(roomConv(room));
-    if (h && !h.gaveUp) r.syncing.add(ws);
+    if (this.holds.holds(ws, roomConv(room))) r.syncing.add(ws);
     else ws.subscribe(r.topics[ws.data.format]);
   }
 
@@ -113,8 +101,7 @@ export class Hub {
     if (!r?.socks.delete(ws)) return;
     r.count[ws.data.format]--;
     r.syncing.delete(ws);
-    const h = ws.data.syncing?.get(roomConv(room));
-    if (h?.syncs === 0) this.endHold(ws, roomConv(room)); // a filter waits for live messages that no longer come
+    this.holds.left(ws, roomConv(room));
     if (!ws.data.closed) ws.unsubscribe(r.topics[ws.data.format]);
     if (!r.socks.size) this.rooms.delete(room);
   }
@@ -163,7 +150,7 @@ export class Hub {
     if (!r.syncing.size) return;
     // A give-up below takes the socket out of r.syncing: iterate over a copy.
     const lazy = new Lazy(frame);
-    for (const ws of [...r.syncing]) if (!this.keep(ws, msg)) this.out.wire(ws, lazy.get(ws.data.format));
+    for (const ws of [...r.syncing]) if (!this.holds.keep(ws, msg)) this.out.wire(ws, lazy.get(ws.data.format));
   }
 
   private toUsers(users: readonly number[], msg: Message): void {
@@ -172,97 +159,8 @@ export class Hub {
       // A message to oneself may list the user twice: deliver once.
       if (users.indexOf(users[i]) !== i) continue;
       const set = this.users.get(users[i]);
-      if (set) for (const ws of set) if (!ws.data.syncing || !this.keep(ws, msg)) this.out.wire(ws, frame.get(ws.data.format));
+      if (set) for (const ws of set) if (!ws.data.syncing || !this.holds.keep(ws, msg)) this.out.wire(ws, frame.get(ws.data.format));
     }
-  }
-
-  /**
-   * Starts holding conv's live messages to this connection while its `sync` of conv is in flight
-   * (see the top of this file); a joined room's topic is unsubscribed until the release. Every
-   * call must be followed by one releaseLive, also when the sync fails.
-   */
-  holdLive(ws: Socket, conv: string): void {
-    const c = ws.data;
-    c.syncing ??= new Map();
-    const h = c.syncing.get(conv);
-    if (h) return void h.syncs++; // another sync in flight, or the filter after one
-    c.syncing.set(conv, { syncs: 1, floor: 0, msgs: [], gaveUp: false });
-    const r = this.roomOf(conv);
-    if (r?.socks.has(ws)) {
-      r.syncing.add(ws);
-      ws.unsubscribe(r.topics[c.format]);
-    }
-  }
-
-  /**
-   * Ends one sync of conv on this connection; replayedTo is the last seq its replay sent (0 if it
-   * sent none or failed). When the last sync in flight ended, the held messages above the highest
-   * replayedTo go out in the order they came. If none did, the connection stays off live delivery
-   * of conv only until the first live message above it: those at or below it, pushed after the
-   * sync read them, were in its replay and are dropped, not sent twice. A sync that replayed
-   * nothing drops nothing, whatever its afterSeq.
-   */
-  releaseLive(ws: Socket, conv: string, replayedTo: number): void {
-    const h = ws.data.syncing?.get(conv);
-    if (!h) return;
-    h.floor = Math.max(h.floor, replayedTo);
-    if (--h.syncs > 0) return;
-    const rest = h.msgs.filter((m) => m.seq > h.floor);
-    h.msgs = [];
-    if (h.gaveUp || rest.length || !h.floor || !this.mayFilter(ws, conv)) this.endHold(ws, conv);
-    for (const m of rest) this.out.send(ws, msgFrame(m));
-  }
-
-  /**
-   * Whether a filter (a hold with no sync in flight) may wait on conv for this connection: only
-   * where live messages of conv come to it (a joined room, its own DMs), MAX_FILTERS at most.
-   */
-  private mayFilter(ws: Socket, conv: string): boolean {
-    const c = ws.data;
-    let filters = 0;
-    for (const h of c.syncing!.values()) if (h.syncs === 0) filters++;
-    if (filters >= MAX_FILTERS) return false;
-    const pc = parseConv(conv);
-    if (pc?.kind === "room") return !!this.rooms.get(pc.room)?.socks.has(ws);
-    return !!pc && (pc.a === c.user.userId || pc.b === c.user.userId);
-  }
-
-  /** Holds msg for the connection while a sync of its conversation is in flight, or drops it as replayed; false if it goes out now. */
-  private keep(ws: Socket, msg: Message): boolean {
-    const h = ws.data.syncing?.get(msg.conv);
-    if (!h || h.gaveUp) return false;
-    if (h.syncs === 0) {
-      if (msg.seq <= h.floor) return true;
-      this.endHold(ws, msg.conv);
-      return false;
-    }
-    if (h.msgs.length < MAX_HELD) {
-      h.msgs.push(msg);
-      return true;
-    }
-    // Too many for one sync: what was held goes out now, and msg and what follows go live.
-    h.gaveUp = true;
-    this.live(ws, msg.conv);
-    for (const m of h.msgs) if (m.seq > h.floor) this.out.send(ws, msgFrame(m));
-    h.msgs = [];
-    return false;
-  }
-
-  private endHold(ws: Socket, conv: string): void {
-    const c = ws.data;
-    c.syncing?.delete(conv);
-    if (!c.syncing?.size) c.syncing = undefined;
-    this.live(ws, conv);
-  }
-
-  /** Puts a joined socket back on its room's topic. */
-  private live(ws: Socket, conv: string): void {
-    const r = this.roomOf(conv);
-    if (r?.syncing.delete(ws) && !ws.data.closed) ws.subscribe(r.topics[ws.data.format]);
-  }
-
-  private roomOf(conv: string): LocalRoom | undefined {
-    return conv.startsWith("room:") ? this.rooms.get(conv.slice(5)) : undefined;
   }
 
   /** To the room's local sockets, except the sockets of the user the event is about. */

@@ -160,7 +160,8 @@ export class ConnectServer {
         onRenewed: () => this.registrationRenewed(),
       });
       this.reportedConns = conns;
-      this.unregistered = false;
+      // Unless the lease was already lost again meanwhile: then registrationRenewed clears it.
+      if (!this.lostRegistrations) this.unregistered = false;
       this.timers.push(setInterval(() => void this.refreshRegistration(), REGISTRATION_REFRESH_MS));
       const d = this.opts.discovery;
       const checks = d.etcd && d.serviceKey ? [{ name: "etcd registration", check: () => registered(d as Parameters<typeof registered>[0], CONNECT_SERVICE, this.registrationId) }] : [];

@@ -33,6 +33,8 @@ export class FakeLogic implements LogicPort {
   down = false;
   /** When set, history calls wait for it (requests held in flight). */
   gate?: Promise<void>;
+  /** When set, presence calls (join, leave) wait for it. */
+  presenceGate?: Promise<void>;
   private uid = 0;
   private msgId = 1000;
 
@@ -88,6 +90,7 @@ export class FakeLogic implements LogicPort {
 
   async presence(req: { ops: PresenceOp[] }): Promise<Result<JoinInfo | null>[]> {
     this.check();
+    await this.presenceGate;
     return req.ops.map((op) => {
       this.presenceOps.push(op);
       if (op.k !== "join" && op.k !== "leave") return { ok: null };
