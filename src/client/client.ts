@@ -168,14 +168,18 @@ export class ChatClient {
   /** After every open: re-join the rooms, catch up every loaded conversation, resend pending sends. */
   private async afterOpen(): Promise<void> {
     const socket = this.socket!;
-    await Promise.all([...this.rooms].map((room) => this.joinOnSocket(room)));
+    const joins = [...this.rooms].map((room) => this.joinOnSocket(room));
+    // The syncs go right behind the joins: the server runs each after the joins sent before it and
+    // holds the conversation's live messages until its replay is out, so they come in seq order.
+    const syncs = [...this.store.convs.values()].filter((c) => c.loaded).map((c) => this.sync(c.conv));
+    await Promise.all(joins);
     if (!socket.isOpen) return;
     // Conversations not loaded may have moved while we were away: refresh their counters.
     this.http.conversations().then(
       (l) => this.store.mergeSummaries(l),
       () => undefined,
     );
-    await Promise.all([...this.store.convs.values()].filter((c) => c.loaded).map((c) => this.sync(c.conv)));
+    await Promise.all(syncs);
     this.outbox.resendPending();
   }
 
