@@ -37,6 +37,8 @@ export interface LiveHold {
   msgs: Message[];
   /** Too many arrived: the hold was given up and live messages flow again. */
   gaveUp: boolean;
+  /** The hasMore of the sync that replayed furthest. */
+  hasMore: boolean;
   /** Set while the hold waits for the next page after a reply with hasMore. */
   more?: ReturnType<typeof setTimeout>;
   /** When the filter after the syncs ends (ms; 0 before it starts). */

@@ -82,6 +82,11 @@ export class Outbox {
     return true;
   }
 
+  /** Writes the replies the socket holds now, not at the end of the turn (for frames that must not queue behind them). */
+  flushHeld(ws: Socket): void {
+    this.drain(ws);
+  }
+
   /** Closes the socket after writing the replies it has held, which were sent before the close. */
   close(ws: Socket, code: number, reason: string): void {
     if (ws.data.closed) return;

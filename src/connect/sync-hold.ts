@@ -3,11 +3,14 @@
 //
 // While a connection's sync of a conversation is in flight, the conversation's live messages to it
 // are held (a joined room's topic is unsubscribed meanwhile, so Bun's publish skips the socket)
-// and sent after the `synced` reply, except those the replay sent. A reply with hasMore keeps
-// holding until the client's next sync of it (at most MORE_WAIT_MS), so paging through a backlog
-// stays in order too. After the last page, live messages up to the last replayed seq that come
-// later (the sync read them before task pushed them) are dropped until the first one above it, or
-// FILTER_MS at most: the "filter". A sync that replayed nothing drops nothing.
+// and sent after the `synced` reply, except those the replay sent. When the sync that replayed
+// furthest answered hasMore, the hold goes on until the client's next sync of the conversation
+// (at most MORE_WAIT_MS), so paging through a backlog stays in order too. After the last page,
+// live messages up to the last replayed seq that come later (the sync read them before task
+// pushed them) are dropped until the first one above it; after FILTER_MS the next one ends the
+// filter whatever its seq. A sync that replayed nothing drops nothing. Whenever the socket goes
+// back on its topic, its replies held for the end of the turn are written first, so a later
+// publish cannot overtake what was held.
 //
 // Bounds: MAX_HELD messages per connection and conversation (past it the hold is given up: what
 // it held and what follows go out live, as without a hold, and the replay may repeat some), and
@@ -53,9 +56,10 @@ export class SyncHolds {
       h.syncs++;
       clearTimeout(h.more);
       h.more = undefined;
+      h.filterUntil = 0;
       return;
     }
-    c.syncing.set(conv, { syncs: 1, floor: 0, msgs: [], gaveUp: false, filterUntil: 0 });
+    c.syncing.set(conv, { syncs: 1, floor: 0, msgs: [], gaveUp: false, hasMore: false, filterUntil: 0 });
     const r = this.roomOf(conv);
     if (r?.socks.has(ws)) {
       r.syncing.add(ws);
@@ -71,10 +75,13 @@ export class SyncHolds {
   release(ws: Socket, conv: string, replayedTo: number, hasMore = false): void {
     const h = ws.data.syncing?.get(conv);
     if (!h) return;
-    h.floor = Math.max(h.floor, replayedTo);
+    if (replayedTo > 0 && replayedTo >= h.floor) {
+      h.floor = replayedTo;
+      h.hasMore = hasMore; // the sync that replayed furthest says whether a page follows
+    }
     if (--h.syncs > 0) return;
     if (h.gaveUp) return this.end(ws, conv);
-    if (hasMore && !ws.data.closed && this.reaches(ws, conv)) {
+    if (h.hasMore && !ws.data.closed && this.reaches(ws, conv)) {
       h.more = setTimeout(() => this.finish(ws, conv), MORE_WAIT_MS);
       return;
     }
@@ -123,6 +130,7 @@ export class SyncHolds {
     const h = ws.data.syncing?.get(conv);
     if (!h || h.syncs > 0) return;
     h.more = undefined;
+    h.hasMore = false;
     const rest = h.msgs.filter((m) => m.seq > h.floor);
     h.msgs = [];
     if (rest.length || !h.floor || ws.data.closed || !this.mayFilter(ws, conv)) this.end(ws, conv);
@@ -130,11 +138,17 @@ export class SyncHolds {
     for (const m of rest) this.out.send(ws, msgFrame(m));
   }
 
-  /** A filter only where conv's live messages come to ws, MAX_FILTERS at most. */
+  /** A filter only where conv's live messages come to ws, MAX_FILTERS at most; expired ones are ended here. */
   private mayFilter(ws: Socket, conv: string): boolean {
+    if (!this.reaches(ws, conv)) return false;
+    const now = Date.now();
     let filters = 0;
-    for (const h of ws.data.syncing!.values()) if (h.syncs === 0 && h.more === undefined && h.filterUntil) filters++;
-    return filters < MAX_FILTERS && this.reaches(ws, conv);
+    for (const [other, h] of ws.data.syncing!) {
+      if (other === conv || h.syncs > 0 || h.more !== undefined || !h.filterUntil) continue;
+      if (now >= h.filterUntil) this.end(ws, other);
+      else filters++;
+    }
+    return filters < MAX_FILTERS;
   }
 
   /** Whether conv's live messages come to ws: a room it joined, or its own direct conversation. */
@@ -154,10 +168,12 @@ export class SyncHolds {
     this.live(ws, conv);
   }
 
-  /** Puts a joined socket back on its room's topic. */
+  /** Puts a joined socket back on its room's topic, after writing the replies it holds (see the top). */
   private live(ws: Socket, conv: string): void {
     const r = this.roomOf(conv);
-    if (r?.syncing.delete(ws) && !ws.data.closed) ws.subscribe(r.topics[ws.data.format]);
+    if (!r?.syncing.delete(ws) || ws.data.closed) return;
+    this.out.flushHeld(ws);
+    ws.subscribe(r.topics[ws.data.format]);
   }
 
   private roomOf(conv: string): HoldRoom | undefined {
