@@ -42,6 +42,15 @@ function holdHistory(): (err?: Error) => void {
 /** The msg seqs and synced frames a client got, in arrival order: numbers for msg, "synced:<lastSeq>". */
 const order = (ws: WsClient) => ws.all.filter((f) => f.op === "msg" || f.op === "synced").map((f) => (f.op === "msg" ? f.seq : `synced:${f.lastSeq}`));
 
+/** A new user's connection joined to a new room. */
+async function member(format?: "json" | "msgpack") {
+  const room = newRoom();
+  const a = file.c.logic.user();
+  const ws = await open(a.token, format);
+  await join(ws, room);
+  return { room, conv: `room:${room}`, a, ws };
+}
+
 async function syncHeld(ws: WsClient, conv: string, afterSeq = 0, ref = "s"): Promise<void> {
   const before = file.c.logic.historyReqs.length;
   ws.send({ op: "sync", conv, afterSeq, ref });
@@ -104,11 +113,7 @@ test("live messages the sync already replayed, pushed after it, are dropped unti
 });
 
 test("a sync that replays nothing drops nothing after it, whatever its afterSeq", async () => {
-  const room = newRoom();
-  const conv = `room:${room}`;
-  const a = file.c.logic.user();
-  const ws = await open(a.token);
-  await join(ws, room);
+  const { room, conv, a, ws } = await member();
   ws.send({ op: "sync", conv, afterSeq: 9, ref: "s" });
   expect(await ws.op("synced", "s")).toMatchObject({ lastSeq: 9, hasMore: false });
   await push([1, 2].map((seq) => ({ t: "m", room, msg: live(conv, a.user, seq) })));
@@ -143,11 +148,7 @@ test("direct conversation: held for the syncing connection only, in both formats
 });
 
 test("a sync that fails releases what it held: the error, then every held message", async () => {
-  const room = newRoom();
-  const conv = `room:${room}`;
-  const a = file.c.logic.user();
-  const ws = await open(a.token);
-  await join(ws, room);
+  const { room, conv, a, ws } = await member();
   const open_ = holdHistory();
   try {
     await syncHeld(ws, conv);
@@ -200,11 +201,7 @@ test("joined during the sync: held too; left during it: what was held comes, not
 });
 
 test("a reply with hasMore keeps holding for the next page: paging through a backlog stays in order", async () => {
-  const room = newRoom();
-  const conv = `room:${room}`;
-  const a = file.c.logic.user();
-  const ws = await open(a.token);
-  await join(ws, room);
+  const { room, conv, a, ws } = await member();
   await stored(room, a.user, 5);
   ws.send({ op: "sync", conv, afterSeq: 0, limit: 2, ref: "p1" });
   expect(await ws.op("synced", "p1")).toMatchObject({ lastSeq: 2, hasMore: true });
@@ -218,11 +215,7 @@ test("a reply with hasMore keeps holding for the next page: paging through a bac
 });
 
 test(`after hasMore, a client that does not ask for the next page gets the held messages after ${MORE_WAIT_MS} ms`, async () => {
-  const room = newRoom();
-  const conv = `room:${room}`;
-  const a = file.c.logic.user();
-  const ws = await open(a.token);
-  await join(ws, room);
+  const { room, conv, a, ws } = await member();
   await stored(room, a.user, 3);
   ws.send({ op: "sync", conv, afterSeq: 0, limit: 2, ref: "p1" });
   await ws.op("synced", "p1");
@@ -261,11 +254,7 @@ test("a sync waits for the joins sent before it: join, join, sync of the second 
 });
 
 test(`past ${MAX_HELD} held messages the hold is given up: they and what follows go out live, in order (an empty replay here)`, async () => {
-  const room = newRoom();
-  const conv = `room:${room}`;
-  const a = file.c.logic.user();
-  const ws = await open(a.token, "msgpack");
-  await join(ws, room);
+  const { room, conv, a, ws } = await member("msgpack");
   const total = MAX_HELD + 50;
   const open_ = holdHistory();
   try {
