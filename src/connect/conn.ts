@@ -68,7 +68,7 @@ export class Conn {
   typedAt?: Map<string, number>;
   /** Frames the Outbox holds until the end of the turn (see Outbox.reply). */
   held?: Wire | Wire[];
-  /** conv → live messages held while a `sync` of it is in flight (see Hub.holdLive). */
+  /** conv → live messages held around a `sync` of it (src/connect/sync-hold.ts). */
   syncing?: Map<string, LiveHold>;
 
   constructor(

@@ -179,17 +179,14 @@ export class FrameHandler {
       holds.release(ws, f.conv, 0);
       return this.out.error(ws, ref, this.appError(e, "sync"));
     }
-    let last = f.afterSeq;
+    const replayedTo = res.messages.at(-1)?.seq;
     try {
       ws.cork(() => {
-        for (const m of res.messages) {
-          this.out.send(ws, msgFrame(m));
-          last = m.seq;
-        }
-        this.out.send(ws, syncedFrame(ref, f.conv, last, res.hasMore));
+        for (const m of res.messages) this.out.send(ws, msgFrame(m));
+        this.out.send(ws, syncedFrame(ref, f.conv, replayedTo ?? f.afterSeq, res.hasMore));
       });
     } finally {
-      holds.release(ws, f.conv, res.messages.at(-1)?.seq ?? 0, res.hasMore);
+      holds.release(ws, f.conv, replayedTo ?? 0, res.hasMore);
     }
   }
 

@@ -82,11 +82,6 @@ export class Outbox {
     return true;
   }
 
-  /** Writes the replies the socket holds now, not at the end of the turn (for frames that must not queue behind them). */
-  flushHeld(ws: Socket): void {
-    this.drain(ws);
-  }
-
   /** Closes the socket after writing the replies it has held, which were sent before the close. */
   close(ws: Socket, code: number, reason: string): void {
     if (ws.data.closed) return;
@@ -110,8 +105,11 @@ export class Outbox {
     for (const ws of socks) this.drain(ws);
   }
 
-  /** Writes what the socket holds, if anything: one frame directly, several in one corked write. */
-  private drain(ws: Socket): void {
+  /**
+   * Writes what the socket holds, if anything: one frame directly, several in one corked write.
+   * Also called before the end of the turn for frames that must not queue behind them (sync-hold.ts).
+   */
+  drain(ws: Socket): void {
     const c = ws.data;
     const held = c.held;
     if (held === undefined) return;

@@ -15,7 +15,7 @@
 // Bounds: MAX_HELD messages per connection and conversation (past it the hold is given up: what
 // it held and what follows go out live, as without a hold, and the replay may repeat some), and
 // MAX_FILTERS filters per connection (past it, no filter: a late push may repeat a message).
-import { parseConv, type Message } from "../shared/protocol.ts";
+import { isParticipant, parseConv, type Message } from "../shared/protocol.ts";
 import type { LiveHold, Socket } from "./conn.ts";
 import { msgFrame, type Format } from "./frames.ts";
 import type { Outbox } from "./outbox.ts";
@@ -36,6 +36,9 @@ export interface HoldRoom {
   /** Joined sockets with a hold or filter on the room: off the topic, their messages go through keep(). */
   readonly syncing: Set<Socket>;
 }
+
+/** After its syncs, before the next live message past them (finish() set filterUntil, or ended it). */
+const filtering = (h: LiveHold): boolean => h.syncs === 0 && h.more === undefined;
 
 export class SyncHolds {
   constructor(
@@ -97,14 +100,14 @@ export class SyncHolds {
   /** The socket left the room: a filter on it ends (its messages no longer come); a hold keeps what it has. */
   left(ws: Socket, conv: string): void {
     const h = ws.data.syncing?.get(conv);
-    if (h && h.syncs === 0 && h.more === undefined) this.end(ws, conv);
+    if (h && filtering(h)) this.end(ws, conv);
   }
 
   /** Takes msg if ws holds or filters its conversation (true: not to be sent now). */
   keep(ws: Socket, msg: Message): boolean {
     const h = ws.data.syncing?.get(msg.conv);
     if (!h || h.gaveUp) return false;
-    if (h.syncs === 0 && h.more === undefined) {
+    if (filtering(h)) {
       if (msg.seq <= h.floor && Date.now() < h.filterUntil) return true;
       this.end(ws, msg.conv);
       return false;
@@ -144,7 +147,7 @@ export class SyncHolds {
     const now = Date.now();
     let filters = 0;
     for (const [other, h] of ws.data.syncing!) {
-      if (other === conv || h.syncs > 0 || h.more !== undefined || !h.filterUntil) continue;
+      if (other === conv || !filtering(h)) continue;
       if (now >= h.filterUntil) this.end(ws, other);
       else filters++;
     }
@@ -155,8 +158,7 @@ export class SyncHolds {
   private reaches(ws: Socket, conv: string): boolean {
     const pc = parseConv(conv);
     if (pc?.kind === "room") return !!this.room(pc.room)?.socks.has(ws);
-    const me = ws.data.user.userId;
-    return !!pc && (pc.a === me || pc.b === me);
+    return !!pc && isParticipant(pc, ws.data.user.userId);
   }
 
   private end(ws: Socket, conv: string): void {
@@ -172,11 +174,12 @@ export class SyncHolds {
   private live(ws: Socket, conv: string): void {
     const r = this.roomOf(conv);
     if (!r?.syncing.delete(ws) || ws.data.closed) return;
-    this.out.flushHeld(ws);
+    this.out.drain(ws);
     ws.subscribe(r.topics[ws.data.format]);
   }
 
   private roomOf(conv: string): HoldRoom | undefined {
-    return conv.startsWith("room:") ? this.room(conv.slice(5)) : undefined;
+    const pc = parseConv(conv);
+    return pc?.kind === "room" ? this.room(pc.room) : undefined;
   }
 }
